@@ -1,0 +1,58 @@
+# OpsDash: `make run` serves the dashboard with a real model; `make test` checks everything.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= $(or $(OPSDASH_PORT),8000)
+HOST ?= $(or $(OPSDASH_HOST),127.0.0.1)
+DATA_DIR ?= $(or $(OPSDASH_DATA_DIR),var)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: install run test lint bench browser clean
+
+install: $(STAMP)
+
+# Reinstalls only when pyproject.toml changes; llama-cpp-python compiles once (pip caches it).
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON) not found). Set PYTHON=/path/to/python3.11."; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# Debian's chromium drives the browser tests (Playwright never downloads a browser here).
+browser:
+	@if [ -x /usr/bin/chromium ]; then exit 0; fi; \
+	if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+		echo "Installing Debian's chromium for the browser tests…"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "The browser tests need Chromium at /usr/bin/chromium: run 'sudo apt-get install chromium' and try again."; \
+		exit 1; \
+	fi
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy opsdash inference
+
+test: install browser lint
+	$(BIN)/python -m pytest
+
+# Uploads are spooled by daphne before Django sees them: keep that spool on the data disk,
+# not a small /tmp.
+run: install
+	mkdir -p $(DATA_DIR)/tmp
+	$(BIN)/python manage.py migrate --no-input
+	$(BIN)/python manage.py bootstrap --demo
+	$(BIN)/python manage.py install_demo_model
+	$(BIN)/python manage.py collectstatic --no-input -v 0
+	@echo "OpsDash: http://$(HOST):$(PORT)/"
+	TMPDIR=$(abspath $(DATA_DIR))/tmp $(BIN)/daphne -b $(HOST) -p $(PORT) opsdash.asgi:application
+
+bench: install
+	$(BIN)/python bench/install.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from django.http import HttpRequest
+
+from opsdash.accounts.roles import capabilities_of, roles_of
+
+
+def roles(request: HttpRequest) -> dict[str, object]:
+    """``caps`` (capability names) and ``roles`` for navigation that shows only what a user may use."""
+    user = request.user
+    return {
+        "caps": {str(cap) for cap in capabilities_of(user)},
+        "roles": sorted(str(role) for role in roles_of(user)),
+    }

@@ -1,0 +1,82 @@
+"""Accounts: demo users, personal API tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.contrib.auth.models import AbstractBaseUser, Group, User
+from django.db import transaction
+from django.utils import timezone
+
+from opsdash.accounts.models import ApiToken
+from opsdash.accounts.roles import Role
+
+TOKEN_PREFIX = "ops_"
+# Writing last_used_at on every request would turn every API read into a write.
+_LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def _digest(secret: str) -> str:
+    # Tokens are 256 random bits, so a plain SHA-256 is enough: there is nothing to brute-force.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: ApiToken
+    secret: str
+
+
+def create_token(*, user: AbstractBaseUser, name: str) -> IssuedToken:
+    """Issue a personal token; the returned secret is the only copy there will ever be."""
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(
+        user=user, name=name.strip() or "token", prefix=secret[:10], digest=_digest(secret)
+    )
+    return IssuedToken(token=token, secret=secret)
+
+
+def revoke_token(*, token: ApiToken) -> None:
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+
+
+def user_for_token(secret: str) -> AbstractBaseUser | None:
+    """The active user a bearer secret belongs to, or None."""
+    if not secret.startswith(TOKEN_PREFIX):
+        return None
+    token = (
+        ApiToken.objects.select_related("user")
+        .filter(digest=_digest(secret), revoked_at__isnull=True, user__is_active=True)
+        .first()
+    )
+    if token is None:
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token.user
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    username: str
+    created: bool
+
+
+@transaction.atomic
+def create_demo_users(*, password: str) -> list[DemoUser]:
+    """The users ``admin``, ``operator`` and ``manager``, each in its role; existing ones are kept."""
+    result = []
+    for role in (Role.ADMIN, Role.OPERATOR, Role.MANAGER):
+        user, created = User.objects.get_or_create(username=role.value)
+        if created:
+            user.set_password(password)
+            user.save()
+        user.groups.add(Group.objects.get(name=role.value))
+        result.append(DemoUser(username=role.value, created=created))
+    return result

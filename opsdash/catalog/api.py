@@ -1,0 +1,137 @@
+"""/api/models: the catalog's JSON API (same services as the pages)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from django.http import HttpRequest
+from django.shortcuts import get_object_or_404
+from ninja import Router, Schema
+from ninja.errors import HttpError
+
+from opsdash.accounts.permissions import api_requires
+from opsdash.accounts.roles import Cap
+from opsdash.catalog import services
+from opsdash.catalog.models import LocalModel, SourceKind
+
+router = Router(tags=["models"])
+
+
+class ModelOut(Schema):
+    id: int
+    name: str
+    slug: str
+    status: str
+    error: str
+    stage: str
+    progress_percent: int | None
+    bytes_done: int
+    bytes_total: int | None
+    format: str
+    architecture: str
+    model_type: str
+    parameter_count: int | None
+    quantization: str
+    context_length: int | None
+    vocab_size: int | None
+    size_bytes: int | None
+    sha256: str
+    backend: str
+    source_kind: str
+    source_ref: str
+    created_at: datetime
+    installed_at: datetime | None
+    retired_at: datetime | None
+    deleted_at: datetime | None
+
+
+class ModelList(Schema):
+    items: list[ModelOut]
+    count: int
+
+
+class InstallIn(Schema):
+    source: Literal["path", "url"]
+    path: str | None = None
+    url: str | None = None
+    sha256: str | None = None
+    name: str | None = None
+    model_type: str | None = None
+
+
+class ErrorOut(Schema):
+    detail: str
+
+
+def model_json(model: LocalModel) -> dict[str, object]:
+    """The stable model shape, for endpoints outside this router (the upload view)."""
+    return ModelOut.from_orm(model).dict()
+
+
+@router.get("", response=ModelList)
+@api_requires(Cap.VIEW_MODELS)
+def list_models(request: HttpRequest, status: str | None = None) -> dict[str, object]:
+    models = LocalModel.objects.all()
+    if status:
+        models = models.filter(status=status)
+    items = list(models)
+    return {"items": items, "count": len(items)}
+
+
+@router.post("", response={202: ModelOut, 400: ErrorOut, 409: ErrorOut})
+@api_requires(Cap.MANAGE_MODELS)
+def install(request: HttpRequest, payload: InstallIn) -> tuple[int, object]:
+    location = payload.path if payload.source == "path" else payload.url
+    if not location:
+        return 400, {"detail": f"Give the {payload.source} to install from."}
+    source = services.InstallSource(
+        kind=SourceKind(payload.source),
+        location=location,
+        expected_sha256=payload.sha256 or "",
+        name=payload.name or "",
+        model_type=payload.model_type or "",
+    )
+    try:
+        model = services.start_install(source=source, user=request.user)
+    except services.InstallRefused as exc:
+        status = 409 if "already installed" in exc.reason else 400
+        return status, {"detail": exc.reason}
+    return 202, model
+
+
+@router.get("/{model_id}", response=ModelOut)
+@api_requires(Cap.VIEW_MODELS)
+def get_model(request: HttpRequest, model_id: int) -> LocalModel:
+    return get_object_or_404(LocalModel, pk=model_id)
+
+
+def _lifecycle(request: HttpRequest, model_id: int, verb: str) -> LocalModel:
+    model = get_object_or_404(LocalModel, pk=model_id)
+    action = {
+        "retire": services.retire_model,
+        "restore": services.restore_model,
+        "delete": services.delete_model,
+    }[verb]
+    try:
+        return action(model=model, user=request.user)
+    except services.LifecycleError as exc:
+        raise HttpError(409, exc.reason) from exc
+
+
+@router.post("/{model_id}/retire", response=ModelOut)
+@api_requires(Cap.MANAGE_MODELS)
+def retire(request: HttpRequest, model_id: int) -> LocalModel:
+    return _lifecycle(request, model_id, "retire")
+
+
+@router.post("/{model_id}/restore", response=ModelOut)
+@api_requires(Cap.MANAGE_MODELS)
+def restore(request: HttpRequest, model_id: int) -> LocalModel:
+    return _lifecycle(request, model_id, "restore")
+
+
+@router.delete("/{model_id}", response=ModelOut)
+@api_requires(Cap.MANAGE_MODELS)
+def delete(request: HttpRequest, model_id: int) -> LocalModel:
+    return _lifecycle(request, model_id, "delete")

@@ -1,0 +1,428 @@
+"""The catalog's verbs: install, retire, restore, delete, recover.
+
+Install path (DESIGN.md): bytes → ``<models>/.partial/<uuid>`` with sha256 in the same pass →
+format sniffed → metadata → backend chosen → trial load in a subprocess → atomic rename →
+``ready``. Any failure removes the partial file and leaves a ``failed`` record whose ``error``
+says what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psutil
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.text import slugify
+
+from inference import formats
+from inference.errors import InferenceError
+from inference.trial import trial_load
+from opsdash.catalog import jobs
+from opsdash.catalog.models import AuditAction, AuditEntry, LocalModel, ModelStatus, SourceKind
+from opsdash.catalog.transfer import (
+    PartialWriter,
+    TransferError,
+    Written,
+    check_free_space,
+    copy_file,
+    download,
+)
+
+logger = logging.getLogger(__name__)
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class InstallRefused(Exception):
+    """The request is refused before anything is written; ``reason`` tells the admin why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class LifecycleError(Exception):
+    """The action does not apply to the model in its current state."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class InstallSource:
+    """What to install: ``kind`` path or url (uploads arrive through ``install_uploaded``)."""
+
+    kind: SourceKind
+    location: str
+    expected_sha256: str = ""
+    name: str = ""
+    model_type: str = ""
+
+
+def partial_dir() -> Path:
+    folder = settings.MODELS_DIR / ".partial"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def new_partial_path() -> Path:
+    return partial_dir() / uuid.uuid4().hex
+
+
+def audit(*, action: AuditAction, outcome: str, model: LocalModel | None = None,
+          actor: AbstractBaseUser | None = None, detail: str = "") -> AuditEntry:
+    return AuditEntry.objects.create(
+        action=action, outcome=outcome, model=model, actor=actor, detail=detail
+    )
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def resolve_server_path(raw: str, *, roots: Sequence[Path] | None = None) -> Path:
+    """The real file behind ``raw``, which must lie inside one of ``OPSDASH_MODEL_ROOTS``.
+
+    The check is made on the fully resolved path, so a symlink inside a root that points
+    elsewhere is refused as firmly as a path outside it.
+    """
+    given = list(settings.MODEL_ROOTS if roots is None else roots)
+    if not given:
+        raise InstallRefused(
+            "Installing from a server path is turned off: set OPSDASH_MODEL_ROOTS to the folders "
+            "admins may install from."
+        )
+    real_roots = [root.resolve() for root in given]
+    allowed = ", ".join(str(root) for root in given)
+    candidate = Path(raw.strip()).expanduser()
+    if ".." in candidate.parts:
+        raise InstallRefused(f"The path {raw!r} contains '..'; give the file's full path instead.")
+    if not candidate.is_absolute():
+        raise InstallRefused(f"The path {raw!r} is not absolute; give the file's full path.")
+    inside = any(candidate.is_relative_to(root) for root in [*given, *real_roots])
+    if not inside:
+        raise InstallRefused(f"{candidate} is outside the folders admins may install from ({allowed}).")
+    try:
+        real = candidate.resolve(strict=True)
+    except (FileNotFoundError, NotADirectoryError, RuntimeError):
+        raise InstallRefused(f"There is no file at {candidate}.") from None
+    if not any(real.is_relative_to(root) for root in real_roots):
+        raise InstallRefused(
+            f"{candidate} is a link that leads outside the allowed folders (to {real}); "
+            f"copy the file into one of {allowed} instead."
+        )
+    if not real.is_file():
+        raise InstallRefused(f"{candidate} is not a regular file.")
+    return real
+
+
+def _validate(source: InstallSource, *, roots: Sequence[Path] | None = None) -> InstallSource:
+    sha = source.expected_sha256.strip().lower()
+    if sha and not _SHA256.fullmatch(sha):
+        raise InstallRefused("The expected sha256 must be 64 hexadecimal characters.")
+    model_type = source.model_type.strip()
+    if model_type and model_type not in formats.CTRANSFORMERS_MODEL_TYPES:
+        known = ", ".join(formats.CTRANSFORMERS_MODEL_TYPES)
+        raise InstallRefused(f"Unknown model type {model_type!r}; choose one of {known}.")
+    location = source.location.strip()
+    if source.kind == SourceKind.PATH:
+        location = str(resolve_server_path(location, roots=roots))
+    elif source.kind == SourceKind.URL:
+        parts = urlsplit(location)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise InstallRefused(f"{location!r} is not an http:// or https:// address.")
+    if sha:
+        _refuse_duplicate(sha)
+    return InstallSource(source.kind, location, sha, source.name.strip(), model_type)
+
+
+def _refuse_duplicate(sha256: str, *, exclude: int | None = None) -> None:
+    existing = (
+        LocalModel.objects.filter(sha256=sha256)
+        .exclude(status__in=[ModelStatus.DELETED, ModelStatus.FAILED])
+        .exclude(pk=exclude)
+        .first()
+    )
+    if existing:
+        url = reverse("catalog:detail", args=[existing.pk])
+        raise InstallRefused(
+            f"This file is already installed as “{existing.name}” ({existing.status}): {url}"
+        )
+
+
+def _unique_slug(name: str) -> str:
+    base = slugify(name)[:180] or "model"
+    slug, n = base, 2
+    while LocalModel.objects.filter(slug=slug).exists():
+        slug, n = f"{base}-{n}", n + 1
+    return slug
+
+
+def _default_name(location: str) -> str:
+    tail = urlsplit(location).path if "://" in location else location
+    stem = Path(tail).name
+    for suffix in (".gguf", ".ggml", ".bin"):
+        stem = stem.removesuffix(suffix)
+    return stem or "model"
+
+
+def _new_record(source: InstallSource, *, user: AbstractBaseUser | None) -> LocalModel:
+    name = source.name or _default_name(source.location)
+    with transaction.atomic():
+        model = LocalModel.objects.create(
+            name=name,
+            slug=_unique_slug(name),
+            source_kind=source.kind,
+            source_ref=source.location,
+            expected_sha256=source.expected_sha256,
+            model_type=source.model_type,
+            stage="queued",
+            install_host=socket.gethostname(),
+            install_pid=os.getpid(),
+            installed_by=user,
+        )
+        audit(action=AuditAction.INSTALL, outcome="started", model=model, actor=user,
+              detail=f"from {source.kind}: {source.location}")
+    return model
+
+
+# ----------------------------------------------------------------------------- install
+
+
+def start_install(*, source: InstallSource, user: AbstractBaseUser | None) -> LocalModel:
+    """Validate, create the ``installing`` record and run the install in the background."""
+    try:
+        source = _validate(source)
+    except InstallRefused as exc:
+        audit(action=AuditAction.INSTALL, outcome="refused", actor=user,
+              detail=f"{source.kind} {source.location}: {exc.reason}")
+        raise
+    model = _new_record(source, user=user)
+    jobs.submit(_acquire_and_finish, model.pk, source)
+    return model
+
+
+def install_model(*, source: InstallSource, user: AbstractBaseUser | None,
+                  roots: Sequence[Path] | None = None) -> LocalModel:
+    """The same install, run to the end in the calling thread (management commands).
+
+    ``roots`` replaces ``OPSDASH_MODEL_ROOTS`` for files OpsDash itself fetched (the demo model).
+    """
+    try:
+        source = _validate(source, roots=roots)
+    except InstallRefused as exc:
+        audit(action=AuditAction.INSTALL, outcome="refused", actor=user,
+              detail=f"{source.kind} {source.location}: {exc.reason}")
+        raise
+    model = _new_record(source, user=user)
+    _acquire_and_finish(model.pk, source)
+    model.refresh_from_db()
+    return model
+
+
+def install_uploaded(*, partial: Path, written: Written, filename: str, name: str,
+                     model_type: str, user: AbstractBaseUser | None) -> LocalModel:
+    """Finish an upload whose bytes ``UploadHandler`` already streamed into ``partial``."""
+    source = InstallSource(SourceKind.UPLOAD, filename, "", name, model_type)
+    try:
+        source = _validate(source)
+    except InstallRefused:
+        partial.unlink(missing_ok=True)
+        raise
+    model = _new_record(source, user=user)
+    LocalModel.objects.filter(pk=model.pk).update(bytes_done=written.size, bytes_total=written.size)
+    jobs.submit(_finish, model.pk, partial, written)
+    return model
+
+
+class _ProgressReporter:
+    """Writes progress to the record at most twice a second, however fast bytes arrive."""
+
+    def __init__(self, pk: int, stage: str) -> None:
+        self.pk, self.stage, self._last = pk, stage, 0.0
+
+    def __call__(self, done: int, total: int | None) -> None:
+        now = timezone.now().timestamp()
+        if now - self._last >= 0.5 or (total is not None and done >= total):
+            self._last = now
+            LocalModel.objects.filter(pk=self.pk).update(
+                bytes_done=done, bytes_total=total, stage=self.stage
+            )
+
+
+def _acquire_and_finish(pk: int, source: InstallSource) -> None:
+    partial = new_partial_path()
+    try:
+        if source.kind == SourceKind.PATH:
+            src = Path(source.location)
+            check_free_space(partial.parent, needed=src.stat().st_size, reserve=settings.MIN_FREE_BYTES)
+            writer = PartialWriter(partial, reserve=settings.MIN_FREE_BYTES,
+                                   progress=_ProgressReporter(pk, "copying"))
+            try:
+                written = copy_file(src, writer)
+            finally:
+                writer.close()
+        else:
+            check_free_space(partial.parent, needed=0, reserve=settings.MIN_FREE_BYTES)
+            writer = PartialWriter(partial, reserve=settings.MIN_FREE_BYTES,
+                                   progress=_ProgressReporter(pk, "downloading"))
+            try:
+                written = download(source.location, writer,
+                                   timeout=settings.DOWNLOAD_TIMEOUT_SECONDS,
+                                   attempts=settings.DOWNLOAD_ATTEMPTS)
+            finally:
+                writer.close()
+    except (TransferError, OSError) as exc:
+        partial.unlink(missing_ok=True)
+        reason = exc.reason if isinstance(exc, TransferError) else f"Could not read the file: {exc}."
+        _fail(pk, reason)
+        return
+    _finish(pk, partial, written)
+
+
+def _finish(pk: int, partial: Path, written: Written) -> None:
+    """Check, inspect and trial-load the partial file, then move it into place."""
+    model = LocalModel.objects.get(pk=pk)
+    try:
+        _set_stage(pk, "checking")
+        if model.expected_sha256 and written.sha256 != model.expected_sha256:
+            raise InstallRefused(
+                f"The sha256 of the file is {written.sha256}, not the expected "
+                f"{model.expected_sha256}. The file is corrupt or not the one you meant."
+            )
+        _refuse_duplicate(written.sha256, exclude=pk)
+        metadata = formats.read_metadata(partial, model_type=model.model_type or None)
+        verdict = formats.choose_backend(metadata)
+        if verdict.backend is None:
+            raise InstallRefused(verdict.reason)
+        _set_stage(pk, "trial load")
+        trial = trial_load(partial, backend=verdict.backend, model_type=model.model_type or None,
+                           timeout=settings.TRIAL_LOAD_TIMEOUT_SECONDS)
+        if not trial.ok:
+            raise InstallRefused(f"The trial load in {verdict.backend} failed: {trial.error}")
+        extension = ".gguf" if metadata.format == "gguf" else ".bin"
+        final = settings.MODELS_DIR / f"{model.slug}{extension}"
+        os.replace(partial, final)  # atomic on one filesystem: .partial lives inside MODELS_DIR
+    except (InstallRefused, InferenceError) as exc:
+        partial.unlink(missing_ok=True)
+        _fail(pk, exc.reason)
+        return
+    except Exception as exc:  # noqa: BLE001 - any surprise must still leave a failed record
+        logger.exception("install %s failed unexpectedly", pk)
+        partial.unlink(missing_ok=True)
+        _fail(pk, f"The install failed unexpectedly ({exc.__class__.__name__}: {exc}).")
+        return
+    with transaction.atomic():
+        LocalModel.objects.filter(pk=pk).update(
+            status=ModelStatus.READY, stage="", error="", file_path=str(final),
+            size_bytes=written.size, sha256=written.sha256, bytes_done=written.size,
+            bytes_total=written.size, format=metadata.format,
+            format_version=metadata.format_version, architecture=metadata.architecture or "",
+            parameter_count=metadata.parameter_count, quantization=metadata.quantization or "",
+            context_length=metadata.context_length, vocab_size=metadata.vocab_size,
+            tokenizer_model=metadata.tokenizer_model or "",
+            chat_template=metadata.chat_template or "", metadata=metadata.as_dict(),
+            backend=verdict.backend, backend_reason=verdict.reason,
+            trial_seconds=trial.seconds, trial_sample=trial.sample_text or "",
+            installed_at=timezone.now(),
+        )
+        audit(action=AuditAction.INSTALL, outcome="ok", model=model, actor=model.installed_by,
+              detail=f"sha256 {written.sha256}, {written.size} bytes, runs on {verdict.backend}")
+
+
+def _set_stage(pk: int, stage: str) -> None:
+    LocalModel.objects.filter(pk=pk).update(stage=stage)
+
+
+def _fail(pk: int, reason: str) -> None:
+    with transaction.atomic():
+        LocalModel.objects.filter(pk=pk).update(status=ModelStatus.FAILED, stage="", error=reason)
+        model = LocalModel.objects.get(pk=pk)
+        audit(action=AuditAction.INSTALL, outcome="failed", model=model,
+              actor=model.installed_by, detail=reason)
+
+
+def recover_interrupted_installs() -> int:
+    """Fail installs whose process died, and remove partial files no live install owns.
+
+    Only records started on this host by a process that is no longer running are touched, so
+    several web processes sharing one database do not fail each other's installs.
+    """
+    host = socket.gethostname()
+    recovered = 0
+    for model in LocalModel.objects.filter(status=ModelStatus.INSTALLING, install_host=host):
+        if model.install_pid and model.install_pid != os.getpid() and psutil.pid_exists(model.install_pid):
+            continue
+        _fail(model.pk, "The install was interrupted (the server stopped while it ran). "
+                        "Install the file again.")
+        recovered += 1
+    if not LocalModel.objects.filter(status=ModelStatus.INSTALLING, install_host=host).exists():
+        for leftover in partial_dir().iterdir():
+            leftover.unlink(missing_ok=True)
+    return recovered
+
+
+# ----------------------------------------------------------------------------- lifecycle
+
+
+def _require_status(model: LocalModel, allowed: set[str], action: str) -> None:
+    if model.status not in allowed:
+        raise LifecycleError(f"“{model.name}” is {model.status}; only "
+                             f"{' or '.join(sorted(allowed))} models can be {action}.")
+
+
+@transaction.atomic
+def retire_model(*, model: LocalModel, user: AbstractBaseUser | None) -> LocalModel:
+    """Take a ready model out of use; its file, runs and savings history stay."""
+    model = LocalModel.objects.select_for_update().get(pk=model.pk)
+    _require_status(model, {ModelStatus.READY}, "retired")
+    model.status, model.retired_at = ModelStatus.RETIRED, timezone.now()
+    model.save(update_fields=["status", "retired_at"])
+    audit(action=AuditAction.RETIRE, outcome="ok", model=model, actor=user)
+    return model
+
+
+@transaction.atomic
+def restore_model(*, model: LocalModel, user: AbstractBaseUser | None) -> LocalModel:
+    """Bring a retired model back into use, provided its file is still intact."""
+    model = LocalModel.objects.select_for_update().get(pk=model.pk)
+    _require_status(model, {ModelStatus.RETIRED}, "restored")
+    if not Path(model.file_path).is_file():
+        audit(action=AuditAction.RESTORE, outcome="failed", model=model, actor=user,
+              detail=f"file missing: {model.file_path}")
+        raise LifecycleError(f"The file {model.file_path} is missing, so “{model.name}” cannot "
+                             f"be restored. Delete it and install the file again.")
+    model.status, model.retired_at = ModelStatus.READY, None
+    model.save(update_fields=["status", "retired_at"])
+    audit(action=AuditAction.RESTORE, outcome="ok", model=model, actor=user)
+    return model
+
+
+@transaction.atomic
+def delete_model(*, model: LocalModel, user: AbstractBaseUser | None) -> LocalModel:
+    """Remove a retired (or failed) model's file; the record and its history stay."""
+    model = LocalModel.objects.select_for_update().get(pk=model.pk)
+    _require_status(model, {ModelStatus.RETIRED, ModelStatus.FAILED}, "deleted")
+    freed = 0
+    if model.file_path:
+        path = Path(model.file_path)
+        if path.is_file():
+            freed = path.stat().st_size
+            path.unlink()
+    model.status, model.deleted_at = ModelStatus.DELETED, timezone.now()
+    model.save(update_fields=["status", "deleted_at"])
+    audit(action=AuditAction.DELETE, outcome="ok", model=model, actor=user,
+          detail=f"removed {model.file_path} ({freed} bytes)" if freed else "no file to remove")
+    return model

@@ -1,0 +1,94 @@
+"""A Django upload handler that streams a model file straight into ``<models>/.partial``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.core.files.uploadhandler import FileUploadHandler, StopUpload
+
+from opsdash.catalog.transfer import (
+    CHUNK_BYTES,
+    PartialWriter,
+    TransferError,
+    Written,
+    human_size,
+)
+
+
+class UploadTooLarge(Exception):
+    pass
+
+
+class StreamedModelFile(UploadedFile):
+    """What the view receives: where the bytes are, how many, and their sha256."""
+
+    def __init__(self, *, partial: Path, written: Written, name: str) -> None:
+        super().__init__(file=None, name=name, size=written.size)
+        self.partial = partial
+        self.written = written
+
+
+class PartialFileUploadHandler(FileUploadHandler):
+    """Writes the one file field into a ``.partial`` file, hashing as it goes.
+
+    Refuses bodies over ``OPSDASH_MAX_UPLOAD_BYTES`` by their declared length before writing,
+    and stops as soon as more bytes than that arrive. A failed or abandoned upload removes its
+    partial file.
+    """
+
+    chunk_size = CHUNK_BYTES
+
+    def __init__(self, request: Any, partial: Path) -> None:
+        super().__init__(request)
+        self.partial = partial
+        self.writer: PartialWriter | None = None
+        self.error: str | None = None
+
+    def handle_raw_input(self, input_data: Any, META: dict[str, Any], content_length: int,
+                         boundary: bytes, encoding: str | None = None) -> None:
+        if content_length and content_length > settings.MAX_UPLOAD_BYTES + 64 * 1024:
+            raise UploadTooLarge()
+
+    def new_file(self, *args: Any, **kwargs: Any) -> None:
+        super().new_file(*args, **kwargs)
+        if self.writer is not None:
+            self.error = "Send one model file per upload."
+            raise StopUpload(connection_reset=True)
+        self.writer = PartialWriter(self.partial, reserve=settings.MIN_FREE_BYTES)
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
+        assert self.writer is not None
+        if self.writer.size + len(raw_data) > settings.MAX_UPLOAD_BYTES:
+            self.error = too_large_message()
+            self.abort()
+            raise StopUpload(connection_reset=True)
+        try:
+            self.writer.write(raw_data)
+        except TransferError as exc:
+            self.error = exc.reason
+            self.abort()
+            raise StopUpload(connection_reset=True) from exc
+        return None  # the bytes are ours: no later handler keeps a copy
+
+    def file_complete(self, file_size: int) -> StreamedModelFile | None:
+        if self.writer is None:
+            return None
+        written = self.writer.finish()
+        return StreamedModelFile(partial=self.partial, written=written, name=self.file_name or "upload")
+
+    def upload_interrupted(self) -> None:
+        self.abort()
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.partial.unlink(missing_ok=True)
+
+
+def too_large_message() -> str:
+    return (f"The upload is larger than the limit of {human_size(settings.MAX_UPLOAD_BYTES)} "
+            f"(OPSDASH_MAX_UPLOAD_BYTES). Copy the file into a model root on the server and "
+            f"install it by path instead.")

@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from opsdash.catalog import views
+
+app_name = "catalog"
+urlpatterns = [
+    path("", views.model_list, name="list"),
+    path("install/", views.install, name="install"),
+    path("audit/", views.audit, name="audit"),
+    path("<int:pk>/", views.model_detail, name="detail"),
+    path("<int:pk>/retire/", views.retire, name="retire"),
+    path("<int:pk>/restore/", views.restore, name="restore"),
+    path("<int:pk>/delete/", views.delete, name="delete"),
+]

@@ -1,0 +1,213 @@
+"""Catalog pages: the models list, a model's detail, install, the audit trail."""
+
+from __future__ import annotations
+
+import shutil
+
+import psutil
+from django.conf import settings
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from inference import formats
+from opsdash.accounts.permissions import requires
+from opsdash.accounts.roles import Cap, can
+from opsdash.accounts.services import user_for_token
+from opsdash.catalog import services
+from opsdash.catalog.api import model_json
+from opsdash.catalog.models import AuditEntry, LocalModel, ModelStatus, SourceKind
+from opsdash.catalog.uploads import PartialFileUploadHandler, UploadTooLarge, too_large_message
+
+
+def _model_for_viewer(request: HttpRequest, pk: int) -> LocalModel:
+    return get_object_or_404(LocalModel.objects.select_related("installed_by"), pk=pk)
+
+
+def _disk() -> dict[str, int]:
+    settings.MODELS_DIR.mkdir(parents=True, exist_ok=True)
+    usage = shutil.disk_usage(settings.MODELS_DIR)
+    return {"free": usage.free, "total": usage.total, "used": usage.used}
+
+
+@requires(Cap.VIEW_MODELS)
+@require_GET
+def model_list(request: HttpRequest) -> HttpResponse:
+    show = request.GET.get("show", "active")
+    models = LocalModel.objects.select_related("installed_by")
+    if show == "active":
+        models = models.exclude(status=ModelStatus.DELETED)
+    context = {
+        "models": models,
+        "show": show,
+        "disk": _disk(),
+        "models_dir": settings.MODELS_DIR,
+        "installing": models.filter(status=ModelStatus.INSTALLING).exists(),
+    }
+    if request.htmx:
+        return render(request, "catalog/list.html#table", context)
+    return render(request, "catalog/list.html", context)
+
+
+def _memory_estimate(model: LocalModel) -> dict[str, object] | None:
+    if model.status == ModelStatus.INSTALLING or not model.metadata:
+        return None
+    try:
+        metadata = formats.ModelMetadata.from_dict(model.metadata)
+    except (TypeError, ValueError, KeyError):
+        return None
+    estimate = formats.estimate_memory(metadata)
+    available = psutil.virtual_memory().available
+    return {
+        "estimate": estimate,
+        "available": available,
+        "verdict": formats.fit_verdict(estimate.total_bytes, available),
+    }
+
+
+@requires(Cap.VIEW_MODELS)
+@require_GET
+def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    model = _model_for_viewer(request, pk)
+    context = {
+        "model": model,
+        "memory": _memory_estimate(model),
+        "audit": AuditEntry.objects.filter(model=model).select_related("actor")[:50],
+        "can_manage": can(request.user, Cap.MANAGE_MODELS),
+        "hyperparameters": (model.metadata or {}).get("hyperparameters") or {},
+    }
+    if request.htmx:
+        return render(request, "catalog/detail.html#status", context)
+    return render(request, "catalog/detail.html", context)
+
+
+@requires(Cap.MANAGE_MODELS)
+@require_http_methods(["GET", "POST"])
+def install(request: HttpRequest) -> HttpResponse:
+    """The install page; POST starts a path or URL install and shows its progress."""
+    error = None
+    form = request.POST if request.method == "POST" else {}
+    if request.method == "POST":
+        kind = request.POST.get("source", "path")
+        location = request.POST.get("path" if kind == "path" else "url", "")
+        source = services.InstallSource(
+            kind=SourceKind.PATH if kind == "path" else SourceKind.URL,
+            location=location,
+            expected_sha256=request.POST.get("sha256", ""),
+            name=request.POST.get("name", ""),
+            model_type=request.POST.get("model_type", ""),
+        )
+        if not location.strip():
+            error = f"Give the {kind} to install from."
+        else:
+            try:
+                model = services.start_install(source=source, user=request.user)
+            except services.InstallRefused as exc:
+                error = exc.reason
+            else:
+                messages.info(request, f"Installing “{model.name}”…")
+                return redirect("catalog:detail", pk=model.pk)
+    context = {
+        "error": error,
+        "form": form,
+        "roots": settings.MODEL_ROOTS,
+        "model_types": formats.CTRANSFORMERS_MODEL_TYPES,
+        "max_upload_bytes": settings.MAX_UPLOAD_BYTES,
+        "disk": _disk(),
+    }
+    return render(request, "catalog/install.html", context, status=400 if error else 200)
+
+
+def _lifecycle_view(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
+    model = get_object_or_404(LocalModel, pk=pk)
+    action = {"retire": services.retire_model, "restore": services.restore_model,
+              "delete": services.delete_model}[verb]
+    try:
+        action(model=model, user=request.user)
+    except services.LifecycleError as exc:
+        messages.error(request, exc.reason)
+    else:
+        done = {"retire": "retired", "restore": "restored", "delete": "deleted"}[verb]
+        messages.success(request, f"“{model.name}” {done}.")
+    return redirect("catalog:detail", pk=pk)
+
+
+@requires(Cap.MANAGE_MODELS)
+@require_POST
+def retire(request: HttpRequest, pk: int) -> HttpResponse:
+    return _lifecycle_view(request, pk, "retire")
+
+
+@requires(Cap.MANAGE_MODELS)
+@require_POST
+def restore(request: HttpRequest, pk: int) -> HttpResponse:
+    return _lifecycle_view(request, pk, "restore")
+
+
+@requires(Cap.MANAGE_MODELS)
+@require_POST
+def delete(request: HttpRequest, pk: int) -> HttpResponse:
+    if request.POST.get("confirm") != get_object_or_404(LocalModel, pk=pk).slug:
+        messages.error(request, "Type the model's slug to confirm deleting its file.")
+        return redirect("catalog:detail", pk=pk)
+    return _lifecycle_view(request, pk, "delete")
+
+
+@requires(Cap.READ_AUDIT)
+@require_GET
+def audit(request: HttpRequest) -> HttpResponse:
+    entries = AuditEntry.objects.select_related("actor", "model")
+    page = Paginator(entries, 50).get_page(request.GET.get("page"))
+    return render(request, "catalog/audit.html", {"page": page})
+
+
+@csrf_exempt
+@require_POST
+def upload(request: HttpRequest) -> HttpResponse:
+    """POST /api/models/upload: one multipart file field ``file`` (+ ``name``, ``model_type``).
+
+    Bearer token or session (with CSRF). The body streams through ``PartialFileUploadHandler``
+    into the models disk; the rest of the install runs in the background (202).
+    """
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        user = user_for_token(header[7:].strip())
+        if user is None:
+            return JsonResponse({"detail": "Unauthorized"}, status=401)
+        request.user = user
+        return _upload(request)
+    if not request.user.is_authenticated:
+        return JsonResponse({"detail": "Unauthorized"}, status=401)
+    return csrf_protect(_upload)(request)
+
+
+upload.opsdash_cap = Cap.MANAGE_MODELS  # type: ignore[attr-defined]
+
+
+def _upload(request: HttpRequest) -> HttpResponse:
+    if not can(request.user, Cap.MANAGE_MODELS):
+        return JsonResponse({"detail": "Your role does not allow installing models."}, status=403)
+    handler = PartialFileUploadHandler(request, services.new_partial_path())
+    request.upload_handlers = [handler]
+    try:
+        streamed = request.FILES.get("file")
+    except UploadTooLarge:
+        return JsonResponse({"detail": too_large_message()}, status=413)
+    if handler.error:
+        handler.abort()
+        return JsonResponse({"detail": handler.error}, status=413 if "larger" in handler.error else 400)
+    if streamed is None:
+        handler.abort()
+        return JsonResponse({"detail": "Attach the model file in the form field “file”."}, status=400)
+    try:
+        model = services.install_uploaded(
+            partial=streamed.partial, written=streamed.written, filename=streamed.name or "upload",
+            name=request.POST.get("name", ""), model_type=request.POST.get("model_type", ""),
+            user=request.user,
+        )
+    except services.InstallRefused as exc:
+        return JsonResponse({"detail": exc.reason}, status=400)
+    return JsonResponse(model_json(model), status=202)

@@ -1,0 +1,204 @@
+"""OpsDash settings: one file, every knob an ``OPSDASH_*`` environment variable.
+
+Defaults give a working local install under ``./var``. The table in README.md lists every
+variable; ``opsdash/env.py`` holds the helpers that refuse malformed values.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import psutil
+from django.core.exceptions import ImproperlyConfigured
+
+from opsdash.env import (
+    envbool,
+    envbytes,
+    envdecimal,
+    envint,
+    envlist,
+    envpath,
+    envsecret,
+    envstr,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DATA_DIR = envpath("OPSDASH_DATA_DIR", BASE_DIR / "var")
+MODELS_DIR = envpath("OPSDASH_MODELS_DIR", DATA_DIR / "models")
+MODEL_ROOTS = [Path(p).expanduser().resolve() for p in envlist("OPSDASH_MODEL_ROOTS", [], sep=":")]
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_key() -> str:
+    """The configured key, else one generated once and kept (0600) in the data dir."""
+    configured = envsecret("OPSDASH_SECRET_KEY")
+    if configured:
+        return configured
+    key_file = DATA_DIR / "secret_key"
+    if not key_file.exists():
+        key_file.touch(mode=0o600)
+        key_file.write_text(secrets.token_urlsafe(50))
+    return key_file.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = envbool("OPSDASH_DEBUG", False)
+HOST = envstr("OPSDASH_HOST", "127.0.0.1")
+PORT = envint("OPSDASH_PORT", 8000, minimum=1)
+ALLOWED_HOSTS = envlist("OPSDASH_ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = envlist("OPSDASH_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "channels",
+    "django_htmx",
+    "template_partials",
+    "ninja",
+    "opsdash.accounts",
+    "opsdash.catalog",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "opsdash.urls"
+ASGI_APPLICATION = "opsdash.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "opsdash.accounts.context_processors.roles",
+            ],
+        },
+    },
+]
+
+
+def _database() -> dict[str, object]:
+    """SQLite in WAL mode by default; PostgreSQL from ``OPSDASH_DATABASE_URL``."""
+    url = envstr("OPSDASH_DATABASE_URL", "")
+    if not url:
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "opsdash.sqlite3",
+            "OPTIONS": {
+                # WAL lets the sampler, installs and page views write without blocking
+                # readers; IMMEDIATE avoids "database is locked" on lock upgrades.
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+            # A file, not :memory:, so install threads and the live server share it as in
+            # production.
+            "TEST": {"NAME": DATA_DIR / "test-opsdash.sqlite3"},
+        }
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgres", "postgresql"}:
+        raise ImproperlyConfigured(
+            f"OPSDASH_DATABASE_URL must start with postgres:// or postgresql://, not {url!r}."
+        )
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": parts.path.lstrip("/"),
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "",
+        "PORT": str(parts.port or ""),
+        "CONN_MAX_AGE": 60,
+    }
+
+
+DATABASES = {"default": _database()}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+_redis_url = envstr("OPSDASH_REDIS_URL", "")
+CHANNEL_LAYERS = {
+    "default": (
+        {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [_redis_url]}}
+        if _redis_url
+        else {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+    )
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "accounts:login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "accounts:login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+REPORT_TIME_ZONE = envstr("OPSDASH_REPORT_TIME_ZONE", "UTC")
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+
+# Uploads: model files stream straight into <models>/.partial through our own handler, never
+# into memory or /tmp; this only bounds ordinary form fields.
+MAX_UPLOAD_BYTES = envbytes("OPSDASH_MAX_UPLOAD_BYTES", 64 * 1024**3)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+# An install refuses to start, and stops, when the models folder would keep less than this free.
+MIN_FREE_BYTES = envbytes("OPSDASH_MIN_FREE_BYTES", 512 * 1024**2)
+DOWNLOAD_TIMEOUT_SECONDS = envint("OPSDASH_DOWNLOAD_TIMEOUT_SECONDS", 30, minimum=1)
+DOWNLOAD_ATTEMPTS = envint("OPSDASH_DOWNLOAD_ATTEMPTS", 4, minimum=1)
+TRIAL_LOAD_TIMEOUT_SECONDS = envint("OPSDASH_TRIAL_LOAD_TIMEOUT_SECONDS", 180, minimum=5)
+
+MEMORY_BUDGET_BYTES = envbytes(
+    "OPSDASH_MEMORY_BUDGET_BYTES", int(psutil.virtual_memory().total * 0.6)
+)
+IDLE_UNLOAD_SECONDS = envint("OPSDASH_IDLE_UNLOAD_SECONDS", 300, minimum=0)
+QUEUE_DEPTH = envint("OPSDASH_QUEUE_DEPTH", 4, minimum=1)
+ELECTRICITY_USD_PER_KWH = envdecimal("OPSDASH_ELECTRICITY_USD_PER_KWH", "0.17")
+METRICS_TOKEN = envsecret("OPSDASH_METRICS_TOKEN")
+DEMO_PASSWORD = envsecret("OPSDASH_DEMO_PASSWORD")
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": envstr("OPSDASH_LOG_LEVEL", "INFO")},
+}

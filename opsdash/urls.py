@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from django.urls import include, path
+
+from opsdash import views
+from opsdash.api import api
+from opsdash.catalog import views as catalog_views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
+    path("accounts/", include("opsdash.accounts.urls")),
+    path("models/", include("opsdash.catalog.urls")),
+    # Uploads stream through our own upload handler, which django-ninja's body parsing would
+    # bypass, so this one API endpoint is a plain view with the same token/session auth.
+    path("api/models/upload", catalog_views.upload, name="api_models_upload"),
+    path("api/", api.urls),
+]

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from ninja import NinjaAPI
 
-from opsdash.accounts.api_auth import API_AUTH
+from opsdash.accounts.permissions import requires
+from opsdash.accounts.roles import Cap
 from opsdash.catalog.api import router as catalog_router
 
 api = NinjaAPI(
     title="OpsDash API",
     version="1",
     urls_namespace="api",
-    auth=API_AUTH,
     docs_url="/docs",
     openapi_url="/openapi.json",
+    # Any signed-in role may read the schema; scripts get 401, not a login page.
+    docs_decorator=requires(Cap.USE_API_TOKENS, api=True),
 )
 api.add_router("/models", catalog_router)

@@ -1,4 +1,5 @@
-"""The decorators that put a capability check on every page and API operation.
+"""The decorators that put a capability check on every page (API operations use
+``opsdash.accounts.api_auth``).
 
 Each decorated view records the capability it requires (``view.opsdash_cap``) so the URL walk
 in ``tests/test_permissions.py`` can prove no URL is left without a check.
@@ -12,8 +13,7 @@ from typing import Any, TypeVar
 
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
-from ninja.errors import HttpError
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from opsdash.accounts.roles import Cap, can
 
@@ -22,13 +22,15 @@ V = TypeVar("V", bound=Callable[..., Any])
 PUBLIC = "public"
 
 
-def requires(cap: Cap) -> Callable[[V], V]:
-    """Page views: anonymous → login page; lacking the capability → 403."""
+def requires(cap: Cap, *, api: bool = False) -> Callable[[V], V]:
+    """Page views: anonymous → login page (``api``: 401); lacking the capability → 403."""
 
     def decorator(view: V) -> V:
         @wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if not request.user.is_authenticated:
+                if api:
+                    return JsonResponse({"detail": "Unauthorized"}, status=401)
                 return redirect_to_login(request.get_full_path())
             if not can(request.user, cap):
                 raise PermissionDenied(f"Your role does not allow this ({cap}).")
@@ -44,21 +46,3 @@ def public(view: V) -> V:
     """Marks a view that deliberately needs no login (login page, health check)."""
     view.opsdash_cap = PUBLIC  # type: ignore[attr-defined]
     return view
-
-
-def api_requires(cap: Cap) -> Callable[[V], V]:
-    """API operations: authentication is the router's (401); this adds the role check (403)."""
-
-    def decorator(operation: V) -> V:
-        @wraps(operation)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-            user = request.auth  # type: ignore[attr-defined]
-            if not can(user, cap):
-                raise HttpError(403, f"Your role does not allow this ({cap}).")
-            request.user = user
-            return operation(request, *args, **kwargs)
-
-        wrapper.opsdash_cap = cap  # type: ignore[attr-defined]
-        return wrapper  # type: ignore[return-value]
-
-    return decorator

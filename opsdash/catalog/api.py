@@ -1,6 +1,8 @@
-"""/api/models: the catalog's JSON API (same services as the pages)."""
+"""/api/models: the catalog's JSON API (same services as the pages).
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: django-ninja reads the annotations at import
+time to build request and response schemas.
+"""
 
 from datetime import datetime
 from typing import Literal
@@ -10,7 +12,7 @@ from django.shortcuts import get_object_or_404
 from ninja import Router, Schema
 from ninja.errors import HttpError
 
-from opsdash.accounts.permissions import api_requires
+from opsdash.accounts.api_auth import api_auth
 from opsdash.accounts.roles import Cap
 from opsdash.catalog import services
 from opsdash.catalog.models import LocalModel, SourceKind
@@ -69,8 +71,7 @@ def model_json(model: LocalModel) -> dict[str, object]:
     return ModelOut.from_orm(model).dict()
 
 
-@router.get("", response=ModelList)
-@api_requires(Cap.VIEW_MODELS)
+@router.get("", response=ModelList, auth=api_auth(Cap.VIEW_MODELS))
 def list_models(request: HttpRequest, status: str | None = None) -> dict[str, object]:
     models = LocalModel.objects.all()
     if status:
@@ -79,8 +80,7 @@ def list_models(request: HttpRequest, status: str | None = None) -> dict[str, ob
     return {"items": items, "count": len(items)}
 
 
-@router.post("", response={202: ModelOut, 400: ErrorOut, 409: ErrorOut})
-@api_requires(Cap.MANAGE_MODELS)
+@router.post("", response={202: ModelOut, 400: ErrorOut, 409: ErrorOut}, auth=api_auth(Cap.MANAGE_MODELS))
 def install(request: HttpRequest, payload: InstallIn) -> tuple[int, object]:
     location = payload.path if payload.source == "path" else payload.url
     if not location:
@@ -100,8 +100,7 @@ def install(request: HttpRequest, payload: InstallIn) -> tuple[int, object]:
     return 202, model
 
 
-@router.get("/{model_id}", response=ModelOut)
-@api_requires(Cap.VIEW_MODELS)
+@router.get("/{model_id}", response=ModelOut, auth=api_auth(Cap.VIEW_MODELS))
 def get_model(request: HttpRequest, model_id: int) -> LocalModel:
     return get_object_or_404(LocalModel, pk=model_id)
 
@@ -119,19 +118,16 @@ def _lifecycle(request: HttpRequest, model_id: int, verb: str) -> LocalModel:
         raise HttpError(409, exc.reason) from exc
 
 
-@router.post("/{model_id}/retire", response=ModelOut)
-@api_requires(Cap.MANAGE_MODELS)
+@router.post("/{model_id}/retire", response=ModelOut, auth=api_auth(Cap.MANAGE_MODELS))
 def retire(request: HttpRequest, model_id: int) -> LocalModel:
     return _lifecycle(request, model_id, "retire")
 
 
-@router.post("/{model_id}/restore", response=ModelOut)
-@api_requires(Cap.MANAGE_MODELS)
+@router.post("/{model_id}/restore", response=ModelOut, auth=api_auth(Cap.MANAGE_MODELS))
 def restore(request: HttpRequest, model_id: int) -> LocalModel:
     return _lifecycle(request, model_id, "restore")
 
 
-@router.delete("/{model_id}", response=ModelOut)
-@api_requires(Cap.MANAGE_MODELS)
+@router.delete("/{model_id}", response=ModelOut, auth=api_auth(Cap.MANAGE_MODELS))
 def delete(request: HttpRequest, model_id: int) -> LocalModel:
     return _lifecycle(request, model_id, "delete")

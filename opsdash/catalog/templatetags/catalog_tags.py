@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import re
+
 from django import template
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
 
 register = template.Library()
 
@@ -17,5 +21,18 @@ def params(count: int | None) -> str:
 
 
 @register.filter
+def num(value: int | None) -> str:
+    """A whole number with thousands separators, or a dash when unknown."""
+    return "—" if value is None else f"{value:,}"
+
+
+@register.filter
 def status_class(status: str) -> str:
     return f"status status-{status}"
+
+
+@register.filter
+def link_models(text: str) -> SafeString:
+    """Escape ``text`` and turn the ``/models/<id>/`` paths services mention into links."""
+    escaped = str(escape(text))
+    return mark_safe(re.sub(r"(/models/\d+/)", r'<a href="\1">\1</a>', escaped))  # noqa: S308

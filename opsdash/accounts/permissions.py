@@ -16,6 +16,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from opsdash.accounts.roles import Cap, can
+from opsdash.accounts.services import user_for_token
 
 V = TypeVar("V", bound=Callable[..., Any])
 
@@ -23,11 +24,18 @@ PUBLIC = "public"
 
 
 def requires(cap: Cap, *, api: bool = False) -> Callable[[V], V]:
-    """Page views: anonymous → login page (``api``: 401); lacking the capability → 403."""
+    """Page views: anonymous → login page; lacking the capability → 403.
+
+    With ``api``, a bearer token is accepted too and anonymous callers get 401, not a page.
+    """
 
     def decorator(view: V) -> V:
         @wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if api and request.headers.get("Authorization", "").lower().startswith("bearer "):
+                user = user_for_token(request.headers["Authorization"][7:].strip())
+                if user is not None:
+                    request.user = user
             if not request.user.is_authenticated:
                 if api:
                     return JsonResponse({"detail": "Unauthorized"}, status=401)

@@ -9,7 +9,7 @@ from typing import Literal
 
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
-from ninja import Router, Schema
+from ninja import Router, Schema, Status
 from ninja.errors import HttpError
 
 from opsdash.accounts.api_auth import api_auth
@@ -81,10 +81,10 @@ def list_models(request: HttpRequest, status: str | None = None) -> dict[str, ob
 
 
 @router.post("", response={202: ModelOut, 400: ErrorOut, 409: ErrorOut}, auth=api_auth(Cap.MANAGE_MODELS))
-def install(request: HttpRequest, payload: InstallIn) -> tuple[int, object]:
+def install(request: HttpRequest, payload: InstallIn) -> Status:  # type: ignore[type-arg]
     location = payload.path if payload.source == "path" else payload.url
     if not location:
-        return 400, {"detail": f"Give the {payload.source} to install from."}
+        return Status(400, {"detail": f"Give the {payload.source} to install from."})
     source = services.InstallSource(
         kind=SourceKind(payload.source),
         location=location,
@@ -96,8 +96,8 @@ def install(request: HttpRequest, payload: InstallIn) -> tuple[int, object]:
         model = services.start_install(source=source, user=request.user)
     except services.InstallRefused as exc:
         status = 409 if "already installed" in exc.reason else 400
-        return status, {"detail": exc.reason}
-    return 202, model
+        return Status(status, {"detail": exc.reason})
+    return Status(202, model)
 
 
 @router.get("/{model_id}", response=ModelOut, auth=api_auth(Cap.VIEW_MODELS))

@@ -377,17 +377,17 @@ def recover_interrupted_installs() -> int:
 # ----------------------------------------------------------------------------- lifecycle
 
 
-def _require_status(model: LocalModel, allowed: set[str], action: str) -> None:
+def _require_status(model: LocalModel, allowed: tuple[str, ...], action: str) -> None:
     if model.status not in allowed:
         raise LifecycleError(f"“{model.name}” is {model.status}; only "
-                             f"{' or '.join(sorted(allowed))} models can be {action}.")
+                             f"{' or '.join(allowed)} models can be {action}.")
 
 
 @transaction.atomic
 def retire_model(*, model: LocalModel, user: AbstractBaseUser | None) -> LocalModel:
     """Take a ready model out of use; its file, runs and savings history stay."""
     model = LocalModel.objects.select_for_update().get(pk=model.pk)
-    _require_status(model, {ModelStatus.READY}, "retired")
+    _require_status(model, (ModelStatus.READY,), "retired")
     model.status, model.retired_at = ModelStatus.RETIRED, timezone.now()
     model.save(update_fields=["status", "retired_at"])
     audit(action=AuditAction.RETIRE, outcome="ok", model=model, actor=user)
@@ -398,7 +398,7 @@ def retire_model(*, model: LocalModel, user: AbstractBaseUser | None) -> LocalMo
 def restore_model(*, model: LocalModel, user: AbstractBaseUser | None) -> LocalModel:
     """Bring a retired model back into use, provided its file is still intact."""
     model = LocalModel.objects.select_for_update().get(pk=model.pk)
-    _require_status(model, {ModelStatus.RETIRED}, "restored")
+    _require_status(model, (ModelStatus.RETIRED,), "restored")
     if not Path(model.file_path).is_file():
         audit(action=AuditAction.RESTORE, outcome="failed", model=model, actor=user,
               detail=f"file missing: {model.file_path}")
@@ -414,7 +414,7 @@ def restore_model(*, model: LocalModel, user: AbstractBaseUser | None) -> LocalM
 def delete_model(*, model: LocalModel, user: AbstractBaseUser | None) -> LocalModel:
     """Remove a retired (or failed) model's file; the record and its history stay."""
     model = LocalModel.objects.select_for_update().get(pk=model.pk)
-    _require_status(model, {ModelStatus.RETIRED, ModelStatus.FAILED}, "deleted")
+    _require_status(model, (ModelStatus.RETIRED, ModelStatus.FAILED), "deleted")
     freed = 0
     if model.file_path:
         path = Path(model.file_path)

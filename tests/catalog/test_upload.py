@@ -1,0 +1,73 @@
+"""Browser and API uploads stream into the models folder and finish like any install."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.conf import settings
+
+from opsdash.accounts.services import create_token
+from opsdash.catalog import jobs
+from opsdash.catalog.models import LocalModel, ModelStatus
+from tests.catalog.helpers import model_files, partial_files
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def upload(client, data: bytes, name: str = "tiny.gguf", **fields: str):  # type: ignore[no-untyped-def]
+    body = {"file": io.BytesIO(data), **fields}
+    body["file"].name = name  # type: ignore[attr-defined]
+    return client.post("/api/models/upload", body)
+
+
+def test_an_admin_uploads_a_model_and_it_becomes_ready(as_admin, tiny_gguf_path):
+    response = upload(as_admin, tiny_gguf_path.read_bytes(), name="my-upload.gguf")
+
+    assert response.status_code == 202, response.content
+    assert response.json()["status"] == "installing" and response.json()["source_kind"] == "upload"
+    assert jobs.drain(timeout=60)
+    model = LocalModel.objects.get(pk=response.json()["id"])
+    assert model.status == ModelStatus.READY, model.error
+    assert model.name == "my-upload" and model.size_bytes == tiny_gguf_path.stat().st_size
+
+
+def test_a_script_uploads_with_a_bearer_token(admin, client, tiny_ggml_path):
+    secret = create_token(user=admin, name="ci").secret
+    body = {"file": io.BytesIO(tiny_ggml_path.read_bytes()), "model_type": "gpt2"}
+    body["file"].name = "gpt2.bin"  # type: ignore[attr-defined]
+    response = client.post("/api/models/upload", body, HTTP_AUTHORIZATION=f"Bearer {secret}")
+
+    assert response.status_code == 202, response.content
+    assert jobs.drain(timeout=60)
+    assert LocalModel.objects.get().status == ModelStatus.READY
+
+
+def test_an_upload_over_the_limit_is_refused_and_leaves_nothing(as_admin, settings):
+    settings.MAX_UPLOAD_BYTES = 64 * 1024
+    response = upload(as_admin, b"GGUF" + b"\0" * (512 * 1024))
+
+    assert response.status_code == 413
+    assert "OPSDASH_MAX_UPLOAD_BYTES" in response.json()["detail"]
+    assert partial_files(settings.MODELS_DIR) == [] and not LocalModel.objects.exists()
+
+
+def test_a_garbage_upload_ends_as_a_failed_record_with_the_reason(as_admin):
+    response = upload(as_admin, b"this is a README, not a model\n" * 100, name="README.gguf")
+
+    assert response.status_code == 202
+    assert jobs.drain(timeout=60)
+    model = LocalModel.objects.get()
+    assert model.status == ModelStatus.FAILED and "not a model file" in model.error
+    assert partial_files(settings.MODELS_DIR) == [] and model_files(settings.MODELS_DIR) == []
+
+
+def test_an_upload_without_a_file_says_what_is_missing(as_admin):
+    response = as_admin.post("/api/models/upload", {"name": "x"})
+    assert response.status_code == 400 and "file" in response.json()["detail"]
+
+
+def test_an_operator_may_not_upload(as_operator, tiny_gguf_path):
+    response = upload(as_operator, tiny_gguf_path.read_bytes())
+    assert response.status_code == 403
+    assert partial_files(settings.MODELS_DIR) == []

@@ -6,6 +6,7 @@ variable; ``opsdash/env.py`` holds the helpers that refuse malformed values.
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -116,8 +117,8 @@ def _database() -> dict[str, object]:
                 "timeout": 20,
             },
             # A file, not :memory:, so install threads and the live server share it as in
-            # production.
-            "TEST": {"NAME": DATA_DIR / "test-opsdash.sqlite3"},
+            # production; one per test process, so two test runs never share it.
+            "TEST": {"NAME": DATA_DIR / f"test-opsdash-{os.getpid()}.sqlite3"},
         }
     parts = urlsplit(url)
     if parts.scheme not in {"postgres", "postgresql"}:

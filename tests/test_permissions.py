@@ -34,7 +34,9 @@ class Endpoint:
     is_api: bool
 
 
-def _walk(patterns: list[URLPattern | URLResolver], prefix: str = "") -> Iterator[tuple[str, object]]:
+def _walk(
+    patterns: list[URLPattern | URLResolver], prefix: str = ""
+) -> Iterator[tuple[str, object]]:
     for entry in patterns:
         route = prefix + str(entry.pattern)
         if isinstance(entry, URLResolver):
@@ -82,7 +84,9 @@ def test_every_url_declares_who_may_use_it(endpoint: Endpoint) -> None:
 def _concrete(route: str, model_id: int, token_id: int) -> str:
     def fill(match: re.Match[str]) -> str:
         name = match.group(2)
-        return str(token_id if "token" in route else model_id) if name in {"pk", "model_id"} else "1"
+        return (
+            str(token_id if "token" in route else model_id) if name in {"pk", "model_id"} else "1"
+        )
 
     return "/" + re.sub(r"<(?:(\w+):)?(\w+)>", fill, route)
 
@@ -110,7 +114,9 @@ def test_each_role_gets_exactly_what_the_matrix_grants(persona: str, request) ->
     users = {name: User.objects.create_user(name) for name in ("outsider",)}
     for role in ("operator", "admin", "manager"):
         users[role] = request.getfixturevalue(role)
-    model = LocalModel.objects.create(name="m", slug="m", source_kind=SourceKind.PATH, source_ref="/x")
+    model = LocalModel.objects.create(
+        name="m", slug="m", source_kind=SourceKind.PATH, source_ref="/x"
+    )
     token = create_token(user=users.get(persona) or users["admin"], name="t").token
     user = None if persona == "anonymous" else users[persona]
 
@@ -126,7 +132,9 @@ def test_each_role_gets_exactly_what_the_matrix_grants(persona: str, request) ->
             got = "allowed"  # public pages may send a visitor on to sign in (home, sign out)
         want = _expected(str(endpoint.cap), persona)
         if got != want:
-            mismatches.append(f"{endpoint.method} {url}: expected {want}, got {response.status_code}")
+            mismatches.append(
+                f"{endpoint.method} {url}: expected {want}, got {response.status_code}"
+            )
         if endpoint.is_api and persona == "anonymous" and endpoint.cap != PUBLIC:
             assert response.status_code == 401, f"{url} must answer 401 to scripts, not redirect"
     assert not mismatches, "\n".join(mismatches)

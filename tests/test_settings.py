@@ -58,6 +58,8 @@ def test_a_bad_setting_stops_django_from_starting(tmp_path):
     import sys
 
     env = {"OPSDASH_DATA_DIR": str(tmp_path), "OPSDASH_PORT": "eighty", "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "manage.py", "check"], env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check"], env=env, capture_output=True, text=True
+    )
     assert done.returncode != 0
     assert "OPSDASH_PORT must be a whole number" in done.stderr

@@ -6,7 +6,7 @@ from opsdash.accounts.roles import capabilities_of, roles_of
 
 
 def roles(request: HttpRequest) -> dict[str, object]:
-    """``caps`` (capability names) and ``roles`` for navigation that shows only what a user may use."""
+    """``caps`` and ``roles``, so navigation shows only what the user may use."""
     user = request.user
     return {
         "caps": {str(cap) for cap in capabilities_of(user)},

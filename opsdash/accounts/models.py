@@ -7,7 +7,9 @@ from django.db import models
 class ApiToken(models.Model):
     """A personal API token. Only its SHA-256 is stored; the secret is shown once."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=12, help_text="The first characters, to recognise it.")
     digest = models.CharField(max_length=64, unique=True)

@@ -51,9 +51,9 @@ def roles_of(user: AbstractBaseUser | AnonymousUser) -> frozenset[Role]:
         return frozenset()
     cached: frozenset[Role] | None = getattr(user, "_opsdash_roles", None)
     if cached is None:
-        names = set(user.groups.values_list("name", flat=True))  # type: ignore[union-attr]
+        names = set(user.groups.values_list("name", flat=True))  # type: ignore[attr-defined]
         cached = frozenset(role for role in Role if role.value in names)
-        user._opsdash_roles = cached  # type: ignore[union-attr]
+        user._opsdash_roles = cached  # type: ignore[attr-defined]
     return cached
 
 

@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.contrib.auth.models import AbstractBaseUser, Group, User
+from django.contrib.auth.models import Group, User
 from django.db import transaction
 from django.utils import timezone
 
@@ -30,7 +30,7 @@ class IssuedToken:
     secret: str
 
 
-def create_token(*, user: AbstractBaseUser, name: str) -> IssuedToken:
+def create_token(*, user: User, name: str) -> IssuedToken:
     """Issue a personal token; the returned secret is the only copy there will ever be."""
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
@@ -45,7 +45,7 @@ def revoke_token(*, token: ApiToken) -> None:
         token.save(update_fields=["revoked_at"])
 
 
-def user_for_token(secret: str) -> AbstractBaseUser | None:
+def user_for_token(secret: str) -> User | None:
     """The active user a bearer secret belongs to, or None."""
     if not secret.startswith(TOKEN_PREFIX):
         return None
@@ -70,7 +70,7 @@ class DemoUser:
 
 @transaction.atomic
 def create_demo_users(*, password: str) -> list[DemoUser]:
-    """The users ``admin``, ``operator`` and ``manager``, each in its role; existing ones are kept."""
+    """The users ``admin``, ``operator`` and ``manager`` in their roles; existing ones stay."""
     result = []
     for role in (Role.ADMIN, Role.OPERATOR, Role.MANAGER):
         user, created = User.objects.get_or_create(username=role.value)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -10,16 +10,19 @@ from opsdash.accounts import services
 from opsdash.accounts.models import ApiToken
 from opsdash.accounts.permissions import public, requires
 from opsdash.accounts.roles import Cap
+from opsdash.typing import AuthedRequest
 
 login = public(
-    auth_views.LoginView.as_view(template_name="accounts/login.html", redirect_authenticated_user=True)
+    auth_views.LoginView.as_view(
+        template_name="accounts/login.html", redirect_authenticated_user=True
+    )
 )
 logout = public(auth_views.LogoutView.as_view())
 
 
 @requires(Cap.USE_API_TOKENS)
 @require_http_methods(["GET", "POST"])
-def tokens(request: HttpRequest) -> HttpResponse:
+def tokens(request: AuthedRequest) -> HttpResponse:
     """List the user's personal tokens; POST issues one and shows its secret once."""
     new_secret = None
     if request.method == "POST":
@@ -31,7 +34,7 @@ def tokens(request: HttpRequest) -> HttpResponse:
 
 @requires(Cap.USE_API_TOKENS)
 @require_POST
-def revoke_token(request: HttpRequest, pk: int) -> HttpResponse:
+def revoke_token(request: AuthedRequest, pk: int) -> HttpResponse:
     token = get_object_or_404(ApiToken, pk=pk, user=request.user)
     services.revoke_token(token=token)
     messages.success(request, f"Token “{token.name}” revoked. Scripts using it now get 401.")

@@ -16,6 +16,7 @@ from opsdash.accounts.api_auth import api_auth
 from opsdash.accounts.roles import Cap
 from opsdash.catalog import services
 from opsdash.catalog.models import LocalModel, SourceKind
+from opsdash.typing import AuthedRequest
 
 router = Router(tags=["models"])
 
@@ -80,8 +81,10 @@ def list_models(request: HttpRequest, status: str | None = None) -> dict[str, ob
     return {"items": items, "count": len(items)}
 
 
-@router.post("", response={202: ModelOut, 400: ErrorOut, 409: ErrorOut}, auth=api_auth(Cap.MANAGE_MODELS))
-def install(request: HttpRequest, payload: InstallIn) -> Status:  # type: ignore[type-arg]
+@router.post(
+    "", response={202: ModelOut, 400: ErrorOut, 409: ErrorOut}, auth=api_auth(Cap.MANAGE_MODELS)
+)
+def install(request: AuthedRequest, payload: InstallIn) -> Status:
     location = payload.path if payload.source == "path" else payload.url
     if not location:
         return Status(400, {"detail": f"Give the {payload.source} to install from."})
@@ -105,7 +108,7 @@ def get_model(request: HttpRequest, model_id: int) -> LocalModel:
     return get_object_or_404(LocalModel, pk=model_id)
 
 
-def _lifecycle(request: HttpRequest, model_id: int, verb: str) -> LocalModel:
+def _lifecycle(request: AuthedRequest, model_id: int, verb: str) -> LocalModel:
     model = get_object_or_404(LocalModel, pk=model_id)
     action = {
         "retire": services.retire_model,
@@ -119,15 +122,15 @@ def _lifecycle(request: HttpRequest, model_id: int, verb: str) -> LocalModel:
 
 
 @router.post("/{model_id}/retire", response=ModelOut, auth=api_auth(Cap.MANAGE_MODELS))
-def retire(request: HttpRequest, model_id: int) -> LocalModel:
+def retire(request: AuthedRequest, model_id: int) -> LocalModel:
     return _lifecycle(request, model_id, "retire")
 
 
 @router.post("/{model_id}/restore", response=ModelOut, auth=api_auth(Cap.MANAGE_MODELS))
-def restore(request: HttpRequest, model_id: int) -> LocalModel:
+def restore(request: AuthedRequest, model_id: int) -> LocalModel:
     return _lifecycle(request, model_id, "restore")
 
 
 @router.delete("/{model_id}", response=ModelOut, auth=api_auth(Cap.MANAGE_MODELS))
-def delete(request: HttpRequest, model_id: int) -> LocalModel:
+def delete(request: AuthedRequest, model_id: int) -> LocalModel:
     return _lifecycle(request, model_id, "delete")

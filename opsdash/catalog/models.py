@@ -27,8 +27,12 @@ class LocalModel(models.Model):
 
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=200, unique=True)
-    status = models.CharField(max_length=12, choices=ModelStatus.choices, default=ModelStatus.INSTALLING)
-    error = models.TextField(blank=True, help_text="Why the install failed, in words a person can act on.")
+    status = models.CharField(
+        max_length=12, choices=ModelStatus.choices, default=ModelStatus.INSTALLING
+    )
+    error = models.TextField(
+        blank=True, help_text="Why the install failed, in words a person can act on."
+    )
 
     # Where it came from, and progress while it is being acquired.
     source_kind = models.CharField(max_length=8, choices=SourceKind.choices)
@@ -49,7 +53,9 @@ class LocalModel(models.Model):
     format = models.CharField(max_length=8, blank=True)
     format_version = models.IntegerField(null=True, blank=True)
     architecture = models.CharField(max_length=64, blank=True)
-    model_type = models.CharField(max_length=32, blank=True, help_text="ctransformers model type (legacy GGML).")
+    model_type = models.CharField(
+        max_length=32, blank=True, help_text="ctransformers model type (legacy GGML)."
+    )
     parameter_count = models.BigIntegerField(null=True, blank=True)
     quantization = models.CharField(max_length=32, blank=True)
     context_length = models.IntegerField(null=True, blank=True)
@@ -105,7 +111,9 @@ class AuditEntry(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     action = models.CharField(max_length=16, choices=AuditAction.choices)
-    model = models.ForeignKey(LocalModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit")
+    model = models.ForeignKey(
+        LocalModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit"
+    )
     outcome = models.CharField(max_length=16, help_text="started, ok, failed or refused")
     detail = models.TextField(blank=True)
 

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import psutil
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
@@ -82,8 +82,14 @@ def new_partial_path() -> Path:
     return partial_dir() / uuid.uuid4().hex
 
 
-def audit(*, action: AuditAction, outcome: str, model: LocalModel | None = None,
-          actor: AbstractBaseUser | None = None, detail: str = "") -> AuditEntry:
+def audit(
+    *,
+    action: AuditAction,
+    outcome: str,
+    model: LocalModel | None = None,
+    actor: User | None = None,
+    detail: str = "",
+) -> AuditEntry:
     return AuditEntry.objects.create(
         action=action, outcome=outcome, model=model, actor=actor, detail=detail
     )
@@ -113,7 +119,9 @@ def resolve_server_path(raw: str, *, roots: Sequence[Path] | None = None) -> Pat
         raise InstallRefused(f"The path {raw!r} is not absolute; give the file's full path.")
     inside = any(candidate.is_relative_to(root) for root in [*given, *real_roots])
     if not inside:
-        raise InstallRefused(f"{candidate} is outside the folders admins may install from ({allowed}).")
+        raise InstallRefused(
+            f"{candidate} is outside the folders admins may install from ({allowed})."
+        )
     try:
         real = candidate.resolve(strict=True)
     except (FileNotFoundError, NotADirectoryError, RuntimeError):
@@ -149,12 +157,10 @@ def _validate(source: InstallSource, *, roots: Sequence[Path] | None = None) -> 
 
 
 def _refuse_duplicate(sha256: str, *, exclude: int | None = None) -> None:
-    existing = (
-        LocalModel.objects.filter(sha256=sha256)
-        .exclude(status__in=[ModelStatus.DELETED, ModelStatus.FAILED])
-        .exclude(pk=exclude)
-        .first()
+    installed = LocalModel.objects.filter(sha256=sha256).exclude(
+        status__in=[ModelStatus.DELETED, ModelStatus.FAILED]
     )
+    existing = (installed.exclude(pk=exclude) if exclude else installed).first()
     if existing:
         url = reverse("catalog:detail", args=[existing.pk])
         raise InstallRefused(
@@ -178,7 +184,7 @@ def _default_name(location: str) -> str:
     return stem or "model"
 
 
-def _new_record(source: InstallSource, *, user: AbstractBaseUser | None) -> LocalModel:
+def _new_record(source: InstallSource, *, user: User | None) -> LocalModel:
     name = source.name or _default_name(source.location)
     with transaction.atomic():
         model = LocalModel.objects.create(
@@ -193,29 +199,39 @@ def _new_record(source: InstallSource, *, user: AbstractBaseUser | None) -> Loca
             install_pid=os.getpid(),
             installed_by=user,
         )
-        audit(action=AuditAction.INSTALL, outcome="started", model=model, actor=user,
-              detail=f"from {source.kind}: {source.location}")
+        audit(
+            action=AuditAction.INSTALL,
+            outcome="started",
+            model=model,
+            actor=user,
+            detail=f"from {source.kind}: {source.location}",
+        )
     return model
 
 
 # ----------------------------------------------------------------------------- install
 
 
-def start_install(*, source: InstallSource, user: AbstractBaseUser | None) -> LocalModel:
+def start_install(*, source: InstallSource, user: User | None) -> LocalModel:
     """Validate, create the ``installing`` record and run the install in the background."""
     try:
         source = _validate(source)
     except InstallRefused as exc:
-        audit(action=AuditAction.INSTALL, outcome="refused", actor=user,
-              detail=f"{source.kind} {source.location}: {exc.reason}")
+        audit(
+            action=AuditAction.INSTALL,
+            outcome="refused",
+            actor=user,
+            detail=f"{source.kind} {source.location}: {exc.reason}",
+        )
         raise
     model = _new_record(source, user=user)
     jobs.submit(_acquire_and_finish, model.pk, source)
     return model
 
 
-def install_model(*, source: InstallSource, user: AbstractBaseUser | None,
-                  roots: Sequence[Path] | None = None) -> LocalModel:
+def install_model(
+    *, source: InstallSource, user: User | None, roots: Sequence[Path] | None = None
+) -> LocalModel:
     """The same install, run to the end in the calling thread (management commands).
 
     ``roots`` replaces ``OPSDASH_MODEL_ROOTS`` for files OpsDash itself fetched (the demo model).
@@ -223,8 +239,12 @@ def install_model(*, source: InstallSource, user: AbstractBaseUser | None,
     try:
         source = _validate(source, roots=roots)
     except InstallRefused as exc:
-        audit(action=AuditAction.INSTALL, outcome="refused", actor=user,
-              detail=f"{source.kind} {source.location}: {exc.reason}")
+        audit(
+            action=AuditAction.INSTALL,
+            outcome="refused",
+            actor=user,
+            detail=f"{source.kind} {source.location}: {exc.reason}",
+        )
         raise
     model = _new_record(source, user=user)
     _acquire_and_finish(model.pk, source)
@@ -232,8 +252,15 @@ def install_model(*, source: InstallSource, user: AbstractBaseUser | None,
     return model
 
 
-def install_uploaded(*, partial: Path, written: Written, filename: str, name: str,
-                     model_type: str, user: AbstractBaseUser | None) -> LocalModel:
+def install_uploaded(
+    *,
+    partial: Path,
+    written: Written,
+    filename: str,
+    name: str,
+    model_type: str,
+    user: User | None,
+) -> LocalModel:
     """Finish an upload whose bytes ``UploadHandler`` already streamed into ``partial``."""
     source = InstallSource(SourceKind.UPLOAD, filename, "", name, model_type)
     try:
@@ -267,26 +294,37 @@ def _acquire_and_finish(pk: int, source: InstallSource) -> None:
     try:
         if source.kind == SourceKind.PATH:
             src = Path(source.location)
-            check_free_space(partial.parent, needed=src.stat().st_size, reserve=settings.MIN_FREE_BYTES)
-            writer = PartialWriter(partial, reserve=settings.MIN_FREE_BYTES,
-                                   progress=_ProgressReporter(pk, "copying"))
+            check_free_space(
+                partial.parent, needed=src.stat().st_size, reserve=settings.MIN_FREE_BYTES
+            )
+            writer = PartialWriter(
+                partial, reserve=settings.MIN_FREE_BYTES, progress=_ProgressReporter(pk, "copying")
+            )
             try:
                 written = copy_file(src, writer)
             finally:
                 writer.close()
         else:
             check_free_space(partial.parent, needed=0, reserve=settings.MIN_FREE_BYTES)
-            writer = PartialWriter(partial, reserve=settings.MIN_FREE_BYTES,
-                                   progress=_ProgressReporter(pk, "downloading"))
+            writer = PartialWriter(
+                partial,
+                reserve=settings.MIN_FREE_BYTES,
+                progress=_ProgressReporter(pk, "downloading"),
+            )
             try:
-                written = download(source.location, writer,
-                                   timeout=settings.DOWNLOAD_TIMEOUT_SECONDS,
-                                   attempts=settings.DOWNLOAD_ATTEMPTS)
+                written = download(
+                    source.location,
+                    writer,
+                    timeout=settings.DOWNLOAD_TIMEOUT_SECONDS,
+                    attempts=settings.DOWNLOAD_ATTEMPTS,
+                )
             finally:
                 writer.close()
     except (TransferError, OSError) as exc:
         partial.unlink(missing_ok=True)
-        reason = exc.reason if isinstance(exc, TransferError) else f"Could not read the file: {exc}."
+        reason = (
+            exc.reason if isinstance(exc, TransferError) else f"Could not read the file: {exc}."
+        )
         _fail(pk, reason)
         return
     _finish(pk, partial, written)
@@ -308,8 +346,12 @@ def _finish(pk: int, partial: Path, written: Written) -> None:
         if verdict.backend is None:
             raise InstallRefused(verdict.reason)
         _set_stage(pk, "trial load")
-        trial = trial_load(partial, backend=verdict.backend, model_type=model.model_type or None,
-                           timeout=settings.TRIAL_LOAD_TIMEOUT_SECONDS)
+        trial = trial_load(
+            partial,
+            backend=verdict.backend,
+            model_type=model.model_type or None,
+            timeout=settings.TRIAL_LOAD_TIMEOUT_SECONDS,
+        )
         if not trial.ok:
             raise InstallRefused(f"The trial load in {verdict.backend} failed: {trial.error}")
         extension = ".gguf" if metadata.format == "gguf" else ".bin"
@@ -326,20 +368,37 @@ def _finish(pk: int, partial: Path, written: Written) -> None:
         return
     with transaction.atomic():
         LocalModel.objects.filter(pk=pk).update(
-            status=ModelStatus.READY, stage="", error="", file_path=str(final),
-            size_bytes=written.size, sha256=written.sha256, bytes_done=written.size,
-            bytes_total=written.size, format=metadata.format,
-            format_version=metadata.format_version, architecture=metadata.architecture or "",
-            parameter_count=metadata.parameter_count, quantization=metadata.quantization or "",
-            context_length=metadata.context_length, vocab_size=metadata.vocab_size,
+            status=ModelStatus.READY,
+            stage="",
+            error="",
+            file_path=str(final),
+            size_bytes=written.size,
+            sha256=written.sha256,
+            bytes_done=written.size,
+            bytes_total=written.size,
+            format=metadata.format,
+            format_version=metadata.format_version,
+            architecture=metadata.architecture or "",
+            parameter_count=metadata.parameter_count,
+            quantization=metadata.quantization or "",
+            context_length=metadata.context_length,
+            vocab_size=metadata.vocab_size,
             tokenizer_model=metadata.tokenizer_model or "",
-            chat_template=metadata.chat_template or "", metadata=metadata.as_dict(),
-            backend=verdict.backend, backend_reason=verdict.reason,
-            trial_seconds=trial.seconds, trial_sample=trial.sample_text or "",
+            chat_template=metadata.chat_template or "",
+            metadata=metadata.as_dict(),
+            backend=verdict.backend,
+            backend_reason=verdict.reason,
+            trial_seconds=trial.seconds,
+            trial_sample=trial.sample_text or "",
             installed_at=timezone.now(),
         )
-        audit(action=AuditAction.INSTALL, outcome="ok", model=model, actor=model.installed_by,
-              detail=f"sha256 {written.sha256}, {written.size} bytes, runs on {verdict.backend}")
+        audit(
+            action=AuditAction.INSTALL,
+            outcome="ok",
+            model=model,
+            actor=model.installed_by,
+            detail=f"sha256 {written.sha256}, {written.size} bytes, runs on {verdict.backend}",
+        )
 
 
 def _set_stage(pk: int, stage: str) -> None:
@@ -350,8 +409,13 @@ def _fail(pk: int, reason: str) -> None:
     with transaction.atomic():
         LocalModel.objects.filter(pk=pk).update(status=ModelStatus.FAILED, stage="", error=reason)
         model = LocalModel.objects.get(pk=pk)
-        audit(action=AuditAction.INSTALL, outcome="failed", model=model,
-              actor=model.installed_by, detail=reason)
+        audit(
+            action=AuditAction.INSTALL,
+            outcome="failed",
+            model=model,
+            actor=model.installed_by,
+            detail=reason,
+        )
 
 
 def recover_interrupted_installs() -> int:
@@ -363,10 +427,17 @@ def recover_interrupted_installs() -> int:
     host = socket.gethostname()
     recovered = 0
     for model in LocalModel.objects.filter(status=ModelStatus.INSTALLING, install_host=host):
-        if model.install_pid and model.install_pid != os.getpid() and psutil.pid_exists(model.install_pid):
+        if (
+            model.install_pid
+            and model.install_pid != os.getpid()
+            and psutil.pid_exists(model.install_pid)
+        ):
             continue
-        _fail(model.pk, "The install was interrupted (the server stopped while it ran). "
-                        "Install the file again.")
+        _fail(
+            model.pk,
+            "The install was interrupted (the server stopped while it ran). "
+            "Install the file again.",
+        )
         recovered += 1
     if not LocalModel.objects.filter(status=ModelStatus.INSTALLING, install_host=host).exists():
         for leftover in partial_dir().iterdir():
@@ -379,12 +450,13 @@ def recover_interrupted_installs() -> int:
 
 def _require_status(model: LocalModel, allowed: tuple[str, ...], action: str) -> None:
     if model.status not in allowed:
-        raise LifecycleError(f"“{model.name}” is {model.status}; only "
-                             f"{' or '.join(allowed)} models can be {action}.")
+        raise LifecycleError(
+            f"“{model.name}” is {model.status}; only {' or '.join(allowed)} models can be {action}."
+        )
 
 
 @transaction.atomic
-def retire_model(*, model: LocalModel, user: AbstractBaseUser | None) -> LocalModel:
+def retire_model(*, model: LocalModel, user: User | None) -> LocalModel:
     """Take a ready model out of use; its file, runs and savings history stay."""
     model = LocalModel.objects.select_for_update().get(pk=model.pk)
     _require_status(model, (ModelStatus.READY,), "retired")
@@ -395,15 +467,22 @@ def retire_model(*, model: LocalModel, user: AbstractBaseUser | None) -> LocalMo
 
 
 @transaction.atomic
-def restore_model(*, model: LocalModel, user: AbstractBaseUser | None) -> LocalModel:
+def restore_model(*, model: LocalModel, user: User | None) -> LocalModel:
     """Bring a retired model back into use, provided its file is still intact."""
     model = LocalModel.objects.select_for_update().get(pk=model.pk)
     _require_status(model, (ModelStatus.RETIRED,), "restored")
     if not Path(model.file_path).is_file():
-        audit(action=AuditAction.RESTORE, outcome="failed", model=model, actor=user,
-              detail=f"file missing: {model.file_path}")
-        raise LifecycleError(f"The file {model.file_path} is missing, so “{model.name}” cannot "
-                             f"be restored. Delete it and install the file again.")
+        audit(
+            action=AuditAction.RESTORE,
+            outcome="failed",
+            model=model,
+            actor=user,
+            detail=f"file missing: {model.file_path}",
+        )
+        raise LifecycleError(
+            f"The file {model.file_path} is missing, so “{model.name}” cannot "
+            f"be restored. Delete it and install the file again."
+        )
     model.status, model.retired_at = ModelStatus.READY, None
     model.save(update_fields=["status", "retired_at"])
     audit(action=AuditAction.RESTORE, outcome="ok", model=model, actor=user)
@@ -411,7 +490,7 @@ def restore_model(*, model: LocalModel, user: AbstractBaseUser | None) -> LocalM
 
 
 @transaction.atomic
-def delete_model(*, model: LocalModel, user: AbstractBaseUser | None) -> LocalModel:
+def delete_model(*, model: LocalModel, user: User | None) -> LocalModel:
     """Remove a retired (or failed) model's file; the record and its history stay."""
     model = LocalModel.objects.select_for_update().get(pk=model.pk)
     _require_status(model, (ModelStatus.RETIRED, ModelStatus.FAILED), "deleted")
@@ -423,6 +502,11 @@ def delete_model(*, model: LocalModel, user: AbstractBaseUser | None) -> LocalMo
             path.unlink()
     model.status, model.deleted_at = ModelStatus.DELETED, timezone.now()
     model.save(update_fields=["status", "deleted_at"])
-    audit(action=AuditAction.DELETE, outcome="ok", model=model, actor=user,
-          detail=f"removed {model.file_path} ({freed} bytes)" if freed else "no file to remove")
+    audit(
+        action=AuditAction.DELETE,
+        outcome="ok",
+        model=model,
+        actor=user,
+        detail=f"removed {model.file_path} ({freed} bytes)" if freed else "no file to remove",
+    )
     return model

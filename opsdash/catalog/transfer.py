@@ -101,8 +101,8 @@ class PartialWriter:
             if free < self.reserve:
                 raise TransferError(
                     f"The models disk is nearly full ({human_size(free)} free, below the "
-                    f"{human_size(self.reserve)} reserve) after {human_size(self._size)} were written. "
-                    f"Free some space and install again."
+                    f"{human_size(self.reserve)} reserve) after {human_size(self._size)} were "
+                    f"written. Free some space and install again."
                 )
         if self.progress:
             self.progress(self._size, self.total)
@@ -112,7 +112,9 @@ class PartialWriter:
             self._file.flush()
             self._file.close()
         except OSError as exc:
-            raise TransferError(f"Could not finish writing the model file: {exc.strerror}.") from exc
+            raise TransferError(
+                f"Could not finish writing the model file: {exc.strerror}."
+            ) from exc
         return Written(size=self._size, sha256=self._hash.hexdigest())
 
     def close(self) -> None:
@@ -135,7 +137,7 @@ def copy_file(source: Path, writer: PartialWriter) -> Written:
 
 
 def download(url: str, writer: PartialWriter, *, timeout: float, attempts: int) -> Written:
-    """Download ``url`` through ``writer``, resuming with a Range request after a dropped connection.
+    """Download ``url`` through ``writer``, resuming with a Range request after a drop.
 
     A 4xx answer stops at once (retrying cannot help); timeouts, resets, 5xx answers and
     connections that close early are retried up to ``attempts`` times in all.
@@ -165,7 +167,7 @@ def download(url: str, writer: PartialWriter, *, timeout: float, attempts: int) 
                     f"The server answered {exc.code} {exc.reason} for {url}. Check the address."
                 ) from exc
             last_problem = f"the server answered {exc.code} {exc.reason}"
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             last_problem = f"no data arrived for {timeout:g} seconds"
         except http.client.IncompleteRead:
             last_problem = (

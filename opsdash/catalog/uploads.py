@@ -47,8 +47,14 @@ class PartialFileUploadHandler(FileUploadHandler):
         self.writer: PartialWriter | None = None
         self.error: str | None = None
 
-    def handle_raw_input(self, input_data: Any, META: dict[str, Any], content_length: int,
-                         boundary: bytes, encoding: str | None = None) -> None:
+    def handle_raw_input(
+        self,
+        input_data: Any,
+        META: dict[str, Any],
+        content_length: int,
+        boundary: str,
+        encoding: str | None = None,
+    ) -> None:
         if content_length and content_length > settings.MAX_UPLOAD_BYTES + 64 * 1024:
             raise UploadTooLarge()
 
@@ -77,7 +83,9 @@ class PartialFileUploadHandler(FileUploadHandler):
         if self.writer is None:
             return None
         written = self.writer.finish()
-        return StreamedModelFile(partial=self.partial, written=written, name=self.file_name or "upload")
+        return StreamedModelFile(
+            partial=self.partial, written=written, name=self.file_name or "upload"
+        )
 
     def upload_interrupted(self) -> None:
         self.abort()
@@ -89,6 +97,8 @@ class PartialFileUploadHandler(FileUploadHandler):
 
 
 def too_large_message() -> str:
-    return (f"The upload is larger than the limit of {human_size(settings.MAX_UPLOAD_BYTES)} "
-            f"(OPSDASH_MAX_UPLOAD_BYTES). Copy the file into a model root on the server and "
-            f"install it by path instead.")
+    return (
+        f"The upload is larger than the limit of {human_size(settings.MAX_UPLOAD_BYTES)} "
+        f"(OPSDASH_MAX_UPLOAD_BYTES). Copy the file into a model root on the server and "
+        f"install it by path instead."
+    )

@@ -8,10 +8,11 @@ import psutil
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRefresh
 
 from inference import formats
 from opsdash.accounts.permissions import requires
@@ -19,10 +20,16 @@ from opsdash.accounts.roles import Cap, can
 from opsdash.catalog import services
 from opsdash.catalog.api import model_json
 from opsdash.catalog.models import AuditEntry, LocalModel, ModelStatus, SourceKind
-from opsdash.catalog.uploads import PartialFileUploadHandler, UploadTooLarge, too_large_message
+from opsdash.catalog.uploads import (
+    PartialFileUploadHandler,
+    StreamedModelFile,
+    UploadTooLarge,
+    too_large_message,
+)
+from opsdash.typing import AuthedRequest
 
 
-def _model_for_viewer(request: HttpRequest, pk: int) -> LocalModel:
+def _model_for_viewer(request: AuthedRequest, pk: int) -> LocalModel:
     return get_object_or_404(LocalModel.objects.select_related("installed_by"), pk=pk)
 
 
@@ -34,7 +41,7 @@ def _disk() -> dict[str, int]:
 
 @requires(Cap.VIEW_MODELS)
 @require_GET
-def model_list(request: HttpRequest) -> HttpResponse:
+def model_list(request: AuthedRequest) -> HttpResponse:
     show = request.GET.get("show", "active")
     models = LocalModel.objects.select_related("installed_by")
     if show == "active":
@@ -69,7 +76,7 @@ def _memory_estimate(model: LocalModel) -> dict[str, object] | None:
 
 @requires(Cap.VIEW_MODELS)
 @require_GET
-def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def model_detail(request: AuthedRequest, pk: int) -> HttpResponse:
     model = _model_for_viewer(request, pk)
     context = {
         "model": model,
@@ -79,13 +86,16 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "hyperparameters": (model.metadata or {}).get("hyperparameters") or {},
     }
     if request.htmx:
+        if model.status != ModelStatus.INSTALLING:
+            # The install just ended: reload the whole page so the metadata appears too.
+            return HttpResponseClientRefresh()
         return render(request, "catalog/detail.html#status", context)
     return render(request, "catalog/detail.html", context)
 
 
 @requires(Cap.MANAGE_MODELS)
 @require_http_methods(["GET", "POST"])
-def install(request: HttpRequest) -> HttpResponse:
+def install(request: AuthedRequest) -> HttpResponse:
     """The install page; POST starts a path or URL install and shows its progress."""
     error = None
     form = request.POST if request.method == "POST" else {}
@@ -120,10 +130,13 @@ def install(request: HttpRequest) -> HttpResponse:
     return render(request, "catalog/install.html", context, status=400 if error else 200)
 
 
-def _lifecycle_view(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
+def _lifecycle_view(request: AuthedRequest, pk: int, verb: str) -> HttpResponse:
     model = get_object_or_404(LocalModel, pk=pk)
-    action = {"retire": services.retire_model, "restore": services.restore_model,
-              "delete": services.delete_model}[verb]
+    action = {
+        "retire": services.retire_model,
+        "restore": services.restore_model,
+        "delete": services.delete_model,
+    }[verb]
     try:
         action(model=model, user=request.user)
     except services.LifecycleError as exc:
@@ -136,19 +149,19 @@ def _lifecycle_view(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
 
 @requires(Cap.MANAGE_MODELS)
 @require_POST
-def retire(request: HttpRequest, pk: int) -> HttpResponse:
+def retire(request: AuthedRequest, pk: int) -> HttpResponse:
     return _lifecycle_view(request, pk, "retire")
 
 
 @requires(Cap.MANAGE_MODELS)
 @require_POST
-def restore(request: HttpRequest, pk: int) -> HttpResponse:
+def restore(request: AuthedRequest, pk: int) -> HttpResponse:
     return _lifecycle_view(request, pk, "restore")
 
 
 @requires(Cap.MANAGE_MODELS)
 @require_POST
-def delete(request: HttpRequest, pk: int) -> HttpResponse:
+def delete(request: AuthedRequest, pk: int) -> HttpResponse:
     if request.POST.get("confirm") != get_object_or_404(LocalModel, pk=pk).slug:
         messages.error(request, "Type the model's slug to confirm deleting its file.")
         return redirect("catalog:detail", pk=pk)
@@ -157,7 +170,7 @@ def delete(request: HttpRequest, pk: int) -> HttpResponse:
 
 @requires(Cap.READ_AUDIT)
 @require_GET
-def audit(request: HttpRequest) -> HttpResponse:
+def audit(request: AuthedRequest) -> HttpResponse:
     entries = AuditEntry.objects.select_related("actor", "model")
     page = Paginator(entries, 50).get_page(request.GET.get("page"))
     return render(request, "catalog/audit.html", {"page": page})
@@ -166,34 +179,42 @@ def audit(request: HttpRequest) -> HttpResponse:
 @csrf_exempt  # checked below for session callers; a bearer token needs no CSRF token
 @require_POST
 @requires(Cap.MANAGE_MODELS, api=True)
-def upload(request: HttpRequest) -> HttpResponse:
+def upload(request: AuthedRequest) -> HttpResponse:
     """POST /api/models/upload: one multipart file field ``file`` (+ ``name``, ``model_type``).
 
     Bearer token or session (with CSRF). The body streams through ``PartialFileUploadHandler``
     into the models disk; the rest of the install runs in the background (202).
     """
-    if request.headers.get("Authorization", "").lower().startswith("bearer "):
-        return _upload(request)
-    return csrf_protect(_upload)(request)
-
-
-def _upload(request: HttpRequest) -> HttpResponse:
+    # The handler must be in place before anything reads the body, the CSRF check included.
     handler = PartialFileUploadHandler(request, services.new_partial_path())
     request.upload_handlers = [handler]
+    bearer = request.headers.get("Authorization", "").lower().startswith("bearer ")
     try:
-        streamed = request.FILES.get("file")
+        response = (_upload if bearer else csrf_protect(_upload))(request, handler)
     except UploadTooLarge:
-        return JsonResponse({"detail": too_large_message()}, status=413)
+        response = JsonResponse({"detail": too_large_message()}, status=413)
+    if response.status_code != 202:
+        handler.abort()  # nothing of a refused upload stays on disk
+    return response
+
+
+def _upload(request: AuthedRequest, handler: PartialFileUploadHandler) -> HttpResponse:
+    streamed = request.FILES.get("file")
+    assert streamed is None or isinstance(streamed, StreamedModelFile)
     if handler.error:
-        handler.abort()
-        return JsonResponse({"detail": handler.error}, status=413 if "larger" in handler.error else 400)
+        status = 413 if "larger" in handler.error else 400
+        return JsonResponse({"detail": handler.error}, status=status)
     if streamed is None:
-        handler.abort()
-        return JsonResponse({"detail": "Attach the model file in the form field “file”."}, status=400)
+        return JsonResponse(
+            {"detail": "Attach the model file in the form field “file”."}, status=400
+        )
     try:
         model = services.install_uploaded(
-            partial=streamed.partial, written=streamed.written, filename=streamed.name or "upload",
-            name=request.POST.get("name", ""), model_type=request.POST.get("model_type", ""),
+            partial=streamed.partial,
+            written=streamed.written,
+            filename=streamed.name or "upload",
+            name=request.POST.get("name", ""),
+            model_type=request.POST.get("model_type", ""),
             user=request.user,
         )
     except services.InstallRefused as exc:

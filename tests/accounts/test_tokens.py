@@ -62,7 +62,9 @@ def test_bootstrap_demo_creates_the_three_roles_once(settings):
 
     users = User.objects.order_by("username")
     assert [(u.username, [g.name for g in u.groups.all()]) for u in users] == [
-        ("admin", ["admin"]), ("manager", ["manager"]), ("operator", ["operator"]),
+        ("admin", ["admin"]),
+        ("manager", ["manager"]),
+        ("operator", ["operator"]),
     ]
     assert users[0].check_password("demo-password-123")
     assert "already exist" in out.getvalue()
@@ -86,7 +88,9 @@ def test_navigation_shows_only_what_the_role_may_use(as_operator, as_admin):
 
 def test_login_page_signs_a_person_in_and_healthz_needs_no_login(client, admin):
     assert client.get("/healthz").json() == {"status": "ok"}
-    response = client.post("/accounts/login/", {"username": "ada", "password": "correct horse battery staple"})
+    response = client.post(
+        "/accounts/login/", {"username": "ada", "password": "correct horse battery staple"}
+    )
     assert response.status_code == 302
     assert client.get("/models/").status_code == 200
     from django.test import Client

@@ -1,4 +1,4 @@
-"""Installing from a URL against a real HTTP server on loopback, including servers that misbehave."""
+"""Installing from a URL against a real HTTP server on loopback, misbehaving ones included."""
 
 from __future__ import annotations
 
@@ -65,7 +65,9 @@ class FileServer:
         if self.mode != "no-length":
             h.send_header("Content-Length", str(len(body)))
         h.end_headers()
-        cut_short = self.mode == "short-always" or (self.mode == "short-once" and self.requests == 1)
+        cut_short = self.mode == "short-always" or (
+            self.mode == "short-once" and self.requests == 1
+        )
         h.wfile.write(body[: len(body) // 2] if cut_short else body)
         h.wfile.flush()
         h.close_connection = True

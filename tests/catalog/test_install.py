@@ -46,7 +46,9 @@ def test_it_installs_a_legacy_ggml_file_when_told_its_model_type(admin, model_ro
     assert model.metadata["hyperparameters"]["n_layer"] >= 1
 
 
-def test_a_legacy_ggml_file_without_a_model_type_fails_with_what_to_do(admin, model_root, tiny_ggml_path):
+def test_a_legacy_ggml_file_without_a_model_type_fails_with_what_to_do(
+    admin, model_root, tiny_ggml_path
+):
     model = install(place(tiny_ggml_path, model_root), admin)
 
     assert model.status == ModelStatus.FAILED
@@ -68,7 +70,9 @@ def test_an_expected_sha256_that_is_already_installed_is_refused_before_copying(
 ):
     first = install(place(tiny_gguf_path, model_root), admin)
     with pytest.raises(services.InstallRefused, match="already installed"):
-        install(place(tiny_gguf_path, model_root, "again.gguf"), admin, expected_sha256=first.sha256)
+        install(
+            place(tiny_gguf_path, model_root, "again.gguf"), admin, expected_sha256=first.sha256
+        )
 
 
 def test_a_wrong_expected_sha256_fails_and_keeps_nothing(admin, model_root, tiny_gguf_path):
@@ -162,7 +166,9 @@ def test_an_unknown_model_type_is_refused(admin, model_root, tiny_ggml_path):
         install(place(tiny_ggml_path, model_root), admin, model_type="gpt5")
 
 
-def test_it_refuses_up_front_when_the_disk_cannot_hold_the_file(admin, settings, model_root, tiny_gguf_path):
+def test_it_refuses_up_front_when_the_disk_cannot_hold_the_file(
+    admin, settings, model_root, tiny_gguf_path
+):
     settings.MIN_FREE_BYTES = 2**62  # more than any disk has free
     model = install(place(tiny_gguf_path, model_root), admin)
 
@@ -172,8 +178,12 @@ def test_it_refuses_up_front_when_the_disk_cannot_hold_the_file(admin, settings,
 
 def test_a_restart_fails_interrupted_installs_and_removes_their_partial_files(admin):
     dead = LocalModel.objects.create(
-        name="x", slug="x", source_kind=SourceKind.URL, source_ref="http://example.invalid/x",
-        install_host=os.uname().nodename, install_pid=2**22 + 12345,  # no such process
+        name="x",
+        slug="x",
+        source_kind=SourceKind.URL,
+        source_ref="http://example.invalid/x",
+        install_host=os.uname().nodename,
+        install_pid=2**22 + 12345,  # no such process
     )
     leftover = services.new_partial_path()
     leftover.write_bytes(b"half a model")

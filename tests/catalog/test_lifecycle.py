@@ -55,11 +55,18 @@ def test_every_action_is_in_the_audit_trail_with_who_and_outcome(admin, ready_mo
         as_admin.post(f"/models/{ready_model.pk}/{verb}/")
     as_admin.post(f"/models/{ready_model.pk}/delete/", {"confirm": ready_model.slug})
 
-    trail = list(AuditEntry.objects.filter(model=ready_model).order_by("id")
-                 .values_list("action", "outcome", "actor__username"))
+    trail = list(
+        AuditEntry.objects.filter(model=ready_model)
+        .order_by("id")
+        .values_list("action", "outcome", "actor__username")
+    )
     assert trail == [
-        ("install", "started", "ada"), ("install", "ok", "ada"), ("retire", "ok", "ada"),
-        ("restore", "ok", "ada"), ("retire", "ok", "ada"), ("delete", "ok", "ada"),
+        ("install", "started", "ada"),
+        ("install", "ok", "ada"),
+        ("retire", "ok", "ada"),
+        ("restore", "ok", "ada"),
+        ("retire", "ok", "ada"),
+        ("delete", "ok", "ada"),
     ]
     page = as_admin.get("/models/audit/").content.decode()
     assert page.count("ada") >= 6 and "delete" in page

@@ -71,3 +71,16 @@ def test_an_operator_may_not_upload(as_operator, tiny_gguf_path):
     response = upload(as_operator, tiny_gguf_path.read_bytes())
     assert response.status_code == 403
     assert partial_files(settings.MODELS_DIR) == []
+
+
+def test_a_session_upload_without_the_csrf_token_is_refused_and_leaves_nothing(
+    admin, tiny_gguf_path
+):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin)
+    response = upload(client, tiny_gguf_path.read_bytes())
+
+    assert response.status_code == 403
+    assert partial_files(settings.MODELS_DIR) == [] and not LocalModel.objects.exists()

@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,62 +14,149 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='LocalModel',
+            name="LocalModel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('slug', models.SlugField(max_length=200, unique=True)),
-                ('status', models.CharField(choices=[('installing', 'Installing'), ('ready', 'Ready'), ('retired', 'Retired'), ('deleted', 'Deleted'), ('failed', 'Failed')], default='installing', max_length=12)),
-                ('error', models.TextField(blank=True, help_text='Why the install failed, in words a person can act on.')),
-                ('source_kind', models.CharField(choices=[('path', 'Path'), ('upload', 'Upload'), ('url', 'Url')], max_length=8)),
-                ('source_ref', models.TextField(help_text='The server path, URL or uploaded file name.')),
-                ('expected_sha256', models.CharField(blank=True, max_length=64)),
-                ('stage', models.CharField(blank=True, max_length=40)),
-                ('bytes_done', models.BigIntegerField(default=0)),
-                ('bytes_total', models.BigIntegerField(blank=True, null=True)),
-                ('install_host', models.CharField(blank=True, max_length=255)),
-                ('install_pid', models.IntegerField(blank=True, null=True)),
-                ('file_path', models.TextField(blank=True)),
-                ('size_bytes', models.BigIntegerField(blank=True, null=True)),
-                ('sha256', models.CharField(blank=True, db_index=True, max_length=64)),
-                ('format', models.CharField(blank=True, max_length=8)),
-                ('format_version', models.IntegerField(blank=True, null=True)),
-                ('architecture', models.CharField(blank=True, max_length=64)),
-                ('model_type', models.CharField(blank=True, help_text='ctransformers model type (legacy GGML).', max_length=32)),
-                ('parameter_count', models.BigIntegerField(blank=True, null=True)),
-                ('quantization', models.CharField(blank=True, max_length=32)),
-                ('context_length', models.IntegerField(blank=True, null=True)),
-                ('vocab_size', models.IntegerField(blank=True, null=True)),
-                ('tokenizer_model', models.CharField(blank=True, max_length=64)),
-                ('chat_template', models.TextField(blank=True)),
-                ('metadata', models.JSONField(blank=True, default=dict)),
-                ('backend', models.CharField(blank=True, max_length=16)),
-                ('backend_reason', models.TextField(blank=True)),
-                ('trial_seconds', models.FloatField(blank=True, null=True)),
-                ('trial_sample', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('installed_at', models.DateTimeField(blank=True, null=True)),
-                ('retired_at', models.DateTimeField(blank=True, null=True)),
-                ('deleted_at', models.DateTimeField(blank=True, null=True)),
-                ('installed_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("slug", models.SlugField(max_length=200, unique=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("installing", "Installing"),
+                            ("ready", "Ready"),
+                            ("retired", "Retired"),
+                            ("deleted", "Deleted"),
+                            ("failed", "Failed"),
+                        ],
+                        default="installing",
+                        max_length=12,
+                    ),
+                ),
+                (
+                    "error",
+                    models.TextField(
+                        blank=True,
+                        help_text="Why the install failed, in words a person can act on.",
+                    ),
+                ),
+                (
+                    "source_kind",
+                    models.CharField(
+                        choices=[("path", "Path"), ("upload", "Upload"), ("url", "Url")],
+                        max_length=8,
+                    ),
+                ),
+                (
+                    "source_ref",
+                    models.TextField(help_text="The server path, URL or uploaded file name."),
+                ),
+                ("expected_sha256", models.CharField(blank=True, max_length=64)),
+                ("stage", models.CharField(blank=True, max_length=40)),
+                ("bytes_done", models.BigIntegerField(default=0)),
+                ("bytes_total", models.BigIntegerField(blank=True, null=True)),
+                ("install_host", models.CharField(blank=True, max_length=255)),
+                ("install_pid", models.IntegerField(blank=True, null=True)),
+                ("file_path", models.TextField(blank=True)),
+                ("size_bytes", models.BigIntegerField(blank=True, null=True)),
+                ("sha256", models.CharField(blank=True, db_index=True, max_length=64)),
+                ("format", models.CharField(blank=True, max_length=8)),
+                ("format_version", models.IntegerField(blank=True, null=True)),
+                ("architecture", models.CharField(blank=True, max_length=64)),
+                (
+                    "model_type",
+                    models.CharField(
+                        blank=True,
+                        help_text="ctransformers model type (legacy GGML).",
+                        max_length=32,
+                    ),
+                ),
+                ("parameter_count", models.BigIntegerField(blank=True, null=True)),
+                ("quantization", models.CharField(blank=True, max_length=32)),
+                ("context_length", models.IntegerField(blank=True, null=True)),
+                ("vocab_size", models.IntegerField(blank=True, null=True)),
+                ("tokenizer_model", models.CharField(blank=True, max_length=64)),
+                ("chat_template", models.TextField(blank=True)),
+                ("metadata", models.JSONField(blank=True, default=dict)),
+                ("backend", models.CharField(blank=True, max_length=16)),
+                ("backend_reason", models.TextField(blank=True)),
+                ("trial_seconds", models.FloatField(blank=True, null=True)),
+                ("trial_sample", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("installed_at", models.DateTimeField(blank=True, null=True)),
+                ("retired_at", models.DateTimeField(blank=True, null=True)),
+                ("deleted_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "installed_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='AuditEntry',
+            name="AuditEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('action', models.CharField(choices=[('install', 'Install'), ('retire', 'Retire'), ('restore', 'Restore'), ('delete', 'Delete'), ('recover', 'Recover')], max_length=16)),
-                ('outcome', models.CharField(help_text='started, ok, failed or refused', max_length=16)),
-                ('detail', models.TextField(blank=True)),
-                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('model', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='audit', to='catalog.localmodel')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[
+                            ("install", "Install"),
+                            ("retire", "Retire"),
+                            ("restore", "Restore"),
+                            ("delete", "Delete"),
+                            ("recover", "Recover"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "outcome",
+                    models.CharField(help_text="started, ok, failed or refused", max_length=16),
+                ),
+                ("detail", models.TextField(blank=True)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "model",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="audit",
+                        to="catalog.localmodel",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-at', '-id'],
+                "ordering": ["-at", "-id"],
             },
         ),
     ]

@@ -14,8 +14,9 @@ class Command(BaseCommand):
     help = "Prepare a fresh install: settle interrupted installs; with --demo, create demo users."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--demo", action="store_true",
-                            help="create the users admin, operator and manager")
+        parser.add_argument(
+            "--demo", action="store_true", help="create the users admin, operator and manager"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         recovered = recover_interrupted_installs()
@@ -30,7 +31,9 @@ class Command(BaseCommand):
             self.stdout.write("Demo users admin, operator and manager already exist.")
             return
         shown = password if not settings.DEMO_PASSWORD else "(from OPSDASH_DEMO_PASSWORD)"
-        self.stdout.write(self.style.SUCCESS(
-            f"Created demo users {', '.join(created)} with the password: {shown}"
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Created demo users {', '.join(created)} with the password: {shown}"
+            )
+        )
         self.stdout.write("This password is shown once; keep it somewhere safe.")

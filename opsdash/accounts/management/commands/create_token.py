@@ -21,5 +21,7 @@ class Command(BaseCommand):
         except User.DoesNotExist:
             raise CommandError(f"There is no user {options['username']!r}.") from None
         issued = create_token(user=user, name=options["name"])
-        self.stderr.write(f"Token “{issued.token.name}” for {user.username}; it will not be shown again:")
+        self.stderr.write(
+            f"Token “{issued.token.name}” for {user.username}; it will not be shown again:"
+        )
         self.stdout.write(issued.secret)

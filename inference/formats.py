@@ -1,0 +1,418 @@
+"""Model file formats: recognise a file, read its metadata, choose a backend, estimate memory.
+
+Files come from admins (server path, upload, URL), so every read here is bounded by the file's
+size and every malformed input raises ``FormatError`` with a sentence a person can act on: no
+other exception type, no allocation sized by what a header claims.
+
+GGUF headers are checked by ``inference.gguf_header`` before ``gguf.GGUFReader`` reads them;
+legacy GGML headers are read by ``inference.ggml_legacy`` in the layout of the admin's model type.
+
+Framework-free: this module never imports Django or ``opsdash``; ``gguf`` (and numpy) are imported
+inside the functions that read files, so choosing a backend costs no heavy import.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from inference import ggml_legacy
+from inference.errors import FormatError
+from inference.gguf_header import Array, read_gguf_header
+
+FormatKind = Literal["gguf", "ggml", "ggmf", "ggjt"]
+BackendName = Literal["llama_cpp", "ctransformers"]
+FitVerdict = Literal["fits", "tight", "does not fit"]
+
+CTRANSFORMERS_MODEL_TYPES: tuple[str, ...] = ggml_legacy.MODEL_TYPES
+# ctransformers 0.2.27 vendors a September 2023 llama.cpp for GGUF, which runs only these.
+CTRANSFORMERS_GGUF_ARCHITECTURES: tuple[str, ...] = ("llama", "falcon")
+
+_LEGACY_MAGICS: dict[int, FormatKind] = {0x67676D6C: "ggml", 0x67676D66: "ggmf", 0x67676A74: "ggjt"}
+_LEGACY_VERSIONS = {"ggmf": (1,), "ggjt": (1, 2, 3)}
+_GGUF_HEADER_BYTES = {1: 16, 2: 24, 3: 24}  # magic, version, tensor and key-value counts
+_ACCEPTED = "OpsDash reads GGUF (v1–v3) and legacy GGML files."
+_OVERHEAD_BYTES = 128 * 1024 * 1024  # a runner process plus llama.cpp's compute buffers
+
+
+@dataclass(frozen=True)
+class FileFormat:
+    """A model file's container format, from its first bytes."""
+
+    kind: FormatKind
+    version: int | None
+
+    @property
+    def label(self) -> str:
+        """How people write it: "GGUF v3", "GGJT v3", "GGML"."""
+        return self.kind.upper() + (f" v{self.version}" if self.version is not None else "")
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What a model file says about itself; None where the file does not say."""
+
+    format: FormatKind
+    format_version: int | None
+    architecture: str | None
+    name: str | None
+    parameter_count: int | None
+    quantization: str | None
+    context_length: int | None
+    embedding_length: int | None
+    block_count: int | None
+    head_count: int | None
+    head_count_kv: int | None
+    vocab_size: int | None
+    tokenizer_model: str | None
+    chat_template: str | None
+    size_bytes: int
+    tensor_count: int | None
+    hyperparameters: dict[str, int | float] = field(default_factory=dict, hash=False)
+    notes: tuple[str, ...] = ()  # sentences for the admin about what could not be read
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-safe copy, field by field."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        return out | {"hyperparameters": dict(self.hyperparameters), "notes": list(self.notes)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelMetadata:
+        """The inverse of ``as_dict`` (metadata stored as JSON); unknown keys are ignored."""
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        values["notes"] = tuple(values.get("notes") or ())
+        values["hyperparameters"] = dict(values.get("hyperparameters") or {})
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class BackendVerdict:
+    """Which backend will run a model (None: neither can), why, and which could."""
+
+    backend: BackendName | None
+    reason: str
+    candidates: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes a loaded model is expected to hold."""
+
+    weights_bytes: int
+    kv_cache_bytes: int
+    overhead_bytes: int
+    total_bytes: int
+
+
+def sniff(path: str | os.PathLike[str]) -> FileFormat:
+    """Recognise a model file from its magic bytes, or raise FormatError saying what it is."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as exc:
+        raise FormatError(f"OpsDash cannot read {Path(path).name}: {exc.strerror}.") from exc
+    return _sniff_bytes(head, os.path.getsize(path))
+
+
+def _sniff_bytes(head: bytes, size: int) -> FileFormat:
+    if size == 0:
+        raise FormatError("The file is empty (0 bytes). Was the upload or download interrupted?")
+    if size < 4:
+        raise FormatError(f"The file is only {size} bytes long, too short to be a model file.")
+    if head[:4] == b"GGUF":
+        return _sniff_gguf(head, size)
+    (magic,) = struct.unpack_from("<I", head)
+    kind = _LEGACY_MAGICS.get(magic)
+    if kind is None:
+        raise FormatError(_not_a_model(head))
+    if kind == "ggml":
+        return FileFormat("ggml", None)
+    if size < 8:
+        raise FormatError(f"The file is only {size} bytes long, too short for a {kind} header.")
+    (version,) = struct.unpack_from("<I", head, 4)
+    if version not in _LEGACY_VERSIONS[kind]:
+        raise FormatError(
+            f"This {kind} file says it is version {version}, which ggml never wrote "
+            f"({kind} versions: {', '.join(map(str, _LEGACY_VERSIONS[kind]))}). "
+            "The header is damaged."
+        )
+    return FileFormat(kind, version)
+
+
+def _sniff_gguf(head: bytes, size: int) -> FileFormat:
+    if size < 8:
+        raise FormatError(f"The file is only {size} bytes long, too short for a GGUF header.")
+    (version,) = struct.unpack_from("<I", head, 4)
+    if version & 0xFFFF == 0 and 1 <= version >> 24 <= 3:
+        raise FormatError(
+            "This is a big-endian GGUF file (made for s390x and similar machines); "
+            "OpsDash reads little-endian GGUF files. Download the little-endian version."
+        )
+    if version not in _GGUF_HEADER_BYTES:
+        hint = (
+            "It may come from a newer llama.cpp than OpsDash knows."
+            if version > 3
+            else "No GGUF writer makes that version: the header is damaged."
+        )
+        raise FormatError(f"This GGUF file says it is version {version}; {_ACCEPTED} {hint}")
+    if size < _GGUF_HEADER_BYTES[version]:
+        raise FormatError(
+            f"The file is only {size} bytes long, too short for a GGUF v{version} header "
+            f"({_GGUF_HEADER_BYTES[version]} bytes). Was the download interrupted?"
+        )
+    return FileFormat("gguf", version)
+
+
+def _not_a_model(head: bytes) -> str:
+    shown = repr(head[:4])[1:]
+    if head[:4] == b"algg":  # 'ggla' as a little-endian uint32, like the other ggml magics
+        return "This is a LoRA adapter in the legacy GGML format, not a model. " + _ACCEPTED
+    if head[:2] == b"PK":
+        hint = "a zip archive, such as a PyTorch checkpoint? Convert it to GGUF first"
+    elif head[8:10] == b'{"':
+        hint = "a safetensors file? Convert it to GGUF first"
+    elif head.lstrip()[:1] == b"<":
+        hint = "a web page? The URL may lead to a download page rather than the file"
+    elif head.startswith(b"version https://git-lfs"):
+        hint = "a Git LFS pointer? Fetch the real file with git lfs pull"
+    elif all(32 <= b < 127 or b in b"\t\r\n" for b in head[:4]):
+        hint = "a text file?"
+    else:
+        hint = "an unknown binary format"
+    return f"This is not a model file: it starts with bytes {shown} ({hint}). {_ACCEPTED}"
+
+
+def read_metadata(path: str | os.PathLike[str], *, model_type: str | None = None) -> ModelMetadata:
+    """Read a model file's metadata with bounded reads; raise FormatError if it is malformed.
+
+    ``model_type`` is the admin's name for a legacy GGML file's model family (gpt2, llama, …);
+    GGUF files name their architecture themselves, so it is ignored for them.
+    """
+    fmt = sniff(path)
+    size = os.path.getsize(path)
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            if fmt.kind == "gguf":
+                return _read_gguf(path, buf, size, fmt)
+            return _read_legacy(buf, size, fmt, model_type)
+    except OSError as exc:
+        raise FormatError(f"OpsDash cannot read {Path(path).name}: {exc.strerror}.") from exc
+    except FormatError:
+        raise
+    except Exception as exc:  # a reading bug must still reach the admin as a sentence, not a 500
+        raise FormatError(
+            f"OpsDash could not read this model file ({type(exc).__name__}: {exc}). "
+            "It is probably damaged; try downloading it again."
+        ) from exc
+
+
+def _read_legacy(
+    buf: mmap.mmap, size: int, fmt: FileFormat, model_type: str | None
+) -> ModelMetadata:
+    h = ggml_legacy.read_legacy_header(
+        buf, size, kind=fmt.kind, version=fmt.version, model_type=model_type
+    )
+    return ModelMetadata(
+        format=fmt.kind,
+        format_version=fmt.version,
+        architecture=h.model_type or (model_type.strip() if model_type else None) or None,
+        name=None,
+        parameter_count=h.parameter_count,
+        quantization=_file_type_label(h.ftype) if h.ftype is not None else None,
+        context_length=h.context_length,
+        embedding_length=h.embedding_length,
+        block_count=h.block_count,
+        head_count=h.head_count,
+        head_count_kv=h.head_count_kv,
+        vocab_size=h.vocab_size,
+        tokenizer_model=None,
+        chat_template=None,
+        size_bytes=size,
+        tensor_count=h.tensor_count,
+        hyperparameters=h.hyperparameters,
+        notes=h.notes,
+    )
+
+
+def _read_gguf(
+    path: str | os.PathLike[str], buf: mmap.mmap, size: int, fmt: FileFormat
+) -> ModelMetadata:
+    assert fmt.version is not None
+    values, tensors = read_gguf_header(path, buf, size, fmt.version)
+    if values.get("general.type") == "adapter":
+        # An adapter only loads on top of its base model; as a model it fails cryptically.
+        raise FormatError(
+            "This GGUF file is a LoRA adapter, not a model: it only runs on top of its base "
+            "model. Install the base model instead."
+        )
+    arch = _str(values.get("general.architecture"))
+    file_type = _int(values.get("general.file_type"))
+    if file_type is not None:
+        quantization: str | None = _file_type_label(file_type)
+    elif tensors:  # older converters left the key out: name the type holding most bytes
+        by_type: dict[int, int] = {}
+        for t in tensors:
+            by_type[t.ggml_type] = by_type.get(t.ggml_type, 0) + t.n_bytes
+        quantization = _tensor_type_label(max(by_type, key=by_type.__getitem__))
+    else:
+        quantization = None
+    tokens = values.get("tokenizer.ggml.tokens")
+    head_count = _int(values.get(f"{arch}.attention.head_count"))
+    return ModelMetadata(
+        format="gguf",
+        format_version=fmt.version,
+        architecture=arch,
+        name=_str(values.get("general.name")),
+        parameter_count=sum(t.elements for t in tensors),
+        quantization=quantization,
+        context_length=_int(values.get(f"{arch}.context_length")),
+        embedding_length=_int(values.get(f"{arch}.embedding_length")),
+        block_count=_int(values.get(f"{arch}.block_count")),
+        head_count=head_count,
+        # llama.cpp's own default when the key is missing: no grouped-query attention.
+        head_count_kv=_int(values.get(f"{arch}.attention.head_count_kv")) or head_count,
+        vocab_size=_int(values.get(f"{arch}.vocab_size"))
+        or (tokens.length if isinstance(tokens, Array) else None),
+        tokenizer_model=_str(values.get("tokenizer.ggml.model")),
+        chat_template=_str(values.get("tokenizer.chat_template")),
+        size_bytes=size,
+        tensor_count=len(tensors),
+    )
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, Array) and value.items and all(isinstance(v, int) for v in value.items):
+        return max(value.items)  # per-layer values: the largest sizes memory safely
+    return None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _file_type_label(file_type: int) -> str:
+    from gguf import LlamaFileType
+
+    try:
+        name = LlamaFileType(file_type).name
+    except ValueError:
+        # 4 was MOSTLY_Q4_1_SOME_F16 in 2023 GGML files; gguf no longer lists it.
+        return {4: "Q4_1_SOME_F16"}.get(file_type, f"file type {file_type}")
+    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+
+
+def _tensor_type_label(ttype: int) -> str:
+    from gguf import GGMLQuantizationType
+
+    return GGMLQuantizationType(ttype).name
+
+
+def choose_backend(metadata: ModelMetadata, *, pinned: str | None = None) -> BackendVerdict:
+    """Pick the backend that runs a model (DESIGN.md: GGUF → llama_cpp, GGML → ctransformers).
+
+    ``pinned`` is an admin's explicit choice; it is honoured when that backend can run the model
+    and otherwise answered with backend None and a reason saying why.
+    """
+    if pinned not in (None, "llama_cpp", "ctransformers"):
+        return BackendVerdict(
+            None, f"'{pinned}' is not a backend; choose llama_cpp or ctransformers.", ()
+        )
+    arch = metadata.architecture
+    if metadata.format == "gguf":
+        return _choose_for_gguf(metadata, arch, pinned)
+    model_type = ggml_legacy.normalize_model_type(arch)
+    if pinned == "llama_cpp":
+        return BackendVerdict(
+            None,
+            "llama.cpp dropped legacy GGML support in 2023; use ctransformers, "
+            "or convert the file to GGUF.",
+            ("ctransformers",) if model_type else (),
+        )
+    if model_type is None:
+        usual = " ggjt files are usually llama models." if metadata.format != "ggml" else ""
+        given = f"'{arch}' is not one ctransformers knows" if arch else "none was given"
+        return BackendVerdict(
+            None,
+            f"Legacy GGML files do not record their model type and {given}. Name the model "
+            f"type (one of {', '.join(CTRANSFORMERS_MODEL_TYPES)}).{usual}",
+            (),
+        )
+    return BackendVerdict(
+        "ctransformers", f"ctransformers runs legacy GGML {model_type} models.", ("ctransformers",)
+    )
+
+
+def _choose_for_gguf(
+    metadata: ModelMetadata, arch: str | None, pinned: str | None
+) -> BackendVerdict:
+    if arch is None:
+        return BackendVerdict(
+            None,
+            "The GGUF file names no architecture (general.architecture), so no backend "
+            "can load it.",
+            (),
+        )
+    ct_ok = arch in CTRANSFORMERS_GGUF_ARCHITECTURES
+    # llama.cpp refuses GGUF v1 since late 2023; ctransformers' older llama.cpp still reads it.
+    llama_ok = metadata.format_version != 1
+    candidates = tuple(b for b, ok in (("llama_cpp", llama_ok), ("ctransformers", ct_ok)) if ok)
+    if pinned == "ctransformers" and not ct_ok:
+        return BackendVerdict(
+            None,
+            f"ctransformers runs GGUF only for llama and falcon models, and this is {arch}. "
+            "Unpin the backend to use llama.cpp.",
+            candidates,
+        )
+    if pinned == "ctransformers" or (not llama_ok and ct_ok and pinned is None):
+        return BackendVerdict(
+            "ctransformers", f"ctransformers runs GGUF {arch} models.", candidates
+        )
+    if not llama_ok:
+        return BackendVerdict(
+            None,
+            "llama.cpp no longer reads GGUF v1 files. Convert the file to a current GGUF "
+            "version (llama.cpp's convert scripts) and install it again.",
+            candidates,
+        )
+    return BackendVerdict("llama_cpp", f"llama.cpp runs GGUF {arch} models.", candidates)
+
+
+def estimate_memory(
+    metadata: ModelMetadata, *, context_length: int | None = None
+) -> MemoryEstimate:
+    """Estimate the memory a loaded model holds: weights, f16 KV cache, and a fixed overhead.
+
+    ``context_length`` is the context the runner will allocate (default: the model's own).
+    """
+    weights = metadata.size_bytes  # llama.cpp maps the tensor data, which is nearly all the file
+    ctx = context_length or metadata.context_length
+    layers, embd, heads = metadata.block_count, metadata.embedding_length, metadata.head_count
+    kv_cache = 0
+    if ctx and layers and embd and heads:
+        kv_heads = metadata.head_count_kv or heads
+        # K and V, per layer and position, kv_heads × head size values, 2 bytes each (f16).
+        kv_cache = 2 * layers * ctx * (embd * kv_heads // heads) * 2
+    return MemoryEstimate(
+        weights_bytes=weights,
+        kv_cache_bytes=kv_cache,
+        overhead_bytes=_OVERHEAD_BYTES,
+        total_bytes=weights + kv_cache + _OVERHEAD_BYTES,
+    )
+
+
+def fit_verdict(total_bytes: int, available_bytes: int) -> FitVerdict:
+    """Say whether a model fits in the memory available: within 70% fits, within 100% is tight."""
+    if total_bytes * 10 <= available_bytes * 7:
+        return "fits"
+    if total_bytes <= available_bytes:
+        return "tight"
+    return "does not fit"

@@ -1,0 +1,37 @@
+"""The real SmolLM2-135M-Instruct, installed the way `make run` installs it."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+
+from opsdash.catalog.demo import DEMO_SHA256
+from opsdash.catalog.models import LocalModel, ModelStatus
+
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]
+
+
+def test_install_demo_model_installs_smollm2_with_its_real_metadata_once(settings, smollm2_path):
+    settings.DATA_DIR = smollm2_path.parent.parent.parent  # so the command finds the cached file
+    cache = settings.DATA_DIR / "cache" / "demo"
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / smollm2_path.name).unlink(missing_ok=True)
+    (cache / smollm2_path.name).hardlink_to(smollm2_path)
+
+    call_command("install_demo_model", stdout=StringIO())
+    out = StringIO()
+    call_command("install_demo_model", stdout=out)
+
+    model = LocalModel.objects.get()
+    assert model.status == ModelStatus.READY, model.error
+    assert model.name == "SmolLM2-135M-Instruct"
+    assert model.architecture == "llama" and model.quantization == "Q4_1"
+    assert 130_000_000 < (model.parameter_count or 0) < 140_000_000
+    assert model.context_length == 8192
+    assert model.sha256 == DEMO_SHA256
+    assert model.backend == "llama_cpp"
+    assert "<|im_start|>" in model.chat_template
+    assert model.trial_sample, "the trial load generated text"
+    assert "already installed" in out.getvalue()

@@ -18,10 +18,12 @@ import opsdash.asgi  # the whole web application, URLconf included
 from django.urls import get_resolver
 get_resolver().url_patterns
 import opsdash.catalog.services, opsdash.catalog.views, opsdash.api
-print(json.dumps(sorted(m for m in ("llama_cpp", "ctransformers", "gguf", "numpy") if m in sys.modules)))
+native = ("llama_cpp", "ctransformers", "gguf", "numpy")
+print(json.dumps(sorted(m for m in native if m in sys.modules)))
 """
     env = {"OPSDASH_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []

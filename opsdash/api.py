@@ -7,6 +7,7 @@ from ninja import NinjaAPI
 from opsdash.accounts.permissions import requires
 from opsdash.accounts.roles import Cap
 from opsdash.catalog.api import router as catalog_router
+from opsdash.runs.api import router as runs_router
 
 api = NinjaAPI(
     title="OpsDash API",
@@ -18,3 +19,4 @@ api = NinjaAPI(
     docs_decorator=requires(Cap.USE_API_TOKENS, api=True),
 )
 api.add_router("/models", catalog_router)
+api.add_router("", runs_router)

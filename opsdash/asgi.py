@@ -1,15 +1,18 @@
-"""ASGI entry point: HTTP through Django, websockets through Channels (routes added by apps)."""
+"""ASGI entry point: HTTP through Django, websockets through Channels."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "opsdash.settings")
 django_asgi_app = get_asgi_application()
 
+from asgiref.sync import sync_to_async  # noqa: E402
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
@@ -17,19 +20,49 @@ from django.db import DatabaseError  # noqa: E402
 
 from opsdash.catalog.services import recover_interrupted_installs  # noqa: E402
 from opsdash.routing import websocket_urlpatterns  # noqa: E402
+from opsdash.runs.services import mark_interrupted_runs  # noqa: E402
 
-# A crash mid-install leaves a .partial file and an `installing` record: settle both before
-# serving, so nothing is silently left half-done. Daphne has no lifespan hook, so it runs here.
-try:
-    recover_interrupted_installs()
-except DatabaseError as exc:  # not migrated yet: serve anyway, /healthz will say what is wrong
-    logging.getLogger("opsdash").warning("Skipped install recovery: %s (run migrate).", exc)
+logger = logging.getLogger("opsdash")
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
-    }
+
+def settle_interrupted_work() -> None:
+    """A crash mid-install leaves an `installing` record and a .partial file, a crash mid-run a
+    `running` run: settle them before serving, so nothing is silently left half-done."""
+    try:
+        recover_interrupted_installs()
+        mark_interrupted_runs()
+    except DatabaseError as exc:  # not migrated yet: serve anyway, the pages will say so
+        logger.warning("Skipped recovering interrupted work: %s (run migrate).", exc)
+
+
+class SettleFirst:
+    """Runs ``settle_interrupted_work`` once, before the first request or connection.
+
+    Daphne sends no ASGI lifespan events, and importing this module must not touch the
+    database (tests import it), so the first scope to arrive does the work.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.settled = False
+        self._lock = asyncio.Lock()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if not self.settled:
+            async with self._lock:
+                if not self.settled:
+                    await sync_to_async(settle_interrupted_work)()
+                    self.settled = True
+        await self.app(scope, receive, send)
+
+
+application = SettleFirst(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": AllowedHostsOriginValidator(
+                AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+            ),
+        }
+    )
 )

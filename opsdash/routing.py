@@ -1,7 +1,7 @@
-"""Websocket routes (the telemetry and playground consumers add theirs here)."""
+"""Websocket routes; each app contributes its own."""
 
 from __future__ import annotations
 
-from django.urls import URLPattern
+from opsdash.playground.routing import websocket_urlpatterns as playground
 
-websocket_urlpatterns: list[URLPattern] = []
+websocket_urlpatterns = [*playground]

@@ -67,6 +67,8 @@ INSTALLED_APPS = [
     "ninja",
     "opsdash.accounts",
     "opsdash.catalog",
+    "opsdash.runs",
+    "opsdash.playground",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,447 @@
+"""The runners of one event loop: per-model queues, the memory budget, eviction, idle unload.
+
+``RunnerPool`` does the supervisor's work, and every method runs on one event loop: the
+supervisor's own, in its own thread (see ``inference.supervisor``, the public face).
+Requests to one model wait on that model's lock, which asyncio hands out first come, first
+served; different models have different locks and run at the same time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from inference.errors import BackendError, InferenceError
+from inference.protocol import (
+    ChatMessage,
+    Command,
+    DoneMessage,
+    DoneRunEvent,
+    RunEvent,
+    RunnerMessage,
+)
+from inference.runner_client import Exited, RunnerProcess, describe_exit
+from inference.supervisor_api import (
+    GenerateRequest,
+    MemoryBudgetExceeded,
+    ModelSpec,
+    RunnerCrashed,
+    RunnerState,
+    RunnerStatus,
+    SupervisorBusy,
+    check_input,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _Slot:
+    """A model's place in the pool: its queue and its runner, if one is started."""
+
+    model_id: int
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    pending: int = 0
+    runner: RunnerProcess | None = None
+    spec: ModelSpec | None = None
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:,.0f} MiB"
+
+
+class RunnerPool:
+    """Runners by model id, on the current event loop. See ``Supervisor`` for the contract."""
+
+    def __init__(
+        self,
+        *,
+        memory_budget_bytes: int,
+        idle_unload_seconds: float,
+        queue_depth: int,
+        start_timeout: float,
+    ) -> None:
+        self.memory_budget_bytes = memory_budget_bytes
+        self._idle_unload_seconds = idle_unload_seconds
+        self._queue_depth = queue_depth
+        self._start_timeout = start_timeout
+        self._slots: dict[int, _Slot] = {}
+        self._budget_lock = asyncio.Lock()
+        self._closing = False
+        self._requests: set[asyncio.Task[object]] = set()
+        self._idle_task: asyncio.Task[None] | None = None
+
+    def start_idle_unloader(self) -> None:
+        if self._idle_unload_seconds > 0 and self._idle_task is None:
+            self._idle_task = asyncio.ensure_future(self._unload_idle())
+
+    # --- requests ----------------------------------------------------------------------------
+
+    async def generate(
+        self,
+        spec: ModelSpec,
+        request: GenerateRequest,
+        emit: Callable[[RunEvent], None],
+        cancelled: asyncio.Event,
+    ) -> None:
+        """Run ``request`` after the model's earlier requests, passing its events to ``emit``."""
+        self._track()
+        slot = self._slot(spec.model_id)
+        if slot.pending >= self._queue_depth:
+            raise SupervisorBusy(
+                f"The model is busy: {slot.pending} request(s) are already running or waiting "
+                f"for it, the most it takes at once; try again in a moment."
+            )
+        slot.pending += 1
+        queued = time.monotonic()
+        try:
+            if not await _acquire_unless(slot.lock, cancelled):
+                emit(_done_before_start(queued))
+                return
+            try:
+                queue_ms = (time.monotonic() - queued) * 1000
+                runner, load_ms = await self._ready_runner(slot, spec)
+                if cancelled.is_set():
+                    emit(_done_before_start(queued, load_ms))
+                    return
+                await self._stream(runner, request, emit, cancelled, queue_ms, load_ms)
+            finally:
+                slot.lock.release()
+        finally:
+            slot.pending -= 1
+
+    async def _stream(
+        self,
+        runner: RunnerProcess,
+        request: GenerateRequest,
+        emit: Callable[[RunEvent], None],
+        cancelled: asyncio.Event,
+        queue_ms: float,
+        load_ms: float,
+    ) -> None:
+        request_id = runner.new_id()
+        params = dataclasses.asdict(request.params)
+        messages = _chat(request.messages)
+        runner.busy = True
+        runner.touch()
+        runner.send(
+            {
+                "type": "generate",
+                "id": request_id,
+                "prompt": request.prompt,
+                "messages": messages,
+                "params": params,
+            }
+        )
+        sent = time.monotonic()
+        first: float | None = None
+        watcher = asyncio.ensure_future(_forward_cancel(runner, request_id, cancelled))
+        try:
+            while True:
+                message = await self._reply(runner, request_id, "while generating")
+                if message["type"] == "token":
+                    first = first or time.monotonic()
+                    emit({"type": "token", "text": message["text"]})
+                elif message["type"] == "done":
+                    timings = (sent, first, time.monotonic(), queue_ms, load_ms)
+                    emit(_done_event(message, *timings))
+                    return
+        finally:
+            watcher.cancel()
+            runner.busy = False
+            runner.touch()
+
+    async def count_tokens(
+        self, spec: ModelSpec, *, prompt: str | None, messages: list[dict[str, str]] | None
+    ) -> int:
+        """The model's own token count for ``prompt`` or rendered ``messages``."""
+        check_input(prompt, messages)
+        self._track()
+        slot = self._slot(spec.model_id)
+        async with slot.lock:
+            runner, _ = await self._ready_runner(slot, spec)
+            request_id = runner.new_id()
+            command: Command = {
+                "type": "count",
+                "id": request_id,
+                "prompt": prompt,
+                "messages": _chat(messages),
+            }
+            runner.send(command)
+            runner.touch()
+            message = await self._reply(runner, request_id, "while counting tokens")
+            return int(message["count"]) if message["type"] == "count" else 0
+
+    async def _reply(self, runner: RunnerProcess, request_id: str, doing: str) -> RunnerMessage:
+        """The runner's next message about ``request_id``; its errors and its death raise."""
+        while True:
+            message = await runner.inbox.get()
+            if isinstance(message, Exited):
+                runner.inbox.put_nowait(message)  # later readers learn of the death too
+                if runner.stopping:
+                    raise InferenceError(
+                        "The model was unloaded while it was working on this request."
+                        if not self._closing
+                        else "The inference supervisor shut down during this request."
+                    )
+                await runner.collect_output()
+                reason = describe_exit(message.returncode, doing)
+                raise RunnerCrashed(runner.with_output(reason))
+            if message.get("id") != request_id:
+                continue  # left over from an earlier request (a late pong, say)
+            if message["type"] == "error":
+                raise BackendError(message["reason"])
+            return message
+
+    async def load(self, spec: ModelSpec) -> RunnerStatus:
+        self._track()
+        slot = self._slot(spec.model_id)
+        async with slot.lock:
+            runner, _ = await self._ready_runner(slot, spec)
+            return self._status_of(slot, runner)
+
+    async def unload(self, model_id: int) -> bool:
+        """Stop the model's runner. A generation in progress ends "cancelled"; requests
+        waiting for the model will start it again."""
+        slot = self._slots.get(model_id)
+        if slot is None or slot.runner is None:
+            return False
+        await slot.runner.stop()
+        return True
+
+    # --- runners -----------------------------------------------------------------------------
+
+    def _slot(self, model_id: int) -> _Slot:
+        slot = self._slots.get(model_id)
+        if slot is None:
+            slot = self._slots[model_id] = _Slot(model_id)
+        return slot
+
+    def _track(self) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._requests.add(task)
+            task.add_done_callback(self._requests.discard)
+
+    async def _ready_runner(self, slot: _Slot, spec: ModelSpec) -> tuple[RunnerProcess, float]:
+        """The model's loaded runner, started first if need be; and the ms spent starting it.
+
+        Called with ``slot.lock`` held.
+        """
+        runner = slot.runner
+        if runner is not None:
+            if runner.alive and not runner.stopping and runner.spec == spec.runner_spec():
+                return runner, 0.0
+            await runner.stop()  # a changed spec, or an unload under way: wait until it is gone
+        if self._closing:
+            raise InferenceError("The inference supervisor is shutting down; try again later.")
+        started = time.monotonic()
+        async with self._budget_lock:
+            await self._make_room(spec)
+            runner = RunnerProcess(
+                spec.runner_spec(), on_exit=functools.partial(self._runner_exited, slot)
+            )
+            await runner.start()
+            # In the slot before the budget lock is released, so the next start counts it.
+            slot.runner, slot.spec = runner, spec
+        try:
+            loaded = await runner.wait_loaded(self._start_timeout)
+        finally:
+            if runner.loaded is None:
+                await runner.stop(grace=0)
+        logger.info(
+            "model %s loaded in runner %s (%.0f ms)",
+            spec.model_id,
+            loaded["pid"],
+            loaded["load_ms"],
+        )
+        return runner, (time.monotonic() - started) * 1000
+
+    def _runner_exited(self, slot: _Slot, runner: RunnerProcess) -> None:
+        if slot.runner is runner:
+            slot.runner, slot.spec = None, None
+        if not runner.stopping:
+            logger.warning("runner %s of model %s ended unexpectedly", runner.pid, slot.model_id)
+
+    async def _make_room(self, spec: ModelSpec) -> None:
+        """Unload least recently used idle runners until ``spec`` fits in the budget."""
+        need, budget = spec.estimated_bytes, self.memory_budget_bytes
+        if need > budget:
+            raise MemoryBudgetExceeded(
+                f"This model needs about {_mib(need)} of memory, more than the whole memory "
+                f"budget of {_mib(budget)}; raise the budget or choose a smaller model."
+            )
+        while (used := self._charged_bytes()) + need > budget:
+            idle = [
+                (slot.runner.last_used_monotonic, slot)
+                for slot in self._slots.values()
+                if slot.runner is not None
+                and slot.runner.loaded is not None
+                and not slot.runner.stopping
+                and slot.pending == 0
+                and not slot.lock.locked()
+            ]
+            if not idle:
+                raise MemoryBudgetExceeded(
+                    f"This model needs about {_mib(need)} of memory but only "
+                    f"{_mib(max(budget - used, 0))} of the {_mib(budget)} memory budget is free, "
+                    "and the models using the rest are busy; try again when they finish."
+                )
+            _, victim = min(idle, key=lambda pair: pair[0])
+            logger.info("unloading model %s to make room for %s", victim.model_id, spec.model_id)
+            async with victim.lock:  # free now (checked above), so this does not wait
+                if victim.runner is not None:
+                    await victim.runner.stop()
+
+    def _charged_bytes(self) -> int:
+        # A runner still loading has not reached its size yet, so its estimate counts until
+        # the measured RSS is larger.
+        return sum(
+            max(slot.runner.rss_bytes(), slot.spec.estimated_bytes if slot.spec else 0)
+            for slot in self._slots.values()
+            if slot.runner is not None and slot.runner.alive
+        )
+
+    async def _unload_idle(self) -> None:
+        idle = self._idle_unload_seconds
+        period = min(max(idle / 4, 0.05), 5.0)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for slot in list(self._slots.values()):
+                runner = slot.runner
+                if (
+                    runner is None
+                    or runner.loaded is None
+                    or runner.busy
+                    or slot.pending
+                    or slot.lock.locked()
+                    or now - runner.last_used_monotonic < idle
+                ):
+                    continue
+                logger.info("unloading model %s after %g s unused", slot.model_id, idle)
+                try:
+                    async with slot.lock:
+                        await runner.stop()
+                except Exception:  # the unloader must outlive any one runner's trouble
+                    logger.exception("unloading idle model %s failed", slot.model_id)
+
+    # --- status and shutdown -----------------------------------------------------------------
+
+    def status(self) -> list[RunnerStatus]:
+        """Safe to call from any thread: it only reads."""
+        statuses = []
+        for slot in list(self._slots.values()):
+            runner = slot.runner
+            if runner is not None and runner.pid is not None:
+                statuses.append(self._status_of(slot, runner))
+        return statuses
+
+    def _status_of(self, slot: _Slot, runner: RunnerProcess) -> RunnerStatus:
+        state: RunnerState
+        if runner.stopping:
+            state = "stopping"
+        elif runner.loaded is None:
+            state = "starting"
+        else:
+            state = "busy" if runner.busy else "idle"
+        assert runner.pid is not None
+        return RunnerStatus(
+            model_id=slot.model_id,
+            pid=runner.pid,
+            rss_bytes=runner.rss_bytes(),
+            loaded_at=runner.loaded_at,
+            last_used_at=runner.last_used_at,
+            queue_length=slot.pending,
+            state=state,
+            backend=runner.spec["backend"],
+            context_length=runner.loaded["context_length"] if runner.loaded else None,
+            estimated_bytes=slot.spec.estimated_bytes if slot.spec else 0,
+            notices=tuple(runner.loaded["notices"]) if runner.loaded else (),
+        )
+
+    async def close(self) -> None:
+        """Stop every runner and wait for the requests in flight to end."""
+        self._closing = True
+        if self._idle_task is not None:
+            self._idle_task.cancel()
+            await asyncio.wait({self._idle_task})
+        runners = [slot.runner for slot in self._slots.values() if slot.runner is not None]
+        await asyncio.gather(*(runner.stop() for runner in runners), return_exceptions=True)
+        requests = self._requests - {asyncio.current_task()}
+        if requests:
+            _, late = await asyncio.wait(requests, timeout=10)
+            for task in late:
+                task.cancel()
+
+
+def _chat(messages: list[dict[str, str]] | None) -> list[ChatMessage] | None:
+    if messages is None:
+        return None
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+async def _acquire_unless(lock: asyncio.Lock, stop: asyncio.Event) -> bool:
+    """Acquire ``lock`` and return True, or return False if ``stop`` is set first."""
+    if stop.is_set():
+        return False
+    acquiring = asyncio.ensure_future(lock.acquire())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not acquiring.done():
+            acquiring.cancel()
+        # Let a cancelled acquire settle: it may have been handed the lock in the meantime.
+        await asyncio.wait({acquiring})
+    return not acquiring.cancelled() and acquiring.exception() is None
+
+
+async def _forward_cancel(runner: RunnerProcess, request_id: str, cancelled: asyncio.Event) -> None:
+    await cancelled.wait()
+    runner.send({"type": "cancel", "id": request_id})
+
+
+def _done_before_start(queued: float, load_ms: float = 0.0) -> DoneRunEvent:
+    return {
+        "type": "done",
+        "finish_reason": "cancelled",
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "ttft_ms": None,
+        "total_ms": 0.0,
+        "tokens_per_second": None,
+        "queue_ms": round((time.monotonic() - queued) * 1000 - load_ms, 3),
+        "load_ms": round(load_ms, 3),
+    }
+
+
+def _done_event(
+    message: DoneMessage,
+    sent: float,
+    first: float | None,
+    ended: float,
+    queue_ms: float,
+    load_ms: float,
+) -> DoneRunEvent:
+    completion = message["completion_tokens"]
+    rate: float | None = None
+    if first is not None and completion > 1 and ended > first:
+        rate = round((completion - 1) / (ended - first), 3)
+    return {
+        "type": "done",
+        "finish_reason": message["finish_reason"],
+        "prompt_tokens": message["prompt_tokens"],
+        "completion_tokens": completion,
+        "ttft_ms": None if first is None else round((first - sent) * 1000, 3),
+        "total_ms": round((ended - sent) * 1000, 3),
+        "tokens_per_second": rate,
+        "queue_ms": round(queue_ms, 3),
+        "load_ms": round(load_ms, 3),
+    }

@@ -1,0 +1,236 @@
+"""The inference supervisor: the async API Django calls to run prompts on local models.
+
+One runner process per loaded model (``inference.runner``); requests to a model are served
+one at a time, first come first served, with a bounded queue; different models run at the
+same time; a memory budget unloads the least recently used idle models; idle models are
+unloaded after a while; a runner that dies is noticed and replaced on the next request.
+
+Why a thread of its own: the supervisor owns long-lived things bound to an event loop
+(runner pipes, per-model locks, the idle-unload task), while Django calls it from many loops:
+daphne's, and the short-lived ones ``async_to_sync`` makes for each call from sync code and
+tests. So the supervisor runs its own loop in a daemon thread, and every public coroutine
+hands its work to that loop and awaits the result on the caller's loop. One instance can
+therefore be created once per process and shared; its loop starts on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, TypeVar
+
+from inference.protocol import DoneRunEvent, RunEvent, TokenRunEvent
+from inference.runner_pool import RunnerPool
+from inference.supervisor_api import (
+    GenerateRequest,
+    MemoryBudgetExceeded,
+    ModelSpec,
+    RunnerCrashed,
+    RunnerState,
+    RunnerStatus,
+    SupervisorBusy,
+)
+
+__all__ = [
+    "DoneRunEvent",
+    "GenerateRequest",
+    "MemoryBudgetExceeded",
+    "ModelSpec",
+    "RunEvent",
+    "RunnerCrashed",
+    "RunnerState",
+    "RunnerStatus",
+    "Supervisor",
+    "SupervisorBusy",
+    "TokenRunEvent",
+]
+
+T = TypeVar("T")
+
+
+class _End:
+    """Marks the end of a generation's events in the caller's queue."""
+
+
+_END = _End()
+
+
+class Supervisor:
+    """Runs models in runner processes; safe to share across threads and event loops.
+
+    ``memory_budget_bytes``: what loaded runners may use together (measured RSS, or the
+    spec's estimate while that is larger). ``idle_unload_seconds``: unload a model unused this
+    long; 0 never does. ``queue_depth``: how many requests one model takes at once, running
+    plus waiting; one more raises ``SupervisorBusy`` at once. ``start_timeout``: seconds a
+    model may take to load.
+
+    Errors are ``InferenceError``s with a sentence in ``reason``: ``SupervisorBusy``,
+    ``RunnerCrashed``, ``MemoryBudgetExceeded``, and ``BackendError`` for a model that fails
+    to load or a request the backend refuses.
+    """
+
+    def __init__(
+        self,
+        *,
+        memory_budget_bytes: int,
+        idle_unload_seconds: float,
+        queue_depth: int,
+        start_timeout: float = 120.0,
+    ) -> None:
+        if memory_budget_bytes <= 0:
+            raise ValueError(f"memory_budget_bytes must be positive; got {memory_budget_bytes}.")
+        if idle_unload_seconds < 0:
+            raise ValueError(f"idle_unload_seconds must be 0 or more; got {idle_unload_seconds}.")
+        if queue_depth < 1:
+            raise ValueError(f"queue_depth must be at least 1; got {queue_depth}.")
+        if start_timeout <= 0:
+            raise ValueError(f"start_timeout must be positive; got {start_timeout}.")
+        self.memory_budget_bytes = memory_budget_bytes
+        self._idle_unload_seconds = idle_unload_seconds
+        self._queue_depth = queue_depth
+        self._start_timeout = start_timeout
+        self._guard = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._pool: RunnerPool | None = None
+
+    # --- the public API ----------------------------------------------------------------------
+
+    async def generate(
+        self,
+        spec: ModelSpec,
+        request: GenerateRequest,
+        *,
+        cancel_event: asyncio.Event | None = None,
+    ) -> AsyncIterator[RunEvent]:
+        """Stream ``{"type": "token", "text"}`` events, then exactly one ``done`` event.
+
+        The request waits behind the model's earlier ones; the model is loaded first if need
+        be. Setting ``cancel_event`` (an event of the caller's loop) stops the generation
+        within a token or two and still yields the final ``done``, with finish_reason
+        "cancelled" and the token counts so far. Closing the iterator early (``aclose()``,
+        ``break``) or cancelling the consuming task cancels too, and waits until the runner
+        has stopped, so the model is free for the next request and stays loaded.
+        """
+        loop, pool = self._ensure_started()
+        caller = asyncio.get_running_loop()
+        events: asyncio.Queue[RunEvent | _End] = asyncio.Queue()
+
+        def deliver(item: RunEvent | _End) -> None:
+            with contextlib.suppress(RuntimeError):  # the caller's loop is already closed
+                caller.call_soon_threadsafe(events.put_nowait, item)
+
+        # Bound to the supervisor's loop on first use there; set only from that loop.
+        cancelled = asyncio.Event()
+
+        def cancel() -> None:
+            with contextlib.suppress(RuntimeError):  # the supervisor has been closed
+                loop.call_soon_threadsafe(cancelled.set)
+
+        future = asyncio.run_coroutine_threadsafe(
+            pool.generate(spec, request, deliver, cancelled), loop
+        )
+        future.add_done_callback(lambda _: deliver(_END))
+        watcher = None
+        if cancel_event is not None:
+            watcher = asyncio.ensure_future(_call_when_set(cancel_event, cancel))
+        finished = False
+        try:
+            while not isinstance(item := await events.get(), _End):
+                yield item
+            finished = True
+            future.result()  # raises the request's error, after the events that came before it
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            if not finished:
+                cancel()
+                # Wait for the runner to acknowledge; shielded, so that cancelling this wait
+                # too leaves the request to finish on the supervisor's loop.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(asyncio.wrap_future(future))
+
+    async def load(self, spec: ModelSpec) -> RunnerStatus:
+        """Load the model now (after the model's queued requests) and return its status."""
+        return await self._call(lambda pool: pool.load(spec))
+
+    async def unload(self, model_id: int) -> bool:
+        """Stop the model's runner, freeing its memory; False if it was not loaded.
+
+        A generation in progress ends with finish_reason "cancelled"; requests still waiting
+        for the model load it again.
+        """
+        return await self._call(lambda pool: pool.unload(model_id))
+
+    async def count_tokens(
+        self,
+        spec: ModelSpec,
+        *,
+        prompt: str | None = None,
+        messages: list[dict[str, str]] | None = None,
+    ) -> int:
+        """How many tokens the model's own tokenizer makes of ``prompt`` or of ``messages``
+        rendered with its chat template. Waits behind the model's queued requests."""
+        return await self._call(
+            lambda pool: pool.count_tokens(spec, prompt=prompt, messages=messages)
+        )
+
+    def status(self) -> list[RunnerStatus]:
+        """Every runner process, measured now (``rss_bytes`` through psutil). Never blocks."""
+        pool = self._pool
+        return pool.status() if pool is not None else []
+
+    async def close(self) -> None:
+        """Stop every runner and the supervisor's thread. Using it again starts afresh."""
+        with self._guard:
+            loop, thread, pool = self._loop, self._thread, self._pool
+            self._loop = self._thread = self._pool = None
+        if loop is None or thread is None or pool is None:
+            return
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(pool.close(), loop))
+        loop.call_soon_threadsafe(loop.stop)
+        await asyncio.get_running_loop().run_in_executor(None, thread.join)
+
+    # --- the supervisor's own loop -----------------------------------------------------------
+
+    def _ensure_started(self) -> tuple[asyncio.AbstractEventLoop, RunnerPool]:
+        with self._guard:
+            if self._loop is None or self._pool is None:
+                loop = asyncio.new_event_loop()
+                pool = RunnerPool(
+                    memory_budget_bytes=self.memory_budget_bytes,
+                    idle_unload_seconds=self._idle_unload_seconds,
+                    queue_depth=self._queue_depth,
+                    start_timeout=self._start_timeout,
+                )
+                thread = threading.Thread(
+                    target=_run_forever, args=(loop,), name="inference-supervisor", daemon=True
+                )
+                thread.start()
+                loop.call_soon_threadsafe(pool.start_idle_unloader)
+                self._loop, self._thread, self._pool = loop, thread, pool
+            return self._loop, self._pool
+
+    async def _call(self, work: Callable[[RunnerPool], Coroutine[Any, Any, T]]) -> T:
+        loop, pool = self._ensure_started()
+        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(work(pool), loop)
+        # Shielded: a caller that stops waiting must not cancel the work halfway (a model
+        # half loaded, a lock half released); the work finishes on the supervisor's loop.
+        return await asyncio.shield(asyncio.wrap_future(future))
+
+
+def _run_forever(loop: asyncio.AbstractEventLoop) -> None:
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+    finally:
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
+
+
+async def _call_when_set(event: asyncio.Event, callback: Callable[[], None]) -> None:
+    await event.wait()
+    callback()

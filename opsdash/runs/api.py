@@ -1,0 +1,180 @@
+"""/api/runs, /api/runtime and /api/workflows.
+
+No ``from __future__ import annotations``: django-ninja reads these annotations at import time.
+"""
+
+from datetime import datetime
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse
+from django.utils.text import slugify
+from ninja import Query, Router, Schema, Status
+from ninja.errors import HttpError
+
+from opsdash.accounts.api_auth import api_auth
+from opsdash.accounts.roles import Cap
+from opsdash.runs.models import Run, RunSource, Workflow
+from opsdash.runs.runtime import get_supervisor
+from opsdash.runs.services import RunRefused, RunRequest, execute_run, start_run
+
+router = Router(tags=["runs"])
+
+
+def run_json(run: Run) -> dict[str, Any]:
+    """The stable run shape (DESIGN.md), plus what the pages show."""
+    return {
+        "id": run.pk,
+        "text": run.output,
+        "status": run.status,
+        "error": run.error,
+        "finish_reason": run.finish_reason,
+        "model": run.model_id,
+        "workflow": run.workflow.slug if run.workflow_id else None,
+        "source": run.source,
+        "usage": {"prompt_tokens": run.prompt_tokens, "completion_tokens": run.completion_tokens},
+        "timings": {
+            "ttft_ms": run.ttft_ms,
+            "tokens_per_second": run.tokens_per_second,
+            "total_ms": run.total_ms,
+        },
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+    }
+
+
+class Message(Schema):
+    role: str
+    content: str
+
+
+class RunIn(Schema):
+    model: int
+    prompt: str | None = None
+    messages: list[Message] | None = None
+    workflow: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    repeat_penalty: float | None = None
+    seed: int | None = None
+    stop: list[str] | str | None = None
+
+
+class RunFilters(Schema):
+    model: int | None = None
+    workflow: str | None = None
+    user: str | None = None
+    status: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+@router.post("/runs", auth=api_auth(Cap.RUN_PROMPTS))
+async def create_run(request: HttpRequest, payload: RunIn, response: HttpResponse) -> Any:
+    """Run a prompt to the end and answer with the text, token counts and timings."""
+    params = payload.dict(
+        include={"max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "seed", "stop"},
+        exclude_none=True,
+    )
+    run_request = RunRequest(
+        model_id=payload.model,
+        prompt=payload.prompt,
+        messages=[m.dict() for m in payload.messages] if payload.messages is not None else None,
+        workflow=payload.workflow,
+        params=params,
+    )
+    try:
+        run = await sync_to_async(start_run)(
+            request=run_request,
+            user=request.auth,
+            source=RunSource.API,  # type: ignore[attr-defined]
+        )
+    except RunRefused as exc:
+        raise HttpError(exc.status, exc.reason) from exc
+    # If the client goes away, this await is cancelled, which cancels the generation: the run
+    # is recorded as `cancelled` with the text so far.
+    run = await execute_run(run)
+    run = await Run.objects.select_related("workflow").aget(pk=run.pk)
+    if run.finish_reason == "busy":
+        response["Retry-After"] = "2"
+        return Status(429, run_json(run))
+    return run_json(run)
+
+
+@router.get("/runs", auth=api_auth(Cap.RUN_PROMPTS))
+def list_runs(request: HttpRequest, filters: Query[RunFilters]) -> dict[str, Any]:
+    """Runs, newest first. Operators see their own; admins see everyone's."""
+    runs = Run.objects.select_related("workflow")
+    user = request.auth  # type: ignore[attr-defined]
+    if not (user.is_superuser or user.groups.filter(name="admin").exists()):
+        runs = runs.filter(user=user)
+    elif filters.user:
+        runs = runs.filter(user__username=filters.user)
+    if filters.model:
+        runs = runs.filter(model_id=filters.model)
+    if filters.workflow:
+        runs = runs.filter(workflow__slug=filters.workflow)
+    if filters.status:
+        runs = runs.filter(status=filters.status)
+    if filters.since:
+        runs = runs.filter(started_at__gte=filters.since)
+    if filters.until:
+        runs = runs.filter(started_at__lt=filters.until)
+    limit = max(1, min(filters.limit, 500))
+    page = runs[filters.offset : filters.offset + limit]
+    return {"items": [run_json(r) for r in page], "count": runs.count()}
+
+
+@router.get("/runtime", auth=api_auth(Cap.RUN_PROMPTS))
+def runtime_status(request: HttpRequest) -> dict[str, Any]:
+    """Loaded models (pid, RSS, load time, last use, queue) and the memory budget."""
+    supervisor = get_supervisor()
+    return {
+        "loaded": [status.as_dict() for status in supervisor.status()],
+        "memory_budget_bytes": supervisor.memory_budget_bytes,
+    }
+
+
+class WorkflowIn(Schema):
+    name: str
+    slug: str | None = None
+    description: str = ""
+    baseline_provider: str = ""
+    baseline_model: str = ""
+
+
+def workflow_json(workflow: Workflow) -> dict[str, Any]:
+    return {
+        "name": workflow.name,
+        "slug": workflow.slug,
+        "description": workflow.description,
+        "baseline_provider": workflow.baseline_provider,
+        "baseline_model": workflow.baseline_model,
+    }
+
+
+@router.get("/workflows", auth=api_auth(Cap.VIEW_WORKFLOWS))
+def list_workflows(request: HttpRequest) -> dict[str, Any]:
+    items = [workflow_json(w) for w in Workflow.objects.all()]
+    return {"items": items, "count": len(items)}
+
+
+@router.post("/workflows", auth=api_auth(Cap.MANAGE_WORKFLOWS))
+def create_workflow(request: HttpRequest, payload: WorkflowIn) -> Any:
+    slug = slugify(payload.slug or payload.name)
+    if not slug:
+        raise HttpError(400, "Give the workflow a name.")
+    if Workflow.objects.filter(slug=slug).exists():
+        raise HttpError(409, f"A workflow “{slug}” already exists.")
+    workflow = Workflow.objects.create(
+        name=payload.name.strip(),
+        slug=slug,
+        description=payload.description,
+        baseline_provider=payload.baseline_provider,
+        baseline_model=payload.baseline_model,
+    )
+    return Status(201, workflow_json(workflow))

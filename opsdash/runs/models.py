@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from opsdash.catalog.models import LocalModel
+
+
+class Workflow(models.Model):
+    """A named stream of work (an automation, a team's use) whose runs are counted together.
+
+    ``baseline_provider`` / ``baseline_model`` name the paid API it replaces, as genai-prices
+    names them (``openai`` / ``gpt-4o-mini``); the savings feature prices runs against it.
+    """
+
+    name = models.CharField(max_length=120)
+    slug = models.SlugField(max_length=120, unique=True)
+    description = models.TextField(blank=True)
+    baseline_provider = models.CharField(max_length=64, blank=True)
+    baseline_model = models.CharField(max_length=128, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RunSource(models.TextChoices):
+    PLAYGROUND = "playground"
+    API = "api"
+    SUITE = "suite"
+    GATEWAY = "gateway"
+
+
+class RunStatus(models.TextChoices):
+    RUNNING = "running"
+    OK = "ok"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+
+class Run(models.Model):
+    """One request to a local model: written before generation starts, finalized after.
+
+    The ledger everything else reads: history, suites, telemetry attribution, savings.
+    """
+
+    model = models.ForeignKey(LocalModel, on_delete=models.PROTECT, related_name="runs")
+    workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="runs")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="runs",
+    )
+    source = models.CharField(max_length=12, choices=RunSource.choices)
+    prompt = models.TextField(blank=True)
+    messages = models.JSONField(null=True, blank=True)
+    params = models.JSONField(default=dict)
+    group = models.UUIDField(
+        null=True, blank=True, db_index=True, help_text="compare or suite batch"
+    )
+
+    status = models.CharField(
+        max_length=12, choices=RunStatus.choices, default=RunStatus.RUNNING, db_index=True
+    )
+    error = models.TextField(blank=True)
+    finish_reason = models.CharField(max_length=12, blank=True)
+    output = models.TextField(blank=True)
+    prompt_tokens = models.IntegerField(null=True, blank=True)
+    completion_tokens = models.IntegerField(null=True, blank=True)
+    ttft_ms = models.FloatField(null=True, blank=True)
+    tokens_per_second = models.FloatField(null=True, blank=True)
+    total_ms = models.FloatField(null=True, blank=True)
+
+    # Which process ran it, so a restart only marks its own dead runs `interrupted`.
+    host = models.CharField(max_length=255, blank=True)
+    pid = models.IntegerField(null=True, blank=True)
+
+    started_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [models.Index(fields=["user", "-started_at"])]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} ({self.status})"

@@ -1,0 +1,245 @@
+"""The run path: validate → ``Run(running)`` → stream from the model's runner → finalize.
+
+Every caller (playground websocket, ``POST /api/runs``, suites, the gateway) goes through
+``start_run`` and ``execute_run``, so a run row exists before generation starts and is always
+finalized: ``ok``, ``error`` (with the reason), ``cancelled`` (with the text so far), or
+``interrupted`` when the server died under it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+from asgiref.sync import sync_to_async
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils import timezone
+
+from inference.backends.base import GenerationParams
+from inference.errors import InferenceError
+from inference.supervisor import GenerateRequest, ModelSpec, SupervisorBusy
+from opsdash.catalog.models import LocalModel, ModelStatus
+from opsdash.runs.models import Run, RunSource, RunStatus, Workflow
+from opsdash.runs.runtime import get_supervisor
+
+logger = logging.getLogger(__name__)
+
+PLAYGROUND_SLUG = "playground"
+PARAM_NAMES = ("max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "seed", "stop")
+MAX_PROMPT_CHARS = 200_000
+
+
+class RunRefused(Exception):
+    """The request cannot start a run; ``reason`` says why, ``status`` is the HTTP answer."""
+
+    def __init__(self, reason: str, *, status: int = 400) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What a caller asks for; ``params`` holds any of ``PARAM_NAMES``."""
+
+    model_id: int
+    prompt: str | None = None
+    messages: list[dict[str, str]] | None = None
+    workflow: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def generation_params(params: dict[str, Any]) -> GenerationParams:
+    """Validated generation parameters, or ``RunRefused`` with the backend's sentence."""
+    unknown = sorted(set(params) - set(PARAM_NAMES))
+    if unknown:
+        raise RunRefused(f"Unknown parameter(s): {', '.join(unknown)}.")
+    values = {k: v for k, v in params.items() if v is not None}
+    if isinstance(values.get("stop"), str):
+        values["stop"] = [values["stop"]]
+    if "stop" in values:
+        values["stop"] = tuple(values["stop"])
+    try:
+        return GenerationParams(**values)
+    except InferenceError as exc:
+        raise RunRefused(exc.reason) from exc
+    except TypeError as exc:
+        raise RunRefused(f"Invalid parameters: {exc}.") from exc
+
+
+def _validate_messages(messages: list[dict[str, str]]) -> None:
+    if not messages:
+        raise RunRefused("Give at least one chat message.")
+    for message in messages:
+        if message.get("role") not in {"system", "user", "assistant"}:
+            raise RunRefused("Each message needs a role of system, user or assistant.")
+        if not isinstance(message.get("content"), str):
+            raise RunRefused("Each message needs text content.")
+    if not any(m["content"].strip() for m in messages):
+        raise RunRefused("The messages are empty: write something for the model to answer.")
+
+
+def default_workflow() -> Workflow:
+    workflow, _ = Workflow.objects.get_or_create(
+        slug=PLAYGROUND_SLUG,
+        defaults={"name": "Playground", "description": "Test prompts from the playground."},
+    )
+    return workflow
+
+
+def start_run(
+    *, request: RunRequest, user: User | None, source: RunSource, group: uuid.UUID | None = None
+) -> Run:
+    """Validate the request and write the ``running`` row; refusals write nothing."""
+    if (request.prompt is None) == (request.messages is None):
+        raise RunRefused("Give either a prompt or chat messages.")
+    if request.prompt is not None and not request.prompt.strip():
+        raise RunRefused("The prompt is empty: write something for the model to answer.")
+    if request.messages is not None:
+        _validate_messages(request.messages)
+    size = len(request.prompt or "") + sum(len(m["content"]) for m in request.messages or [])
+    if size > MAX_PROMPT_CHARS:
+        raise RunRefused(f"The prompt is {size:,} characters; the limit is {MAX_PROMPT_CHARS:,}.")
+    params = generation_params(request.params)
+    model = LocalModel.objects.filter(pk=request.model_id).first()
+    if model is None:
+        raise RunRefused(f"There is no model {request.model_id}.", status=404)
+    if model.status != ModelStatus.READY:
+        raise RunRefused(
+            f"“{model.name}” is {model.status}; only ready models can run.", status=409
+        )
+    if request.workflow:
+        workflow = Workflow.objects.filter(slug=request.workflow).first()
+        if workflow is None:
+            raise RunRefused(f"There is no workflow “{request.workflow}”.", status=404)
+    else:
+        workflow = default_workflow()
+    return Run.objects.create(
+        model=model,
+        workflow=workflow,
+        user=user,
+        source=source,
+        prompt=request.prompt or "",
+        messages=request.messages,
+        params={name: getattr(params, name) for name in PARAM_NAMES} | {"stop": list(params.stop)},
+        group=group,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+    )
+
+
+def finish_run(
+    *,
+    run_id: int,
+    status: RunStatus,
+    output: str = "",
+    error: str = "",
+    usage: dict[str, Any] | None = None,
+) -> Run:
+    """Finalize the run in one transaction (the savings feature prices it here too)."""
+    usage = usage or {}
+    with transaction.atomic():
+        run = Run.objects.select_for_update().select_related("workflow").get(pk=run_id)
+        run.status = status
+        run.output = output
+        run.error = error
+        run.finish_reason = usage.get("finish_reason", "")
+        run.prompt_tokens = usage.get("prompt_tokens")
+        run.completion_tokens = usage.get("completion_tokens")
+        run.ttft_ms = usage.get("ttft_ms")
+        run.tokens_per_second = usage.get("tokens_per_second")
+        run.total_ms = usage.get("total_ms")
+        run.finished_at = timezone.now()
+        run.save()
+    return run
+
+
+def model_spec(model: LocalModel) -> ModelSpec:
+    return ModelSpec(
+        model_id=model.pk,
+        path=model.file_path,
+        backend=model.backend,
+        model_type=model.model_type or None,
+        estimated_bytes=model.size_bytes or 0,
+    )
+
+
+OnToken = Callable[[str], Awaitable[None]]
+
+
+async def execute_run(
+    run: Run, *, on_token: OnToken | None = None, cancel: asyncio.Event | None = None
+) -> Run:
+    """Generate through the model's runner and finalize ``run`` whatever happens.
+
+    ``on_token`` receives each piece of text as it arrives. Setting ``cancel`` stops the
+    generation within one token and records ``cancelled`` with the text so far; cancelling the
+    task (a client went away) finalizes the run the same way.
+    """
+    model = await LocalModel.objects.aget(pk=run.model_id)
+    request = GenerateRequest(
+        params=generation_params(run.params),
+        prompt=run.prompt if run.messages is None else None,
+        messages=run.messages,
+    )
+    parts: list[str] = []
+    final: dict[str, Any] | None = None
+    try:
+        async for event in get_supervisor().generate(
+            model_spec(model), request, cancel_event=cancel
+        ):
+            if event["type"] == "token":
+                parts.append(event["text"])
+                if on_token is not None:
+                    await on_token(event["text"])
+            else:
+                final = dict(event)
+    except SupervisorBusy as exc:
+        busy = {"finish_reason": "busy"}  # the API answers 429 with Retry-After for these
+        return await _finish(run, RunStatus.ERROR, "".join(parts), exc.reason, busy)
+    except InferenceError as exc:
+        return await _finish(run, RunStatus.ERROR, "".join(parts), exc.reason)
+    except asyncio.CancelledError:
+        await asyncio.shield(_finish(run, RunStatus.CANCELLED, "".join(parts), "", final))
+        raise
+    except Exception as exc:
+        logger.exception("run %s failed unexpectedly", run.pk)
+        return await _finish(run, RunStatus.ERROR, "".join(parts), f"Unexpected error: {exc}.")
+    if final is None:
+        return await _finish(
+            run, RunStatus.ERROR, "".join(parts), "The model stopped without a result."
+        )
+    status = RunStatus.CANCELLED if final.get("finish_reason") == "cancelled" else RunStatus.OK
+    return await _finish(run, status, "".join(parts), "", final)
+
+
+async def _finish(
+    run: Run, status: RunStatus, output: str, error: str, usage: dict[str, Any] | None = None
+) -> Run:
+    return await sync_to_async(finish_run)(
+        run_id=run.pk, status=status, output=output, error=error, usage=usage
+    )
+
+
+def mark_interrupted_runs() -> int:
+    """Runs left ``running`` by a process of this host that is gone become ``interrupted``."""
+    host, count = socket.gethostname(), 0
+    for run in Run.objects.filter(status=RunStatus.RUNNING, host=host):
+        if run.pid and run.pid != os.getpid() and psutil.pid_exists(run.pid):
+            continue
+        finish_run(
+            run_id=run.pk,
+            status=RunStatus.INTERRUPTED,
+            output=run.output,
+            error="The server stopped while this run was generating.",
+        )
+        count += 1
+    return count

@@ -1,0 +1,171 @@
+"""/ws/playground/ through the real ASGI app and a real runner on the tiny model."""
+
+from __future__ import annotations
+
+import pytest
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import User
+
+from opsdash.asgi import application
+from opsdash.runs.models import Run, RunStatus
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HEADERS = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")]
+
+
+async def connected(user: User | None) -> WebsocketCommunicator:
+    from channels.db import database_sync_to_async
+    from django.test import Client
+
+    headers = list(HEADERS)
+    if user is not None:
+        client = Client()
+        await database_sync_to_async(client.force_login)(user)
+        cookie = f"sessionid={client.cookies['sessionid'].value}"
+        headers.append((b"cookie", cookie.encode()))
+    communicator = WebsocketCommunicator(application, "/ws/playground/", headers=headers)
+    return communicator
+
+
+async def collect(
+    communicator: WebsocketCommunicator, panel: str = "main"
+) -> tuple[list[str], dict]:
+    tokens: list[str] = []
+    while True:
+        message = await communicator.receive_json_from(timeout=60)
+        if message.get("panel") != panel:
+            continue
+        if message["type"] == "token":
+            tokens.append(message["text"])
+        elif message["type"] in {"done", "error"}:
+            return tokens, message
+
+
+async def test_an_operator_streams_tokens_and_gets_the_final_figures(operator, tiny_model):
+    ws = await connected(operator)
+    connected_ok, _ = await ws.connect()
+    assert connected_ok
+    await ws.send_json_to(
+        {
+            "type": "run",
+            "model": tiny_model.pk,
+            "prompt": "hello world",
+            "params": {"max_tokens": 12, "seed": 1, "temperature": 0},
+        }
+    )
+    started = await ws.receive_json_from(timeout=30)
+    assert started["type"] == "started"
+    tokens, done = await collect(ws)
+    await ws.disconnect()
+
+    assert len(tokens) >= 2, "the answer arrives in pieces, not at once"
+    assert done["type"] == "done" and done["status"] == "ok"
+    assert done["text"] == "".join(tokens)
+    assert done["usage"]["completion_tokens"] == 12 and done["usage"]["prompt_tokens"] > 0
+    assert done["timings"]["ttft_ms"] > 0 and done["timings"]["tokens_per_second"] > 0
+    run = await Run.objects.aget(pk=started["run"])
+    assert run.status == RunStatus.OK and run.output == done["text"] and run.user_id == operator.pk
+
+
+async def test_stop_cancels_within_a_token_and_keeps_the_text(operator, tiny_model):
+    ws = await connected(operator)
+    await ws.connect()
+    await ws.send_json_to(
+        {
+            "type": "run",
+            "model": tiny_model.pk,
+            "prompt": "hello",
+            "params": {"max_tokens": 2000, "temperature": 0},
+        }
+    )
+    started = await ws.receive_json_from(timeout=30)
+    first = await ws.receive_json_from(timeout=30)
+    assert first["type"] == "token"
+    await ws.send_json_to({"type": "stop", "panel": "main"})
+    tokens, done = await collect(ws)
+    await ws.disconnect()
+
+    assert done["status"] == "cancelled" and done["finish_reason"] == "cancelled"
+    assert done["usage"]["completion_tokens"] < 2000
+    run = await Run.objects.aget(pk=started["run"])
+    assert run.status == RunStatus.CANCELLED and run.output.startswith(first["text"])
+
+
+async def test_closing_the_socket_records_the_run_as_cancelled(operator, tiny_model):
+    ws = await connected(operator)
+    await ws.connect()
+    await ws.send_json_to(
+        {"type": "run", "model": tiny_model.pk, "prompt": "hello", "params": {"max_tokens": 2000}}
+    )
+    started = await ws.receive_json_from(timeout=30)
+    await ws.receive_json_from(timeout=30)  # a first token
+    await ws.disconnect()
+
+    run = await Run.objects.aget(pk=started["run"])
+    assert run.status == RunStatus.CANCELLED and run.output
+
+
+async def test_bad_requests_are_refused_with_a_reason_and_write_no_run(operator, tiny_model):
+    ws = await connected(operator)
+    await ws.connect()
+    cases = [
+        ({"prompt": "   "}, "empty"),
+        ({"prompt": "hi", "params": {"temperature": -1}}, "temperature"),
+        ({"prompt": "hi", "params": {"max_tokens": 10**9}}, "max_tokens"),
+        ({"prompt": "hi", "model": 999999}, "no model"),
+    ]
+    for extra, words in cases:
+        await ws.send_json_to({"type": "run", "model": tiny_model.pk, **extra})
+        reply = await ws.receive_json_from(timeout=10)
+        assert reply["type"] == "error" and words in reply["reason"].lower(), reply
+    await ws.disconnect()
+    assert await Run.objects.acount() == 0
+
+
+async def test_a_prompt_longer_than_the_context_is_a_recorded_error(operator, tiny_model):
+    ws = await connected(operator)
+    await ws.connect()
+    await ws.send_json_to({"type": "run", "model": tiny_model.pk, "prompt": "hello " * 9000})
+    await ws.receive_json_from(timeout=30)
+    _, done = await collect(ws)
+    await ws.disconnect()
+    assert done["status"] == "error" and "context" in done["error"].lower()
+
+
+async def test_two_panels_stream_at_once(operator, tiny_model, tiny_ggml_path, model_root):
+    from asgiref.sync import sync_to_async
+
+    from tests.runs.conftest import install_ready
+
+    gpt2 = await sync_to_async(install_ready)(tiny_ggml_path, model_root, model_type="gpt2")
+    ws = await connected(operator)
+    await ws.connect()
+    for panel, model in (("a", tiny_model.pk), ("b", gpt2.pk)):
+        await ws.send_json_to(
+            {
+                "type": "run",
+                "panel": panel,
+                "model": model,
+                "prompt": "hello",
+                "params": {"max_tokens": 8},
+            }
+        )
+    finals = {}
+    while len(finals) < 2:
+        message = await ws.receive_json_from(timeout=60)
+        if message["type"] == "done":
+            finals[message["panel"]] = message
+    await ws.disconnect()
+    assert {m["status"] for m in finals.values()} == {"ok"}
+    assert finals["a"]["model"] == tiny_model.pk and finals["b"]["model"] == gpt2.pk
+
+
+@pytest.mark.parametrize("persona", ["anonymous", "manager", "outsider"])
+async def test_people_without_the_operator_right_cannot_connect(persona, request):
+    from asgiref.sync import sync_to_async
+
+    user = None if persona == "anonymous" else await sync_to_async(request.getfixturevalue)(persona)
+    ws = await connected(user)
+    ok, code = await ws.connect()
+    assert not ok and code == 4403

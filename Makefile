@@ -53,6 +53,7 @@ run: install
 
 bench: install
 	$(BIN)/python bench/install.py
+	$(BIN)/python bench/stream.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -77,6 +77,7 @@ class RunnerServer:
         self._state = threading.Lock()
         self._current: str | None = None
         self._stop = threading.Event()
+        self._queued: set[str] = set()
         self._cancelled: set[str] = set()
         self._closing = False
         self._worker = threading.Thread(target=self._work, name="runner-worker", daemon=True)
@@ -105,6 +106,8 @@ class RunnerServer:
             )
             return True
         if kind in ("generate", "tokenize", "count"):
+            with self._state:
+                self._queued.add(str(message.get("id")))
             self._jobs.put(message)
         elif kind == "cancel":
             self._cancel(cast(CancelCommand, message)["id"])
@@ -130,10 +133,9 @@ class RunnerServer:
         with self._state:
             if request_id == self._current:
                 self._stop.set()
-            else:
-                # Not started yet (or already finished: then the id is dropped when the
-                # supervisor never sends it again, and the set stays tiny).
+            elif request_id in self._queued:
                 self._cancelled.add(request_id)
+            # else: it has already finished, and its done is on its way
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
@@ -144,6 +146,7 @@ class RunnerServer:
                     self._stop.set()
                 else:
                     self._stop.clear()
+                self._queued.discard(request_id)
                 self._cancelled.discard(request_id)
             try:
                 if job["type"] == "generate":

@@ -20,7 +20,6 @@ from inference.errors import BackendError, InferenceError
 from inference.protocol import (
     ChatMessage,
     Command,
-    DoneMessage,
     DoneRunEvent,
     RunEvent,
     RunnerMessage,
@@ -35,6 +34,8 @@ from inference.supervisor_api import (
     RunnerStatus,
     SupervisorBusy,
     check_input,
+    done_before_start,
+    done_event,
 )
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,11 @@ class RunnerPool:
         emit: Callable[[RunEvent], None],
         cancelled: asyncio.Event,
     ) -> None:
-        """Run ``request`` after the model's earlier requests, passing its events to ``emit``."""
+        """Run ``request`` after the model's earlier requests, passing its events to ``emit``.
+
+        The final ``done`` is emitted after the request has left the queue and the runner is
+        idle again, so a caller who sees it can send the next request at once.
+        """
         self._track()
         slot = self._slot(spec.model_id)
         if slot.pending >= self._queue_depth:
@@ -101,19 +106,22 @@ class RunnerPool:
         queued = time.monotonic()
         try:
             if not await _acquire_unless(slot.lock, cancelled):
-                emit(_done_before_start(queued))
-                return
-            try:
-                queue_ms = (time.monotonic() - queued) * 1000
-                runner, load_ms = await self._ready_runner(slot, spec)
-                if cancelled.is_set():
-                    emit(_done_before_start(queued, load_ms))
-                    return
-                await self._stream(runner, request, emit, cancelled, queue_ms, load_ms)
-            finally:
-                slot.lock.release()
+                done = done_before_start(queued)
+            else:
+                try:
+                    queue_ms = (time.monotonic() - queued) * 1000
+                    runner, load_ms = await self._ready_runner(slot, spec)
+                    if cancelled.is_set():
+                        done = done_before_start(queued, load_ms)
+                    else:
+                        done = await self._stream(
+                            runner, request, emit, cancelled, queue_ms, load_ms
+                        )
+                finally:
+                    slot.lock.release()
         finally:
             slot.pending -= 1
+        emit(done)
 
     async def _stream(
         self,
@@ -123,7 +131,8 @@ class RunnerPool:
         cancelled: asyncio.Event,
         queue_ms: float,
         load_ms: float,
-    ) -> None:
+    ) -> DoneRunEvent:
+        """Emit the generation's token events and return its done event."""
         request_id = runner.new_id()
         params = dataclasses.asdict(request.params)
         messages = _chat(request.messages)
@@ -149,8 +158,7 @@ class RunnerPool:
                     emit({"type": "token", "text": message["text"]})
                 elif message["type"] == "done":
                     timings = (sent, first, time.monotonic(), queue_ms, load_ms)
-                    emit(_done_event(message, *timings))
-                    return
+                    return done_event(message, *timings)
         finally:
             watcher.cancel()
             runner.busy = False
@@ -406,42 +414,3 @@ async def _acquire_unless(lock: asyncio.Lock, stop: asyncio.Event) -> bool:
 async def _forward_cancel(runner: RunnerProcess, request_id: str, cancelled: asyncio.Event) -> None:
     await cancelled.wait()
     runner.send({"type": "cancel", "id": request_id})
-
-
-def _done_before_start(queued: float, load_ms: float = 0.0) -> DoneRunEvent:
-    return {
-        "type": "done",
-        "finish_reason": "cancelled",
-        "prompt_tokens": 0,
-        "completion_tokens": 0,
-        "ttft_ms": None,
-        "total_ms": 0.0,
-        "tokens_per_second": None,
-        "queue_ms": round((time.monotonic() - queued) * 1000 - load_ms, 3),
-        "load_ms": round(load_ms, 3),
-    }
-
-
-def _done_event(
-    message: DoneMessage,
-    sent: float,
-    first: float | None,
-    ended: float,
-    queue_ms: float,
-    load_ms: float,
-) -> DoneRunEvent:
-    completion = message["completion_tokens"]
-    rate: float | None = None
-    if first is not None and completion > 1 and ended > first:
-        rate = round((completion - 1) / (ended - first), 3)
-    return {
-        "type": "done",
-        "finish_reason": message["finish_reason"],
-        "prompt_tokens": message["prompt_tokens"],
-        "completion_tokens": completion,
-        "ttft_ms": None if first is None else round((first - sent) * 1000, 3),
-        "total_ms": round((ended - sent) * 1000, 3),
-        "tokens_per_second": rate,
-        "queue_ms": round(queue_ms, 3),
-        "load_ms": round(load_ms, 3),
-    }

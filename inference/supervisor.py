@@ -19,7 +19,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from typing import Any, TypeVar
 
 from inference.protocol import DoneRunEvent, RunEvent, TokenRunEvent
@@ -105,7 +105,7 @@ class Supervisor:
         request: GenerateRequest,
         *,
         cancel_event: asyncio.Event | None = None,
-    ) -> AsyncIterator[RunEvent]:
+    ) -> AsyncGenerator[RunEvent, None]:
         """Stream ``{"type": "token", "text"}`` events, then exactly one ``done`` event.
 
         The request waits behind the model's earlier ones; the model is loaded first if need

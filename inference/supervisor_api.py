@@ -1,18 +1,20 @@
 """The supervisor's public types: what callers pass in, what they get back, what it raises.
 
-``inference.supervisor`` re-exports all of them; import them from there.
+``inference.supervisor`` re-exports the public ones; import them from there. The done-event
+builders at the end are shared by the pool and its tests.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
 from inference.backends.base import GenerationParams, LoadOptions
 from inference.errors import BackendError, InferenceError
-from inference.protocol import RunnerSpec
+from inference.protocol import DoneMessage, DoneRunEvent, RunnerSpec
 
 
 class SupervisorBusy(InferenceError):
@@ -115,3 +117,48 @@ class RunnerStatus:
     context_length: int | None
     estimated_bytes: int
     notices: tuple[str, ...] = ()
+
+
+def done_before_start(queued: float, load_ms: float = 0.0) -> DoneRunEvent:
+    """The done event of a request cancelled before its generation started."""
+    return {
+        "type": "done",
+        "finish_reason": "cancelled",
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "ttft_ms": None,
+        "total_ms": 0.0,
+        "tokens_per_second": None,
+        "queue_ms": round((time.monotonic() - queued) * 1000 - load_ms, 3),
+        "load_ms": round(load_ms, 3),
+    }
+
+
+def done_event(
+    message: DoneMessage,
+    sent: float,
+    first: float | None,
+    ended: float,
+    queue_ms: float,
+    load_ms: float,
+) -> DoneRunEvent:
+    """The caller's done event for the runner's ``message``, with the timings added.
+
+    ``sent``, ``first`` and ``ended`` are ``time.monotonic()`` readings: when the runner was
+    asked, when the first text arrived (None if none did), when the done arrived.
+    """
+    completion = message["completion_tokens"]
+    rate: float | None = None
+    if first is not None and completion > 1 and ended > first:
+        rate = round((completion - 1) / (ended - first), 3)
+    return {
+        "type": "done",
+        "finish_reason": message["finish_reason"],
+        "prompt_tokens": message["prompt_tokens"],
+        "completion_tokens": completion,
+        "ttft_ms": None if first is None else round((first - sent) * 1000, 3),
+        "total_ms": round((ended - sent) * 1000, 3),
+        "tokens_per_second": rate,
+        "queue_ms": round(queue_ms, 3),
+        "load_ms": round(load_ms, 3),
+    }

@@ -183,6 +183,8 @@ MIN_FREE_BYTES = envbytes("OPSDASH_MIN_FREE_BYTES", 512 * 1024**2)
 DOWNLOAD_TIMEOUT_SECONDS = envint("OPSDASH_DOWNLOAD_TIMEOUT_SECONDS", 30, minimum=1)
 DOWNLOAD_ATTEMPTS = envint("OPSDASH_DOWNLOAD_ATTEMPTS", 4, minimum=1)
 TRIAL_LOAD_TIMEOUT_SECONDS = envint("OPSDASH_TRIAL_LOAD_TIMEOUT_SECONDS", 180, minimum=5)
+# Called with the new model's id once an install succeeds; the catalog imports no other app.
+CATALOG_AFTER_INSTALL_HOOKS = ["opsdash.playground.suites.run_suites_after_install"]
 
 MEMORY_BUDGET_BYTES = envbytes(
     "OPSDASH_MEMORY_BUDGET_BYTES", int(psutil.virtual_memory().total * 0.6)

@@ -138,3 +138,44 @@ def test_each_role_gets_exactly_what_the_matrix_grants(persona: str, request) ->
         if endpoint.is_api and persona == "anonymous" and endpoint.cap != PUBLIC:
             assert response.status_code == 401, f"{url} must answer 401 to scripts, not redirect"
     assert not mismatches, "\n".join(mismatches)
+
+
+def _websocket_routes() -> list[tuple[str, object]]:
+    from opsdash.routing import websocket_urlpatterns
+
+    return [(str(p.pattern), p.callback) for p in websocket_urlpatterns]
+
+
+@pytest.mark.parametrize(("route", "consumer"), _websocket_routes(), ids=lambda v: str(v))
+def test_every_websocket_declares_who_may_connect(route, consumer) -> None:  # type: ignore[no-untyped-def]
+    cap = getattr(getattr(consumer, "consumer_class", None), "required_cap", None)
+    assert cap is not None, f"/{route}'s consumer has no required_cap"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("persona", PERSONAS)
+async def test_each_role_may_open_exactly_the_websockets_the_matrix_grants(persona, request):  # type: ignore[no-untyped-def]
+    from asgiref.sync import sync_to_async
+    from channels.testing import WebsocketCommunicator
+
+    from opsdash.asgi import application
+
+    headers = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")]
+    if persona != "anonymous":
+        user = await sync_to_async(
+            lambda: (
+                request.getfixturevalue(persona)
+                if persona != "outsider"
+                else User.objects.create_user("outsider")
+            )
+        )()
+        client = client_for(None)
+        await sync_to_async(client.force_login)(user)
+        headers.append((b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()))
+    for route, consumer in _websocket_routes():
+        cap = consumer.consumer_class.required_cap  # type: ignore[attr-defined]
+        communicator = WebsocketCommunicator(application, "/" + route, headers=headers)
+        connected, code = await communicator.connect()
+        allowed = persona != "anonymous" and _expected(str(cap), persona) == "allowed"
+        assert connected == allowed, f"/{route} as {persona}: connected={connected} code={code}"
+        await communicator.disconnect()

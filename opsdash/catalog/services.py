@@ -24,6 +24,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.module_loading import import_string
 from django.utils.text import slugify
 
 from inference import formats
@@ -399,6 +400,13 @@ def _finish(pk: int, partial: Path, written: Written) -> None:
             actor=model.installed_by,
             detail=f"sha256 {written.sha256}, {written.size} bytes, runs on {verdict.backend}",
         )
+    # Other apps act on the new model (suites run against it) without the catalog importing
+    # them; a failing hook is logged and never fails the install.
+    for hook in settings.CATALOG_AFTER_INSTALL_HOOKS:
+        try:
+            import_string(hook)(pk)
+        except Exception:
+            logger.exception("after-install hook %s failed for model %s", hook, pk)
 
 
 def _set_stage(pk: int, stage: str) -> None:

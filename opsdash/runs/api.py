@@ -129,14 +129,31 @@ def list_runs(request: HttpRequest, filters: Query[RunFilters]) -> dict[str, Any
     return {"items": [run_json(r) for r in page], "count": runs.count()}
 
 
+def runtime_json() -> dict[str, Any]:
+    """The loaded models (pid, RSS, load time, last use, queue) and the memory budget."""
+    supervisor = get_supervisor()
+    loaded = [
+        {
+            "model": s.model_id,
+            "pid": s.pid,
+            "rss_bytes": s.rss_bytes,
+            "loaded_at": s.loaded_at.isoformat() if s.loaded_at else None,
+            "last_used_at": s.last_used_at.isoformat() if s.last_used_at else None,
+            "queue_length": s.queue_length,
+            "state": str(s.state),
+            "backend": s.backend,
+            "context_length": s.context_length,
+            "notices": list(s.notices),
+        }
+        for s in supervisor.status()
+    ]
+    return {"loaded": loaded, "memory_budget_bytes": supervisor.memory_budget_bytes}
+
+
 @router.get("/runtime", auth=api_auth(Cap.RUN_PROMPTS))
 def runtime_status(request: HttpRequest) -> dict[str, Any]:
     """Loaded models (pid, RSS, load time, last use, queue) and the memory budget."""
-    supervisor = get_supervisor()
-    return {
-        "loaded": [status.as_dict() for status in supervisor.status()],
-        "memory_budget_bytes": supervisor.memory_budget_bytes,
-    }
+    return runtime_json()
 
 
 class WorkflowIn(Schema):

@@ -54,3 +54,39 @@ def sign_in(page: Page, base_url: str, username: str) -> None:
 def screenshot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def _prepare_server_process() -> None:
+    """Runs in the forked daphne process: use the test database, start fresh pools."""
+    from channels.testing.live import set_database_connection
+
+    from opsdash.catalog import jobs
+    from opsdash.runs import runtime
+
+    set_database_connection()
+    runtime._supervisor = None  # the parent's supervisor thread does not survive the fork
+    jobs._executor = None
+
+
+def _application():  # type: ignore[no-untyped-def]
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+    from opsdash.asgi import application
+
+    return ASGIStaticFilesHandler(application)
+
+
+@pytest.fixture
+def asgi_server(transactional_db, settings) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """OpsDash served by daphne (HTTP and websockets) in a child process; yields its URL."""
+    from daphne.testing import DaphneProcess
+
+    settings.ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+    server = DaphneProcess("127.0.0.1", _application, setup=_prepare_server_process)
+    server.start()
+    while not server.ready.wait(timeout=1):
+        if not server.is_alive():
+            pytest.fail("the daphne test server stopped while starting")
+    yield f"http://127.0.0.1:{server.port.value}"
+    server.terminate()
+    server.join(10)

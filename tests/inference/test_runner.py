@@ -148,7 +148,7 @@ def test_it_runs_a_legacy_ggml_model_in_ctransformers(
     start_runner: Any, tiny_ggml_path: Path
 ) -> None:
     runner = start_runner(tiny_ggml_path, "ctransformers", model_type="gpt2")
-    assert runner.receive()["type"] == "loaded"  # type: ignore[index]
+    assert runner.receive()["type"] == "loaded"
     runner.generate("1", prompt="hello", params={"max_tokens": 5})
     texts, done = runner.until_done("1")
     assert "".join(texts)
@@ -193,11 +193,26 @@ def test_a_cancel_stops_the_generation_within_a_token_and_the_runner_serves_on(
     assert (done["finish_reason"], done["completion_tokens"]) == ("length", 3)
 
 
+def test_a_request_cancelled_while_queued_ends_cancelled_without_running(
+    start_runner: Any, smollm2_path: Path
+) -> None:
+    runner = start_runner(smollm2_path, "llama_cpp", context_length=512)
+    runner.receive()
+    runner.generate("first", prompt=COUNTING_PROMPT, params={"max_tokens": 400})
+    runner.generate("second", prompt=COUNTING_PROMPT, params={"max_tokens": 400})
+    runner.send({"type": "cancel", "id": "second"})
+    runner.send({"type": "cancel", "id": "first"})
+    _, first = runner.until_done("first")
+    texts, second = runner.until_done("second")
+    assert first["finish_reason"] == second["finish_reason"] == "cancelled"
+    assert (texts, second["completion_tokens"]) == ([], 0)
+
+
 def test_it_answers_a_ping_while_it_generates(start_runner: Any, smollm2_path: Path) -> None:
     runner = start_runner(smollm2_path, "llama_cpp", context_length=512)
     runner.receive()
     runner.generate("long", prompt=COUNTING_PROMPT, params={"max_tokens": 20})
-    assert runner.receive()["type"] == "token"  # type: ignore[index]
+    assert runner.receive()["type"] == "token"
     runner.send({"type": "ping", "id": "p"})
     while (message := runner.receive()) is not None and message["type"] == "token":
         pass
@@ -242,7 +257,7 @@ def test_it_exits_cleanly_on_shutdown_even_while_generating(
     runner = start_runner(smollm2_path, "llama_cpp", context_length=512)
     runner.receive()
     runner.generate("long", prompt=COUNTING_PROMPT, params={"max_tokens": 400})
-    assert runner.receive()["type"] == "token"  # type: ignore[index]
+    assert runner.receive()["type"] == "token"
     runner.send({"type": "shutdown"})
     _, done = runner.until_done("long")
     assert done["finish_reason"] == "cancelled"

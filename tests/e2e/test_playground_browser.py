@@ -1,0 +1,52 @@
+"""An operator watches an answer stream in, then stops a long one, in a real browser."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from opsdash.runs.models import Run, RunStatus
+from tests.e2e.conftest import screenshot, sign_in
+from tests.runs.conftest import install_ready
+
+pytestmark = [pytest.mark.e2e]
+
+
+def test_an_answer_grows_token_by_token_and_stop_cancels_the_next(
+    page: Page, asgi_server: str, operator, model_root, tiny_gguf_path
+):
+    install_ready(tiny_gguf_path, model_root)
+    sign_in(page, asgi_server, "otto")
+    page.goto(f"{asgi_server}/playground/")
+    expect(page.get_by_text("connected", exact=True)).to_be_visible()
+    page.get_by_label("Raw prompt").check()
+    page.get_by_label("Message", exact=True).fill("hello world")
+    page.get_by_text("Parameters").click()
+    page.get_by_label("Max tokens").fill("60")
+
+    # Record every length the answer passes through, as the browser renders it.
+    page.evaluate("""() => {
+        window.lengths = [];
+        new MutationObserver(() => {
+            const b = document.querySelector('.msg.assistant .bubble');
+            if (b) window.lengths.push(b.textContent.length);
+        }).observe(document.querySelector('[data-role=transcript]'),
+                   {subtree: true, childList: true, characterData: true});
+    }""")
+    page.get_by_role("button", name="Run").click()
+    expect(page.locator('[data-stat="status"]')).to_have_text("ok", timeout=60_000)
+    lengths = page.evaluate("window.lengths")
+    final = len(page.locator(".msg.assistant .bubble").inner_text())
+    intermediate = {n for n in lengths if 0 < n < final}
+    assert len(intermediate) >= 2, f"the answer should grow in steps, saw lengths {lengths}"
+    expect(page.locator('[data-stat="completion"]')).to_have_text("60")
+    screenshot(page, "playground-done")
+
+    page.get_by_label("Max tokens").fill("5000")
+    page.get_by_label("Message", exact=True).fill("hello again")
+    page.get_by_role("button", name="Run").click()
+    expect(page.locator(".msg.assistant .bubble").last).not_to_be_empty()
+    page.get_by_role("button", name="Stop").click()
+    expect(page.locator('[data-stat="status"]')).to_have_text("cancelled", timeout=30_000)
+    run = Run.objects.order_by("-id").first()
+    assert run is not None and run.status == RunStatus.CANCELLED and run.completion_tokens < 5000

@@ -1,0 +1,465 @@
+"""The supervisor with real runner processes: queues, cancelling, crashes, the memory budget."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+import pytest
+
+from inference.backends.base import GenerationParams
+from inference.errors import BackendError
+from inference.runner_client import describe_exit
+from inference.supervisor import (
+    DoneRunEvent,
+    GenerateRequest,
+    MemoryBudgetExceeded,
+    ModelSpec,
+    RunEvent,
+    RunnerCrashed,
+    Supervisor,
+    SupervisorBusy,
+)
+
+GIB = 2**30
+COUNTING_PROMPT = "Count from 1 to 500, separated by commas: 1, 2, 3,"
+
+
+def smollm2(path: Path, model_id: int = 1, estimated_bytes: int = 0) -> ModelSpec:
+    return ModelSpec(
+        model_id=model_id,
+        path=str(path),
+        backend="llama_cpp",
+        context_length=512,
+        threads=1,
+        estimated_bytes=estimated_bytes,
+    )
+
+
+def tiny(path: Path, model_id: int = 2, estimated_bytes: int = 0, **fields: int) -> ModelSpec:
+    backend = "llama_cpp" if path.suffix == ".gguf" else "ctransformers"
+    model_type = None if path.suffix == ".gguf" else "gpt2"
+    return ModelSpec(
+        model_id=model_id,
+        path=str(path),
+        backend=backend,
+        model_type=model_type,
+        threads=1,
+        estimated_bytes=estimated_bytes,
+        **({"context_length": 128} | fields),
+    )
+
+
+def prompt(text: str, max_tokens: int) -> GenerateRequest:
+    return GenerateRequest(GenerationParams(max_tokens=max_tokens, temperature=0), prompt=text)
+
+
+def counting(max_tokens: int = 400) -> GenerateRequest:
+    """A greedy request SmolLM2 keeps answering until max_tokens: ~50 tokens a second here."""
+    return prompt(COUNTING_PROMPT, max_tokens)
+
+
+async def collect(events: AsyncIterator[RunEvent]) -> tuple[str, DoneRunEvent]:
+    text = []
+    async for event in events:
+        if event["type"] == "token":
+            text.append(event["text"])
+        else:
+            return "".join(text), event
+    raise AssertionError("the stream ended without a done event")
+
+
+def runner_pids() -> set[int]:
+    """Live runner processes of this test process. Compare with a set taken at the start of
+    the test: a shared supervisor from another test module may hold runners of its own."""
+    pids = set()
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if child.status() != psutil.STATUS_ZOMBIE and "inference.runner" in child.cmdline():
+                pids.add(child.pid)
+    return pids
+
+
+@pytest.fixture
+async def supervisor() -> AsyncIterator[Supervisor]:
+    supervisor = Supervisor(memory_budget_bytes=8 * GIB, idle_unload_seconds=0, queue_depth=2)
+    yield supervisor
+    await supervisor.close()
+
+
+# --- generating ------------------------------------------------------------------------------
+
+
+async def test_it_streams_tokens_then_one_done_with_counts_and_timings(
+    supervisor: Supervisor, tiny_gguf_path: Path
+) -> None:
+    events = [e async for e in supervisor.generate(tiny(tiny_gguf_path), prompt("hello", 8))]
+    *tokens, done = events
+    assert tokens and all(e["type"] == "token" and e["text"] for e in tokens)
+    assert done["type"] == "done"
+    assert (done["finish_reason"], done["completion_tokens"]) == ("length", 8)
+    assert done["prompt_tokens"] >= 2
+    assert done["ttft_ms"] is not None and 0 < done["ttft_ms"] <= done["total_ms"]
+    assert done["tokens_per_second"] is not None and done["tokens_per_second"] > 0
+    assert done["load_ms"] > 0  # this request started the runner
+
+    _, again = await collect(supervisor.generate(tiny(tiny_gguf_path), prompt("hello", 2)))
+    assert again["load_ms"] == 0  # and this one found it loaded
+
+
+async def test_chat_messages_go_through_the_models_chat_template(
+    supervisor: Supervisor, smollm2_path: Path
+) -> None:
+    hi = [{"role": "user", "content": "hi"}]
+    request = GenerateRequest(GenerationParams(max_tokens=20, temperature=0), messages=hi)
+    text, done = await collect(supervisor.generate(smollm2(smollm2_path), request))
+    assert text == "Hello! How can I assist you today?"
+    assert done["finish_reason"] == "stop"
+    # The system prompt and the <|im_start|> markers come from SmolLM2's own template.
+    assert done["prompt_tokens"] == 31
+    assert await supervisor.count_tokens(smollm2(smollm2_path), messages=hi) == 31
+    assert await supervisor.count_tokens(smollm2(smollm2_path), prompt="hi") == 1
+
+
+async def test_a_request_with_both_a_prompt_and_messages_is_refused_with_a_sentence() -> None:
+    with pytest.raises(BackendError, match="Give either a prompt or chat messages"):
+        GenerateRequest(GenerationParams(), prompt="hi", messages=[{"role": "user", "content": ""}])
+
+
+# --- cancelling ------------------------------------------------------------------------------
+
+
+async def test_closing_the_stream_early_cancels_and_keeps_the_model_loaded(
+    supervisor: Supervisor, smollm2_path: Path
+) -> None:
+    stream = supervisor.generate(smollm2(smollm2_path), counting())
+    for _ in range(3):
+        assert (await anext(stream))["type"] == "token"
+    started = time.monotonic()
+    await stream.aclose()
+    assert time.monotonic() - started < 1.0  # a token or two, not the 400 asked for
+    [status] = supervisor.status()
+    assert (status.state, status.queue_length) == ("idle", 0)
+
+    _, done = await collect(supervisor.generate(smollm2(smollm2_path), counting(3)))
+    assert (done["finish_reason"], done["completion_tokens"], done["load_ms"]) == ("length", 3, 0)
+    assert supervisor.status()[0].pid == status.pid
+
+
+async def test_a_cancel_event_ends_with_a_cancelled_done_and_the_counts_so_far(
+    supervisor: Supervisor, smollm2_path: Path
+) -> None:
+    cancel = asyncio.Event()
+    seen = 0
+    async for event in supervisor.generate(smollm2(smollm2_path), counting(), cancel_event=cancel):
+        if event["type"] == "token":
+            seen += 1
+            if seen == 3:
+                cancel.set()
+        else:
+            done = event
+    assert done["finish_reason"] == "cancelled"
+    assert 3 <= done["completion_tokens"] <= 5  # within a token or two
+    assert done["prompt_tokens"] > 10
+
+
+async def test_cancelling_the_consuming_task_frees_the_model_for_the_next_request(
+    supervisor: Supervisor, smollm2_path: Path
+) -> None:
+    first_token = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in supervisor.generate(smollm2(smollm2_path), counting()):
+            first_token.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first_token.wait(), 30)
+    pid = supervisor.status()[0].pid
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    started = time.monotonic()
+    _, done = await collect(supervisor.generate(smollm2(smollm2_path), counting(2)))
+    assert time.monotonic() - started < 2.0  # it did not wait for the 400 tokens
+    assert done["completion_tokens"] == 2
+    assert supervisor.status()[0].pid == pid
+
+
+async def test_a_request_cancelled_while_it_waits_in_the_queue_ends_at_once(
+    supervisor: Supervisor, smollm2_path: Path
+) -> None:
+    running = supervisor.generate(smollm2(smollm2_path), counting())
+    await anext(running)
+    cancel = asyncio.Event()
+    waiting = asyncio.create_task(
+        collect(supervisor.generate(smollm2(smollm2_path), counting(), cancel_event=cancel))
+    )
+    await asyncio.sleep(0.2)
+    assert supervisor.status()[0].queue_length == 2
+    cancel.set()
+    text, done = await asyncio.wait_for(waiting, 1.0)  # not after the 400 tokens ahead of it
+    assert (text, done["finish_reason"], done["completion_tokens"]) == ("", "cancelled", 0)
+    assert supervisor.status()[0].queue_length == 1
+    await running.aclose()
+
+
+# --- queues and concurrency ------------------------------------------------------------------
+
+
+async def test_two_models_generate_at_the_same_time(
+    supervisor: Supervisor, smollm2_path: Path, tiny_gguf_path: Path
+) -> None:
+    long = supervisor.generate(smollm2(smollm2_path), counting(40))
+    assert (await anext(long))["type"] == "token"
+    # The tiny model answers in full while SmolLM2 is still in the middle of its answer.
+    _, tiny_done = await collect(supervisor.generate(tiny(tiny_gguf_path), prompt("hi", 5)))
+    assert tiny_done["completion_tokens"] == 5
+    states = {s.model_id: s.state for s in supervisor.status()}
+    assert states == {1: "busy", 2: "idle"}
+    _, long_done = await collect(long)
+    assert long_done["completion_tokens"] == 40
+    assert len({s.pid for s in supervisor.status()}) == 2
+
+
+async def test_requests_to_one_model_are_served_one_after_another_in_order(
+    supervisor: Supervisor, smollm2_path: Path
+) -> None:
+    order: list[str] = []
+
+    async def run(label: str, request: GenerateRequest) -> DoneRunEvent:
+        async for event in supervisor.generate(smollm2(smollm2_path), request):
+            order.append(label)
+            if event["type"] == "done":
+                return event
+        raise AssertionError("no done event")
+
+    first = asyncio.create_task(run("a", counting(10)))
+    second = asyncio.create_task(run("b", prompt("1, 2, 3,", 3)))
+    await asyncio.sleep(0.3)
+    assert supervisor.status()[0].queue_length == 2
+    first_done, second_done = await asyncio.gather(first, second)
+    assert "".join(order) == "a" * order.count("a") + "b" * order.count("b")
+    assert second_done["queue_ms"] >= first_done["total_ms"] * 0.9
+
+
+async def test_a_full_queue_raises_supervisor_busy_at_once(smollm2_path: Path) -> None:
+    supervisor = Supervisor(memory_budget_bytes=8 * GIB, idle_unload_seconds=0, queue_depth=1)
+    try:
+        running = supervisor.generate(smollm2(smollm2_path), counting())
+        await anext(running)
+        started = time.monotonic()
+        with pytest.raises(SupervisorBusy) as raised:
+            await collect(supervisor.generate(smollm2(smollm2_path), counting(3)))
+        assert time.monotonic() - started < 0.5
+        assert raised.value.reason == (
+            "The model is busy: 1 request(s) are already running or waiting for it, the most "
+            "it takes at once; try again in a moment."
+        )
+        await running.aclose()
+        _, done = await collect(supervisor.generate(smollm2(smollm2_path), counting(2)))
+        assert done["completion_tokens"] == 2  # a slot is free again
+    finally:
+        await supervisor.close()
+
+
+# --- crashes ---------------------------------------------------------------------------------
+
+
+async def test_a_killed_runner_raises_runner_crashed_and_the_next_request_starts_afresh(
+    supervisor: Supervisor, smollm2_path: Path
+) -> None:
+    stream = supervisor.generate(smollm2(smollm2_path), counting())
+    await anext(stream)
+    [status] = supervisor.status()
+    os.kill(status.pid, signal.SIGKILL)
+    with pytest.raises(RunnerCrashed) as crashed:
+        async for _ in stream:
+            pass
+    assert crashed.value.reason == (
+        "The model process died (SIGKILL — possibly out of memory) while generating."
+    )
+    assert supervisor.status() == []
+
+    _, done = await collect(supervisor.generate(smollm2(smollm2_path), counting(2)))
+    assert done["completion_tokens"] == 2
+    assert done["load_ms"] > 0
+    assert supervisor.status()[0].pid != status.pid
+
+
+def test_a_crash_reason_names_the_signal_or_the_exit_status() -> None:
+    assert describe_exit(-signal.SIGSEGV, "while generating") == (
+        "The model process died (SIGSEGV — a crash in the model's native code) while generating."
+    )
+    assert describe_exit(3, "while loading") == (
+        "The model process exited unexpectedly with status 3 while loading."
+    )
+
+
+async def test_a_model_that_fails_to_load_raises_backend_error_with_the_reason(
+    supervisor: Supervisor, tmp_path: Path
+) -> None:
+    garbage = tmp_path / "garbage.gguf"
+    garbage.write_bytes(b"NOPE, this is not a model. " * 100)
+    before = runner_pids()
+    with pytest.raises(BackendError) as failed:
+        await supervisor.load(ModelSpec(model_id=9, path=str(garbage), backend="llama_cpp"))
+    assert failed.value.reason.startswith("llama.cpp could not load garbage.gguf (invalid magic")
+    assert supervisor.status() == []
+    assert runner_pids() == before
+
+
+# --- memory ----------------------------------------------------------------------------------
+
+
+async def test_the_memory_budget_unloads_the_least_recently_used_idle_model(
+    tiny_gguf_path: Path, tiny_ggml_path: Path
+) -> None:
+    supervisor = Supervisor(memory_budget_bytes=2 * GIB, idle_unload_seconds=0, queue_depth=2)
+    try:
+        a = tiny(tiny_gguf_path, model_id=1, estimated_bytes=GIB)
+        b = tiny(tiny_gguf_path, model_id=2, estimated_bytes=GIB)
+        c = tiny(tiny_ggml_path, model_id=3, estimated_bytes=GIB)
+        await supervisor.load(a)
+        evicted = await supervisor.load(b)
+        await collect(supervisor.generate(a, prompt("hi", 2)))  # b is now the least recent
+        await supervisor.load(c)
+        assert sorted(s.model_id for s in supervisor.status()) == [1, 3]
+        assert not psutil.pid_exists(evicted.pid)
+    finally:
+        await supervisor.close()
+
+
+async def test_a_model_larger_than_the_whole_budget_is_refused_with_a_sentence(
+    tiny_gguf_path: Path,
+) -> None:
+    supervisor = Supervisor(memory_budget_bytes=GIB, idle_unload_seconds=0, queue_depth=2)
+    before = runner_pids()
+    try:
+        with pytest.raises(MemoryBudgetExceeded) as refused:
+            await supervisor.load(tiny(tiny_gguf_path, estimated_bytes=3 * GIB))
+        assert refused.value.reason == (
+            "This model needs about 3,072 MiB of memory, more than the whole memory budget of "
+            "1,024 MiB; raise the budget or choose a smaller model."
+        )
+        assert runner_pids() == before
+    finally:
+        await supervisor.close()
+
+
+async def test_a_model_is_refused_while_busy_models_hold_the_budget(
+    smollm2_path: Path, tiny_gguf_path: Path
+) -> None:
+    supervisor = Supervisor(memory_budget_bytes=GIB, idle_unload_seconds=0, queue_depth=2)
+    try:
+        busy = supervisor.generate(smollm2(smollm2_path, estimated_bytes=GIB * 3 // 4), counting())
+        await anext(busy)
+        with pytest.raises(MemoryBudgetExceeded, match="the models using the rest are busy"):
+            await supervisor.load(tiny(tiny_gguf_path, estimated_bytes=GIB // 2))
+        assert [s.state for s in supervisor.status()] == ["busy"]
+        await busy.aclose()
+    finally:
+        await supervisor.close()
+
+
+async def test_an_idle_model_is_unloaded_after_the_idle_time(tiny_gguf_path: Path) -> None:
+    supervisor = Supervisor(memory_budget_bytes=GIB, idle_unload_seconds=1, queue_depth=2)
+    try:
+        status = await supervisor.load(tiny(tiny_gguf_path))
+        await asyncio.sleep(0.6)
+        await collect(supervisor.generate(tiny(tiny_gguf_path), prompt("hi", 2)))
+        await asyncio.sleep(0.6)
+        assert [s.pid for s in supervisor.status()] == [status.pid]  # use resets the clock
+        deadline = time.monotonic() + 5
+        while supervisor.status() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert supervisor.status() == []
+        assert not psutil.pid_exists(status.pid)
+    finally:
+        await supervisor.close()
+
+
+# --- status, unload, close ---------------------------------------------------------------------
+
+
+async def test_status_reports_pid_memory_times_and_queue(
+    supervisor: Supervisor, smollm2_path: Path
+) -> None:
+    before = datetime.now(UTC)
+    loaded = await supervisor.load(smollm2(smollm2_path, estimated_bytes=123))
+    assert loaded.pid in runner_pids()
+    assert loaded.rss_bytes > 50 * 2**20  # SmolLM2's weights alone are ~95 MB
+    assert loaded.loaded_at is not None and loaded.last_used_at is not None
+    assert before <= loaded.loaded_at <= loaded.last_used_at <= datetime.now(UTC)
+    assert (loaded.model_id, loaded.state, loaded.queue_length) == (1, "idle", 0)
+    assert (loaded.backend, loaded.context_length, loaded.estimated_bytes) == (
+        "llama_cpp",
+        512,
+        123,
+    )
+
+    stream = supervisor.generate(smollm2(smollm2_path), counting())
+    await anext(stream)
+    [busy] = supervisor.status()
+    assert (busy.state, busy.queue_length, busy.pid) == ("busy", 1, loaded.pid)
+    assert busy.last_used_at is not None and busy.last_used_at > loaded.last_used_at
+    await stream.aclose()
+
+
+async def test_a_new_context_length_reloads_the_model(
+    supervisor: Supervisor, tiny_gguf_path: Path
+) -> None:
+    small = await supervisor.load(tiny(tiny_gguf_path, context_length=64))
+    large = await supervisor.load(tiny(tiny_gguf_path, context_length=256))
+    assert (small.context_length, large.context_length) == (64, 256)
+    assert large.pid != small.pid and not psutil.pid_exists(small.pid)
+
+
+async def test_unload_stops_the_runner_and_says_whether_one_was_loaded(
+    supervisor: Supervisor, tiny_gguf_path: Path
+) -> None:
+    assert await supervisor.unload(2) is False
+    loaded = await supervisor.load(tiny(tiny_gguf_path))
+    assert await supervisor.unload(2) is True
+    assert supervisor.status() == []
+    assert not psutil.pid_exists(loaded.pid)
+
+
+async def test_close_leaves_no_runner_process(
+    tiny_gguf_path: Path, tiny_ggml_path: Path, smollm2_path: Path
+) -> None:
+    supervisor = Supervisor(memory_budget_bytes=8 * GIB, idle_unload_seconds=5, queue_depth=2)
+    before = runner_pids()
+    await supervisor.load(tiny(tiny_gguf_path))
+    await supervisor.load(tiny(tiny_ggml_path, model_id=3))
+    stream = supervisor.generate(smollm2(smollm2_path), counting())
+    await anext(stream)
+    ours = runner_pids() - before
+    assert ours == {s.pid for s in supervisor.status()} and len(ours) == 3
+    await supervisor.close()
+    _, done = await collect(stream)
+    assert done["finish_reason"] == "cancelled"  # the generation in flight ended cleanly
+    assert not runner_pids() & ours
+    assert not any(psutil.pid_exists(pid) for pid in ours)
+    assert supervisor.status() == []
+
+
+def test_one_supervisor_serves_callers_on_different_event_loops(tiny_gguf_path: Path) -> None:
+    # What Django does: one supervisor per process, called from daphne's loop and from the
+    # short-lived loops async_to_sync makes.
+    supervisor = Supervisor(memory_budget_bytes=GIB, idle_unload_seconds=0, queue_depth=2)
+    try:
+        first = asyncio.run(supervisor.load(tiny(tiny_gguf_path)))
+        _, done = asyncio.run(collect(supervisor.generate(tiny(tiny_gguf_path), prompt("hi", 3))))
+        assert done["completion_tokens"] == 3
+        assert supervisor.status()[0].pid == first.pid
+    finally:
+        asyncio.run(supervisor.close())
+    assert not psutil.pid_exists(first.pid)

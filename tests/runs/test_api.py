@@ -1,0 +1,142 @@
+"""POST /api/runs and GET /api/runs, /api/runtime in the shapes DESIGN.md promises."""
+
+from __future__ import annotations
+
+import pytest
+
+from opsdash.accounts.services import create_token
+from opsdash.runs.models import Run, RunStatus
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def bearer(operator) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {"HTTP_AUTHORIZATION": f"Bearer {create_token(user=operator, name='t').secret}"}
+
+
+def post_run(client, bearer, **body):  # type: ignore[no-untyped-def]
+    return client.post("/api/runs", body, content_type="application/json", **bearer)
+
+
+def test_a_script_runs_a_prompt_and_gets_text_usage_and_timings(client, bearer, tiny_model):
+    response = post_run(
+        client,
+        bearer,
+        model=tiny_model.pk,
+        prompt="hello world",
+        max_tokens=6,
+        temperature=0,
+        seed=7,
+    )
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["status"] == "ok" and body["text"]
+    assert body["usage"] == {
+        "prompt_tokens": body["usage"]["prompt_tokens"],
+        "completion_tokens": 6,
+    }
+    assert body["usage"]["prompt_tokens"] > 0
+    assert {"ttft_ms", "tokens_per_second", "total_ms"} <= body["timings"].keys()
+    run = Run.objects.get(pk=body["id"])
+    assert run.source == "api" and run.workflow.slug == "playground" and run.output == body["text"]
+
+
+def test_the_same_seed_gives_the_same_answer(client, bearer, tiny_model):
+    first = post_run(
+        client, bearer, model=tiny_model.pk, prompt="hello", max_tokens=8, seed=3
+    ).json()
+    second = post_run(
+        client, bearer, model=tiny_model.pk, prompt="hello", max_tokens=8, seed=3
+    ).json()
+    assert first["text"] == second["text"]
+
+
+def test_chat_messages_go_through_the_models_chat_template(client, bearer, smol_model):
+    question = "What is the capital of France?"
+    chat = post_run(
+        client,
+        bearer,
+        model=smol_model.pk,
+        max_tokens=24,
+        temperature=0,
+        messages=[{"role": "user", "content": question}],
+    ).json()
+    raw = post_run(client, bearer, model=smol_model.pk, max_tokens=1, prompt=question).json()
+    assert chat["status"] == "ok" and chat["text"].strip()
+    # The template wraps the question in <|im_start|>user … <|im_end|> and a system turn.
+    assert chat["usage"]["prompt_tokens"] >= raw["usage"]["prompt_tokens"] + 6
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        ({"prompt": ""}, 400, "empty"),
+        ({"prompt": "hi", "temperature": 5}, 400, "temperature"),
+        ({"prompt": "hi", "max_tokens": -3}, 400, "max_tokens"),
+        ({"prompt": "hi", "workflow": "nope"}, 404, "workflow"),
+        ({}, 400, "prompt or chat messages"),
+    ],
+)
+def test_bad_requests_get_a_clear_error_and_no_run(client, bearer, tiny_model, body, status, words):
+    response = post_run(client, bearer, model=tiny_model.pk, **body)
+    assert response.status_code == status
+    assert words in response.json()["detail"].lower()
+    assert not Run.objects.exists()
+
+
+def test_an_unknown_or_retired_model_is_refused(client, bearer, tiny_model):
+    from opsdash.catalog.services import retire_model
+
+    assert post_run(client, bearer, model=999999, prompt="hi").status_code == 404
+    retire_model(model=tiny_model, user=None)
+    response = post_run(client, bearer, model=tiny_model.pk, prompt="hi")
+    assert response.status_code == 409 and "retired" in response.json()["detail"]
+
+
+def test_runs_are_listed_newest_first_and_filtered(client, bearer, tiny_model, operator, admin):
+    for _ in range(2):
+        post_run(client, bearer, model=tiny_model.pk, prompt="hello", max_tokens=2)
+    listing = client.get("/api/runs?status=ok", **bearer).json()
+    assert listing["count"] == 2 and listing["items"][0]["id"] > listing["items"][1]["id"]
+    assert client.get("/api/runs?status=error", **bearer).json()["count"] == 0
+    assert client.get(f"/api/runs?model={tiny_model.pk + 1}", **bearer).json()["count"] == 0
+
+    other = {"HTTP_AUTHORIZATION": f"Bearer {create_token(user=admin, name='a').secret}"}
+    admin_view = client.get("/api/runs?user=otto", **other).json()
+    assert admin_view["count"] == 2, "admins see everyone's runs"
+
+
+def test_operators_see_only_their_own_runs(client, bearer, tiny_model, admin):
+    post_run(client, bearer, model=tiny_model.pk, prompt="hello", max_tokens=2)
+    mine = {"HTTP_AUTHORIZATION": f"Bearer {create_token(user=admin, name='a').secret}"}
+    from django.contrib.auth.models import Group, User
+
+    other = User.objects.create_user("olga")
+    other.groups.add(Group.objects.get_or_create(name="operator")[0])
+    theirs = {"HTTP_AUTHORIZATION": f"Bearer {create_token(user=other, name='o').secret}"}
+    assert client.get("/api/runs", **theirs).json()["count"] == 0
+    assert client.get("/api/runs", **mine).json()["count"] == 1
+
+
+def test_runtime_lists_the_loaded_model_with_its_process(client, bearer, tiny_model):
+    post_run(client, bearer, model=tiny_model.pk, prompt="hello", max_tokens=2)
+    runtime = client.get("/api/runtime", **bearer).json()
+    assert runtime["memory_budget_bytes"] > 0
+    (loaded,) = runtime["loaded"]
+    assert loaded["model"] == tiny_model.pk and loaded["pid"] > 0 and loaded["rss_bytes"] > 0
+    assert {"loaded_at", "last_used_at", "queue_length"} <= loaded.keys()
+
+
+def test_a_run_left_running_by_a_dead_process_becomes_interrupted(tiny_model, operator):
+    import os
+
+    from opsdash.runs.services import RunRequest, RunSource, mark_interrupted_runs, start_run
+
+    run = start_run(
+        request=RunRequest(model_id=tiny_model.pk, prompt="hi"), user=operator, source=RunSource.API
+    )
+    Run.objects.filter(pk=run.pk).update(pid=2**22 + 4321, host=os.uname().nodename)
+    assert mark_interrupted_runs() == 1
+    run.refresh_from_db()
+    assert run.status == RunStatus.INTERRUPTED and "stopped" in run.error

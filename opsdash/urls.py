@@ -12,6 +12,7 @@ urlpatterns = [
     path("accounts/", include("opsdash.accounts.urls")),
     path("models/", include("opsdash.catalog.urls")),
     path("playground/", include("opsdash.playground.urls")),
+    path("runs/", include("opsdash.runs.urls")),
     # Uploads stream through our own upload handler, which django-ninja's body parsing would
     # bypass, so this one API endpoint is a plain view with the same token/session auth.
     path("api/models/upload", catalog_views.upload, name="api_models_upload"),

@@ -14,6 +14,7 @@ from opsdash.accounts.permissions import requires
 from opsdash.accounts.roles import Cap
 from opsdash.catalog.models import LocalModel, ModelStatus
 from opsdash.runs.models import Run, Workflow
+from opsdash.runs.runtime import get_supervisor
 from opsdash.runs.services import PARAM_NAMES
 from opsdash.typing import AuthedRequest
 
@@ -24,8 +25,11 @@ def _defaults() -> dict[str, object]:
 
 
 def _context(request: AuthedRequest) -> dict[str, object]:
+    selected = request.GET.get("model", "")
     return {
         "models": LocalModel.objects.filter(status=ModelStatus.READY).order_by("name"),
+        "loaded": {status.model_id for status in get_supervisor().status()},
+        "selected": int(selected) if selected.isdigit() else None,
         "workflows": Workflow.objects.all(),
         "defaults": _defaults(),
     }

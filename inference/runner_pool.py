@@ -99,8 +99,8 @@ class RunnerPool:
         slot = self._slot(spec.model_id)
         if slot.pending >= self._queue_depth:
             raise SupervisorBusy(
-                f"The model is busy: {slot.pending} request(s) are already running or waiting "
-                f"for it, the most it takes at once; try again in a moment."
+                f"The model is busy: it already has {slot.pending} request(s) running or "
+                "waiting, as many as it takes at once; try again in a moment."
             )
         slot.pending += 1
         queued = time.monotonic()

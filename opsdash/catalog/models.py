@@ -62,6 +62,12 @@ class LocalModel(models.Model):
     vocab_size = models.IntegerField(null=True, blank=True)
     tokenizer_model = models.CharField(max_length=64, blank=True)
     chat_template = models.TextField(blank=True)
+    prompt_format = models.CharField(
+        max_length=16,
+        blank=True,
+        help_text="A plain chat format (inference.chat_formats) used instead of the file's "
+        "template; for models whose file has none.",
+    )
     metadata = models.JSONField(default=dict, blank=True)
 
     # How it runs.
@@ -101,6 +107,7 @@ class AuditAction(models.TextChoices):
     RESTORE = "restore"
     DELETE = "delete"
     RECOVER = "recover"
+    CONFIGURE = "configure"
 
 
 class AuditEntry(models.Model):

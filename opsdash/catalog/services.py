@@ -27,7 +27,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 from django.utils.text import slugify
 
-from inference import formats
+from inference import chat_formats, formats
 from inference.errors import InferenceError
 from inference.trial import trial_load
 from opsdash.catalog import jobs
@@ -516,5 +516,21 @@ def delete_model(*, model: LocalModel, user: User | None) -> LocalModel:
         model=model,
         actor=user,
         detail=f"removed {model.file_path} ({freed} bytes)" if freed else "no file to remove",
+    )
+    return model
+
+
+def set_prompt_format(*, model: LocalModel, prompt_format: str, user: User | None) -> LocalModel:
+    """Choose the plain chat format for a model ("" = the file's own template, or plain)."""
+    if prompt_format and prompt_format not in chat_formats.FORMATS:
+        raise LifecycleError(f"Unknown chat format {prompt_format!r}.")
+    model.prompt_format = prompt_format
+    model.save(update_fields=["prompt_format"])
+    audit(
+        action=AuditAction.CONFIGURE,
+        outcome="ok",
+        model=model,
+        actor=user,
+        detail=f"chat format: {prompt_format or 'the model’s own template'}",
     )
     return model

@@ -14,7 +14,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRefresh
 
-from inference import formats
+from inference import chat_formats, formats
 from opsdash.accounts.permissions import requires
 from opsdash.accounts.roles import Cap, can
 from opsdash.catalog import services
@@ -84,6 +84,7 @@ def model_detail(request: AuthedRequest, pk: int) -> HttpResponse:
         "audit": AuditEntry.objects.filter(model=model).select_related("actor")[:50],
         "can_manage": can(request.user, Cap.MANAGE_MODELS),
         "hyperparameters": (model.metadata or {}).get("hyperparameters") or {},
+        "chat_formats": [(key, label) for key, (label, _) in chat_formats.FORMATS.items()],
     }
     if request.htmx:
         if model.status != ModelStatus.INSTALLING:
@@ -166,6 +167,21 @@ def delete(request: AuthedRequest, pk: int) -> HttpResponse:
         messages.error(request, "Type the model's slug to confirm deleting its file.")
         return redirect("catalog:detail", pk=pk)
     return _lifecycle_view(request, pk, "delete")
+
+
+@requires(Cap.MANAGE_MODELS)
+@require_POST
+def set_prompt_format(request: AuthedRequest, pk: int) -> HttpResponse:
+    model = get_object_or_404(LocalModel, pk=pk)
+    try:
+        services.set_prompt_format(
+            model=model, prompt_format=request.POST.get("prompt_format", ""), user=request.user
+        )
+    except services.LifecycleError as exc:
+        messages.error(request, exc.reason)
+    else:
+        messages.success(request, "Chat format saved; chat prompts to this model now use it.")
+    return redirect("catalog:detail", pk=pk)
 
 
 @requires(Cap.READ_AUDIT)

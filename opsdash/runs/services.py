@@ -23,6 +23,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
+from inference import chat_formats
 from inference.backends.base import GenerationParams
 from inference.errors import InferenceError
 from inference.supervisor import GenerateRequest, ModelSpec, SupervisorBusy
@@ -185,10 +186,12 @@ async def execute_run(
     task (a client went away) finalizes the run the same way.
     """
     model = await LocalModel.objects.aget(pk=run.model_id)
+    prompt, messages = (run.prompt, None) if run.messages is None else (None, run.messages)
+    if messages is not None and model.prompt_format in chat_formats.FORMATS:
+        # The admin chose a plain format for this model (it has no template of its own).
+        prompt, messages = chat_formats.render(model.prompt_format, messages), None
     request = GenerateRequest(
-        params=generation_params(run.params),
-        prompt=run.prompt if run.messages is None else None,
-        messages=run.messages,
+        params=generation_params(run.params), prompt=prompt, messages=messages
     )
     parts: list[str] = []
     final: dict[str, Any] | None = None

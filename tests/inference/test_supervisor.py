@@ -260,8 +260,8 @@ async def test_a_full_queue_raises_supervisor_busy_at_once(smollm2_path: Path) -
             await collect(supervisor.generate(smollm2(smollm2_path), counting(3)))
         assert time.monotonic() - started < 0.5
         assert raised.value.reason == (
-            "The model is busy: 1 request(s) are already running or waiting for it, the most "
-            "it takes at once; try again in a moment."
+            "The model is busy: it already has 1 request(s) running or waiting, as many as it "
+            "takes at once; try again in a moment."
         )
         await running.aclose()
         _, done = await collect(supervisor.generate(smollm2(smollm2_path), counting(2)))

@@ -140,3 +140,19 @@ def test_a_run_left_running_by_a_dead_process_becomes_interrupted(tiny_model, op
     assert mark_interrupted_runs() == 1
     run.refresh_from_db()
     assert run.status == RunStatus.INTERRUPTED and "stopped" in run.error
+
+
+def test_a_chosen_plain_chat_format_renders_messages_for_a_model_without_a_template(
+    client, bearer, model_root, tiny_ggml_path, supervisor_cleanup
+):
+    from opsdash.catalog.services import set_prompt_format
+    from tests.runs.conftest import install_ready
+
+    gpt2 = install_ready(tiny_ggml_path, model_root, model_type="gpt2")
+    set_prompt_format(model=gpt2, prompt_format="alpaca", user=None)
+    messages = [{"role": "user", "content": "hello world"}]
+    chat = post_run(client, bearer, model=gpt2.pk, messages=messages, max_tokens=1).json()
+    rendered = "### Instruction:\nhello world\n\n### Response:\n"
+    raw = post_run(client, bearer, model=gpt2.pk, prompt=rendered, max_tokens=1).json()
+    assert chat["status"] == raw["status"] == "ok"
+    assert chat["usage"]["prompt_tokens"] == raw["usage"]["prompt_tokens"]

@@ -42,7 +42,7 @@ class ActiveRun:
     task: asyncio.Task[None]
 
 
-class PlaygroundConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
     required_cap = Cap.RUN_PROMPTS  # the permission walk in tests reads this
 
     async def connect(self) -> None:

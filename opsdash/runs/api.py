@@ -17,6 +17,7 @@ from opsdash.accounts.roles import Cap
 from opsdash.runs.models import Run, RunSource, Workflow
 from opsdash.runs.runtime import get_supervisor
 from opsdash.runs.services import RunRefused, RunRequest, execute_run, start_run
+from opsdash.typing import AuthedRequest
 
 router = Router(tags=["runs"])
 
@@ -74,7 +75,7 @@ class RunFilters(Schema):
 
 
 @router.post("/runs", auth=api_auth(Cap.RUN_PROMPTS))
-async def create_run(request: HttpRequest, payload: RunIn, response: HttpResponse) -> Any:
+async def create_run(request: AuthedRequest, payload: RunIn, response: HttpResponse) -> Any:
     """Run a prompt to the end and answer with the text, token counts and timings."""
     params = payload.dict(
         include={"max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "seed", "stop"},
@@ -90,8 +91,8 @@ async def create_run(request: HttpRequest, payload: RunIn, response: HttpRespons
     try:
         run = await sync_to_async(start_run)(
             request=run_request,
-            user=request.auth,
-            source=RunSource.API,  # type: ignore[attr-defined]
+            user=request.user,  # set by api_auth once the token or session is checked
+            source=RunSource.API,
         )
     except RunRefused as exc:
         raise HttpError(exc.status, exc.reason) from exc

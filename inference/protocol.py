@@ -104,6 +104,7 @@ class DoneMessage(TypedDict):
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
+    cpu_seconds: float  # CPU time the runner process used for this generation, all threads
 
 
 class ErrorMessage(TypedDict):
@@ -174,6 +175,8 @@ class DoneRunEvent(TypedDict):
     tokens_per_second: float | None
     queue_ms: float
     load_ms: float
+    cpu_seconds: float  # the runner's CPU time for this generation (energy estimates)
+    pid: int  # the runner process that generated it
 
 
 RunEvent = TokenRunEvent | DoneRunEvent

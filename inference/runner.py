@@ -178,6 +178,7 @@ class RunnerServer:
             params = GenerationParams(**(job.get("params") or {}))
         except TypeError as exc:
             raise BackendError(f"The generation parameters are malformed: {exc}.") from exc
+        cpu_start = time.process_time()  # all of this process's threads, llama.cpp's included
         for event in self._model.generate(prompt, params, self._stop.is_set):
             if isinstance(event, TokenEvent):
                 self._channel.send({"type": "token", "id": request_id, "text": event.text})
@@ -189,6 +190,7 @@ class RunnerServer:
                         "finish_reason": event.finish_reason,
                         "prompt_tokens": event.prompt_tokens,
                         "completion_tokens": event.completion_tokens,
+                        "cpu_seconds": round(time.process_time() - cpu_start, 6),
                     }
                 )
 

@@ -158,7 +158,7 @@ class RunnerPool:
                     emit({"type": "token", "text": message["text"]})
                 elif message["type"] == "done":
                     timings = (sent, first, time.monotonic(), queue_ms, load_ms)
-                    return done_event(message, *timings)
+                    return done_event(message, *timings, pid=runner.pid or 0)
         finally:
             watcher.cancel()
             runner.busy = False

@@ -131,6 +131,8 @@ def done_before_start(queued: float, load_ms: float = 0.0) -> DoneRunEvent:
         "tokens_per_second": None,
         "queue_ms": round((time.monotonic() - queued) * 1000 - load_ms, 3),
         "load_ms": round(load_ms, 3),
+        "cpu_seconds": 0.0,
+        "pid": 0,
     }
 
 
@@ -141,6 +143,7 @@ def done_event(
     ended: float,
     queue_ms: float,
     load_ms: float,
+    pid: int = 0,
 ) -> DoneRunEvent:
     """The caller's done event for the runner's ``message``, with the timings added.
 
@@ -161,4 +164,6 @@ def done_event(
         "tokens_per_second": rate,
         "queue_ms": round(queue_ms, 3),
         "load_ms": round(load_ms, 3),
+        "cpu_seconds": message.get("cpu_seconds", 0.0),
+        "pid": pid,
     }

@@ -6,9 +6,9 @@ from opsdash.playground import suite_views as views
 
 app_name = "suites"
 urlpatterns = [
-    path("", views.suite_list, name="list"),
+    path("", views.suite_list, name="index"),
     path("new/", views.suite_create, name="create"),
-    path("<int:pk>/", views.suite_detail, name="detail"),
+    path("<int:pk>/", views.suite_detail, name="suite"),
     path("<int:pk>/edit/", views.suite_edit, name="edit"),
     path("<int:pk>/run/", views.suite_run_start, name="run"),
     path("runs/<int:pk>/", views.suite_run_detail, name="result"),

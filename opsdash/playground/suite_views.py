@@ -162,7 +162,7 @@ def _edit(request: AuthedRequest, suite: Suite | None) -> HttpResponse:
                 except suites.SuiteInvalid as exc:
                     problems = exc.problems
                 else:
-                    return redirect("suites:detail", pk=suite.pk)
+                    return redirect("suites:suite", pk=suite.pk)
     elif suite is None:
         form = {"use_chat_template": True, **NEW_SUITE_PARAMS}
         blocks = []
@@ -235,7 +235,7 @@ def suite_run_start(request: AuthedRequest, pk: int) -> HttpResponse:
     model = LocalModel.objects.filter(pk=model_id).first()
     if model is None:
         messages.error(request, "Pick a model to run the suite against.")
-        return redirect("suites:detail", pk=suite.pk)
+        return redirect("suites:suite", pk=suite.pk)
     suite_run = suites.start_suite_run(
         suite=suite, model=model, user=request.user, trigger=SuiteTrigger.MANUAL
     )

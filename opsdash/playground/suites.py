@@ -198,7 +198,7 @@ def _rate(value: float) -> str:
     return f"{value:,.1f}".removesuffix(".0")
 
 
-_ENDINGS = {
+_ENDINGS: dict[str, str] = {
     RunStatus.ERROR: "the run ended in an error",
     RunStatus.CANCELLED: "the run was cancelled",
     RunStatus.INTERRUPTED: "the run was interrupted",

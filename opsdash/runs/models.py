@@ -76,6 +76,9 @@ class Run(models.Model):
     ttft_ms = models.FloatField(null=True, blank=True)
     tokens_per_second = models.FloatField(null=True, blank=True)
     total_ms = models.FloatField(null=True, blank=True)
+    # What the energy estimate needs: the runner's CPU time for this run, and which process.
+    cpu_seconds = models.FloatField(null=True, blank=True)
+    runner_pid = models.IntegerField(null=True, blank=True)
 
     # Which process ran it, so a restart only marks its own dead runs `interrupted`.
     host = models.CharField(max_length=255, blank=True)

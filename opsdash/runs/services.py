@@ -158,6 +158,8 @@ def finish_run(
         run.ttft_ms = usage.get("ttft_ms")
         run.tokens_per_second = usage.get("tokens_per_second")
         run.total_ms = usage.get("total_ms")
+        run.cpu_seconds = usage.get("cpu_seconds")
+        run.runner_pid = usage.get("pid") or None
         run.finished_at = timezone.now()
         run.save()
     return run

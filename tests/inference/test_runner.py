@@ -140,8 +140,10 @@ def test_it_streams_tokens_then_one_done_with_the_counts(
         "finish_reason": "length",
         "prompt_tokens": done["prompt_tokens"],
         "completion_tokens": 6,
+        "cpu_seconds": done["cpu_seconds"],
     }
     assert done["prompt_tokens"] >= 2
+    assert 0 < done["cpu_seconds"] < 30, "the runner reports the CPU time it spent"
 
 
 def test_it_runs_a_legacy_ggml_model_in_ctransformers(

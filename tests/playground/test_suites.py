@@ -266,7 +266,7 @@ def test_an_admin_creates_a_suite_through_the_form_and_sees_it(as_admin, admin):
 
     suite = Suite.objects.get()
     assert response.status_code == 302 and response["Location"] == reverse(
-        "suites:detail", args=[suite.pk]
+        "suites:suite", args=[suite.pk]
     )
     assert suite.params == {"max_tokens": 8, "temperature": 0.0, "seed": 1}
     assert suite.created_by == admin and not suite.use_chat_template
@@ -275,9 +275,9 @@ def test_an_admin_creates_a_suite_through_the_form_and_sees_it(as_admin, admin):
         ("capital", "Paris", None),
         ("fast", "", 500.0),
     ]
-    page = as_admin.get(reverse("suites:detail", args=[suite.pk])).content.decode()
+    page = as_admin.get(reverse("suites:suite", args=[suite.pk])).content.decode()
     assert "Geography" in page and "Capital of France?" in page and "contains" in page
-    assert "Geography" in as_admin.get(reverse("suites:list")).content.decode()
+    assert "Geography" in as_admin.get(reverse("suites:index")).content.decode()
 
 
 def test_adding_a_case_shows_one_more_block_without_saving(as_admin):
@@ -337,7 +337,7 @@ def _a_model() -> LocalModel:
 @pytest.mark.django_db(transaction=True)
 def test_an_operator_runs_a_suite_and_sees_the_pass_fail_table(as_operator, operator, tiny_model):
     suite = make_suite(PASSING, FAILING)
-    detail = as_operator.get(reverse("suites:detail", args=[suite.pk])).content.decode()
+    detail = as_operator.get(reverse("suites:suite", args=[suite.pk])).content.decode()
     assert f'<option value="{tiny_model.pk}">' in detail and "Edit suite" not in detail
 
     response = as_operator.post(reverse("suites:run", args=[suite.pk]), {"model": tiny_model.pk})
@@ -416,8 +416,8 @@ def test_a_manager_cannot_see_or_run_suites(manager):
         suite=suite, model=model, user=None, trigger=SuiteTrigger.MANUAL
     )
     for url in (
-        reverse("suites:list"),
-        reverse("suites:detail", args=[suite.pk]),
+        reverse("suites:index"),
+        reverse("suites:suite", args=[suite.pk]),
         reverse("suites:result", args=[suite_run.pk]),
         reverse("suites:model_history", args=[model.pk]),
     ):

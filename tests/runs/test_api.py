@@ -156,3 +156,9 @@ def test_a_chosen_plain_chat_format_renders_messages_for_a_model_without_a_templ
     raw = post_run(client, bearer, model=gpt2.pk, prompt=rendered, max_tokens=1).json()
     assert chat["status"] == raw["status"] == "ok"
     assert chat["usage"]["prompt_tokens"] == raw["usage"]["prompt_tokens"]
+
+
+def test_a_finished_run_records_the_runner_and_its_cpu_time(client, bearer, tiny_model):
+    body = post_run(client, bearer, model=tiny_model.pk, prompt="hello", max_tokens=8).json()
+    run = Run.objects.get(pk=body["id"])
+    assert run.runner_pid and run.cpu_seconds is not None and run.cpu_seconds > 0

@@ -52,6 +52,7 @@ run: install
 	TMPDIR=$(abspath $(DATA_DIR))/tmp $(BIN)/daphne -b $(HOST) -p $(PORT) opsdash.asgi:application
 
 bench: install
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	$(BIN)/python bench/install.py
 	$(BIN)/python bench/stream.py
 

@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from opsdash.playground.routing import websocket_urlpatterns as playground
+from opsdash.telemetry.routing import websocket_urlpatterns as telemetry
 
-websocket_urlpatterns = [*playground]
+websocket_urlpatterns = [*playground, *telemetry]

@@ -69,6 +69,9 @@ INSTALLED_APPS = [
     "opsdash.catalog",
     "opsdash.runs",
     "opsdash.playground",
+    "opsdash.telemetry",
+    "opsdash.savings",
+    "opsdash.gateway",
 ]
 
 MIDDLEWARE = [

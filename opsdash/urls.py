@@ -13,6 +13,9 @@ urlpatterns = [
     path("models/", include("opsdash.catalog.urls")),
     path("playground/", include("opsdash.playground.urls")),
     path("runs/", include("opsdash.runs.urls")),
+    path("telemetry/", include("opsdash.telemetry.urls")),
+    path("savings/", include("opsdash.savings.urls")),
+    path("gateway/", include("opsdash.gateway.urls")),
     # Uploads stream through our own upload handler, which django-ninja's body parsing would
     # bypass, so this one API endpoint is a plain view with the same token/session auth.
     path("api/models/upload", catalog_views.upload, name="api_models_upload"),

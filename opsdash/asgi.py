@@ -19,6 +19,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.db import DatabaseError  # noqa: E402
 
 from opsdash.catalog.services import recover_interrupted_installs  # noqa: E402
+from opsdash.playground.suites import mark_interrupted_suite_runs  # noqa: E402
 from opsdash.routing import websocket_urlpatterns  # noqa: E402
 from opsdash.runs.services import mark_interrupted_runs  # noqa: E402
 
@@ -31,6 +32,7 @@ def settle_interrupted_work() -> None:
     try:
         recover_interrupted_installs()
         mark_interrupted_runs()
+        mark_interrupted_suite_runs()
     except DatabaseError as exc:  # not migrated yet: serve anyway, the pages will say so
         logger.warning("Skipped recovering interrupted work: %s (run migrate).", exc)
 

@@ -5,17 +5,21 @@ from django.urls import include, path
 from opsdash import views
 from opsdash.api import api
 from opsdash.catalog import views as catalog_views
+from opsdash.telemetry import views as telemetry_views
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", telemetry_views.metrics, name="metrics"),
     path("accounts/", include("opsdash.accounts.urls")),
     path("models/", include("opsdash.catalog.urls")),
+    path("playground/suites/", include("opsdash.playground.suite_urls")),
     path("playground/", include("opsdash.playground.urls")),
     path("runs/", include("opsdash.runs.urls")),
     path("telemetry/", include("opsdash.telemetry.urls")),
     path("savings/", include("opsdash.savings.urls")),
     path("gateway/", include("opsdash.gateway.urls")),
+    path("v1/", include("opsdash.gateway.v1_urls")),
     # Uploads stream through our own upload handler, which django-ninja's body parsing would
     # bypass, so this one API endpoint is a plain view with the same token/session auth.
     path("api/models/upload", catalog_views.upload, name="api_models_upload"),

@@ -37,8 +37,11 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy opsdash inference
 
+# Browser tests run in a session of their own: Playwright's sync API and pytest-asyncio each
+# want the main thread's event loop, and one session cannot give it to both.
 test: install browser lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not e2e"
+	$(BIN)/python -m pytest -m e2e
 
 # Uploads are spooled by daphne before Django sees them: keep that spool on the data disk,
 # not a small /tmp.
@@ -55,6 +58,9 @@ bench: install
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	$(BIN)/python bench/install.py
 	$(BIN)/python bench/stream.py
+	$(BIN)/python bench/telemetry.py
+	$(BIN)/python bench/savings.py
+	$(BIN)/python bench/gateway.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -8,6 +8,7 @@ from opsdash.accounts.permissions import requires
 from opsdash.accounts.roles import Cap
 from opsdash.catalog.api import router as catalog_router
 from opsdash.runs.api import router as runs_router
+from opsdash.savings.api import router as savings_router
 
 api = NinjaAPI(
     title="OpsDash API",
@@ -20,3 +21,5 @@ api = NinjaAPI(
 )
 api.add_router("/models", catalog_router)
 api.add_router("", runs_router)
+api.add_router("/savings", savings_router)
+api.add_router("/telemetry", "opsdash.telemetry.api.router")

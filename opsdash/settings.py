@@ -188,6 +188,9 @@ DOWNLOAD_ATTEMPTS = envint("OPSDASH_DOWNLOAD_ATTEMPTS", 4, minimum=1)
 TRIAL_LOAD_TIMEOUT_SECONDS = envint("OPSDASH_TRIAL_LOAD_TIMEOUT_SECONDS", 180, minimum=5)
 # Called with the new model's id once an install succeeds; the catalog imports no other app.
 CATALOG_AFTER_INSTALL_HOOKS = ["opsdash.playground.suites.run_suites_after_install"]
+# Called as hook(run=run) inside finish_run's transaction, after the run is saved: savings prices
+# the run and updates its daily rollup there, so a run is never finalized without its cost.
+RUN_FINALIZE_HOOKS = ["opsdash.savings.services.price_run"]
 
 MEMORY_BUDGET_BYTES = envbytes(
     "OPSDASH_MEMORY_BUDGET_BYTES", int(psutil.virtual_memory().total * 0.6)
@@ -211,3 +214,33 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": envstr("OPSDASH_LOG_LEVEL", "INFO")},
 }
+
+# Telemetry
+# One sampler per process (embedded mode), or with OPSDASH_TELEMETRY_EMBEDDED=false one
+# `manage.py telemetry_agent` per node speaking through the (Redis) channel layer.
+TELEMETRY_EMBEDDED = envbool("OPSDASH_TELEMETRY_EMBEDDED", True)
+TELEMETRY_HOST = envstr("OPSDASH_TELEMETRY_HOST", os.uname().nodename)
+TELEMETRY_TICK_MS = envint("OPSDASH_TELEMETRY_TICK_MS", 1000, minimum=100)
+# A socket with frames waiting and nothing acknowledged this long is closed (the page reconnects).
+TELEMETRY_STALL_SECONDS = envint("OPSDASH_TELEMETRY_STALL_SECONDS", 10, minimum=1)
+TELEMETRY_HISTORY_DAYS = envint("OPSDASH_TELEMETRY_HISTORY_DAYS", 30, minimum=1)
+
+
+def _networks(name: str) -> list[str]:
+    """Addresses or CIDR networks, normalized; a malformed one stops the server."""
+    import ipaddress
+
+    networks = []
+    for item in envlist(name, []):
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name} must list addresses or networks such as 127.0.0.1 or 10.0.0.0/8, "
+                f"not {item!r}."
+            ) from None
+    return networks
+
+
+# Scrapers from these addresses need no token for /metrics (e.g. 127.0.0.1,10.0.0.0/8).
+METRICS_ALLOW_FROM = _networks("OPSDASH_METRICS_ALLOW_FROM")

@@ -19,6 +19,8 @@ def home(request: HttpRequest) -> HttpResponse:
         return redirect("accounts:login")
     if can(request.user, Cap.VIEW_MODELS):
         return redirect("catalog:list")
+    if can(request.user, Cap.VIEW_SAVINGS):
+        return redirect("savings:index")
     return render(request, "home.html")
 
 

@@ -1,7 +1,11 @@
 """Every URL, every role: the permission matrix of DESIGN.md, proved by walking the URLconf.
 
-A URL whose view carries no capability (``@requires``, ``@api_requires`` or ``@public``) fails
-the first test, so a new page cannot slip in unchecked; the second asks each one as each role.
+A URL whose view carries no capability (``@requires``, ``@api_requires``, ``@public`` or the
+gateway's ``@gateway_endpoint``) fails the first test, so a new page cannot slip in unchecked; the
+second asks each one as each role.
+
+``GATEWAY_KEY`` marks the OpenAI-compatible ``/v1`` endpoints: a workflow API key opens them, not
+a role, so every persona (signed in or not, without a key) must get a 401.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from opsdash.accounts.permissions import PUBLIC
 from opsdash.accounts.roles import MATRIX, Cap
 from opsdash.accounts.services import create_token
 from opsdash.catalog.models import LocalModel, SourceKind
+from opsdash.gateway.auth import GATEWAY_KEY
 from tests.conftest import client_for
 
 # Routes whose views are not ours to decorate, with the reason they are safe.
@@ -59,7 +64,7 @@ def _endpoints() -> list[Endpoint]:
         elif route in NOT_OURS:
             continue
         else:
-            is_api = route.startswith("api/")
+            is_api = route.startswith(("api/", "v1/"))
             found.append(Endpoint(route, "GET", getattr(callback, "opsdash_cap", None), is_api))
     return found
 
@@ -70,6 +75,7 @@ ENDPOINTS = _endpoints()
 def test_the_walk_finds_pages_and_api_operations() -> None:
     routes = {e.route for e in ENDPOINTS}
     assert "models/" in routes and "api/models" in routes and "healthz" in routes
+    assert "v1/chat/completions" in routes
     assert len(ENDPOINTS) > 15
 
 
@@ -77,7 +83,7 @@ def test_the_walk_finds_pages_and_api_operations() -> None:
 def test_every_url_declares_who_may_use_it(endpoint: Endpoint) -> None:
     assert endpoint.cap is not None, (
         f"/{endpoint.route} has no permission check: decorate its view with @requires(Cap…), "
-        f"@api_requires(Cap…) or, if it must be public, @public."
+        f"@api_requires(Cap…), @gateway_endpoint(…) or, if it must be public, @public."
     )
 
 
@@ -94,7 +100,7 @@ def _concrete(route: str, model_id: int, token_id: int) -> str:
 def _expected(cap: str, persona: str) -> str:
     if cap == PUBLIC:
         return "allowed"
-    if persona == "anonymous":
+    if persona == "anonymous" or cap == GATEWAY_KEY:
         return "login"
     roles = {r.value for r in MATRIX[Cap(cap)]}
     return "allowed" if persona in roles else "forbidden"
@@ -135,7 +141,11 @@ def test_each_role_gets_exactly_what_the_matrix_grants(persona: str, request) ->
             mismatches.append(
                 f"{endpoint.method} {url}: expected {want}, got {response.status_code}"
             )
-        if endpoint.is_api and persona == "anonymous" and endpoint.cap != PUBLIC:
+        if (
+            endpoint.is_api
+            and endpoint.cap != PUBLIC
+            and (persona == "anonymous" or endpoint.cap == GATEWAY_KEY)
+        ):
             assert response.status_code == 401, f"{url} must answer 401 to scripts, not redirect"
     assert not mismatches, "\n".join(mismatches)
 

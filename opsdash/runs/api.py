@@ -165,6 +165,14 @@ class WorkflowIn(Schema):
     baseline_model: str = ""
 
 
+class WorkflowOut(Schema):
+    name: str
+    slug: str
+    description: str
+    baseline_provider: str
+    baseline_model: str
+
+
 def workflow_json(workflow: Workflow) -> dict[str, Any]:
     return {
         "name": workflow.name,
@@ -181,7 +189,8 @@ def list_workflows(request: HttpRequest) -> dict[str, Any]:
     return {"items": items, "count": len(items)}
 
 
-@router.post("/workflows", auth=api_auth(Cap.MANAGE_WORKFLOWS))
+# The 201 needs its schema declared: without it django-ninja refuses the answer (a 500).
+@router.post("/workflows", response={201: WorkflowOut}, auth=api_auth(Cap.MANAGE_WORKFLOWS))
 def create_workflow(request: HttpRequest, payload: WorkflowIn) -> Any:
     slug = slugify(payload.slug or payload.name)
     if not slug:

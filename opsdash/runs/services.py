@@ -9,6 +9,7 @@ finalized: ``ok``, ``error`` (with the reason), ``cancelled`` (with the text so 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -19,9 +20,11 @@ from typing import Any
 
 import psutil
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from inference import chat_formats
 from inference.backends.base import GenerationParams
@@ -162,7 +165,16 @@ def finish_run(
         run.runner_pid = usage.get("pid") or None
         run.finished_at = timezone.now()
         run.save()
+        # Other apps act on the finalized run in this same transaction (savings prices it and
+        # updates its daily rollup) without runs importing them.
+        for hook in _finalize_hooks():
+            hook(run=run)
     return run
+
+
+@functools.cache
+def _finalize_hooks() -> tuple[Callable[..., Any], ...]:
+    return tuple(import_string(path) for path in settings.RUN_FINALIZE_HOOKS)
 
 
 def model_spec(model: LocalModel) -> ModelSpec:

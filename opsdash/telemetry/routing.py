@@ -1,5 +1,7 @@
 from __future__ import annotations
 
-from django.urls import URLPattern
+from django.urls import path
 
-websocket_urlpatterns: list[URLPattern] = []
+from opsdash.telemetry.consumers import TelemetryConsumer
+
+websocket_urlpatterns = [path("ws/telemetry/", TelemetryConsumer.as_asgi())]

@@ -1,6 +1,11 @@
 from __future__ import annotations
 
-from django.urls import URLPattern, path  # noqa: F401
+from django.urls import path
+
+from opsdash.telemetry import views
 
 app_name = "telemetry"
-urlpatterns: list[URLPattern] = []
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("thresholds", views.thresholds, name="thresholds"),
+]

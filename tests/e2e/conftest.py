@@ -22,8 +22,10 @@ CHROMIUM_FLAGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser() -> Iterator[Browser]:
+    # One browser per test: Playwright's sync API holds an event loop while it runs, so it
+    # must not outlive the test (async fixtures of later tests need the thread's loop).
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium (as root).")
     # The live server runs in this process; Playwright's sync API must not see an event loop.
@@ -58,14 +60,19 @@ def screenshot(page: Page, name: str) -> None:
 
 def _prepare_server_process() -> None:
     """Runs in the forked daphne process: use the test database, start fresh pools."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from asgiref.sync import SyncToAsync
     from channels.testing.live import set_database_connection
 
     from opsdash.catalog import jobs
     from opsdash.runs import runtime
 
     set_database_connection()
-    runtime._supervisor = None  # the parent's supervisor thread does not survive the fork
+    # Threads do not survive a fork: start the pools the child inherited afresh.
+    runtime._supervisor = None
     jobs._executor = None
+    SyncToAsync.single_thread_executor = ThreadPoolExecutor(max_workers=1)
 
 
 def _application():  # type: ignore[no-untyped-def]

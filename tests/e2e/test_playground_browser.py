@@ -18,7 +18,7 @@ def test_an_answer_grows_token_by_token_and_stop_cancels_the_next(
     install_ready(tiny_gguf_path, model_root)
     sign_in(page, asgi_server, "otto")
     page.goto(f"{asgi_server}/playground/")
-    expect(page.get_by_text("connected", exact=True)).to_be_visible()
+    expect(page.get_by_text("connected", exact=True)).to_be_visible(timeout=30_000)
     page.get_by_label("Raw prompt").check()
     page.get_by_label("Message", exact=True).fill("hello world")
     page.get_by_text("Parameters").click()

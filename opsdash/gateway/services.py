@@ -1,0 +1,135 @@
+"""Workflow API keys, and the run a gateway call becomes.
+
+Keys mirror personal API tokens (``opsdash.accounts.services``): 256 random bits, only the
+SHA-256 stored, a short prefix kept to recognise a key, revocable. A key belongs to a workflow,
+not to a person: every call it authenticates is a run of that workflow, so its avoided spend
+is counted there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from inference.backends.base import MAX_TOKENS_LIMIT
+from opsdash.catalog.models import LocalModel, ModelStatus
+from opsdash.gateway.models import Endpoint, GatewayCall, WorkflowKey
+from opsdash.runs.models import Run, RunSource, Workflow
+from opsdash.runs.services import RunRequest, start_run
+
+KEY_PREFIX = "odw_"
+PREFIX_LENGTH = 12
+
+
+def _digest(secret: str) -> str:
+    # 256 random bits: a plain SHA-256 is enough, there is nothing to brute-force.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    key: WorkflowKey
+    secret: str
+
+
+def create_api_key(*, workflow: Workflow, name: str, user: User | None) -> IssuedKey:
+    """Issue a key for ``workflow``; the returned secret is the only copy there will ever be."""
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    key = WorkflowKey.objects.create(
+        workflow=workflow,
+        name=name.strip()[:100] or "key",
+        prefix=secret[:PREFIX_LENGTH],
+        digest=_digest(secret),
+        created_by=user,
+    )
+    return IssuedKey(key=key, secret=secret)
+
+
+def revoke_api_key(*, key: WorkflowKey) -> None:
+    """From now on the key answers 401; its calls and runs stay in the ledger."""
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+
+
+def use_api_key(*, secret: str) -> WorkflowKey | None:
+    """The key ``secret`` names, revoked ones included (``is_active`` says), or None.
+
+    An active key counts this request: one ``UPDATE`` sets ``last_used_at`` and adds one to
+    ``request_count``. Every request counts, refused ones included: the count is what the key
+    was used for, not what succeeded.
+    """
+    if not secret.startswith(KEY_PREFIX):
+        return None
+    key = WorkflowKey.objects.select_related("workflow").filter(digest=_digest(secret)).first()
+    if key is None or not key.is_active:
+        return key
+    now = timezone.now()
+    WorkflowKey.objects.filter(pk=key.pk).update(
+        request_count=F("request_count") + 1, last_used_at=now
+    )
+    key.request_count += 1
+    key.last_used_at = now
+    return key
+
+
+class UnknownModel(Exception):
+    """No ready model has this id (``reason`` says which case); ``/v1`` answers 404."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def ready_model(*, slug: str) -> LocalModel:
+    """The ready model whose ``/v1`` id is ``slug``; ``UnknownModel`` otherwise."""
+    model = LocalModel.objects.filter(slug=slug).exclude(status=ModelStatus.DELETED).first()
+    if model is None:
+        raise UnknownModel(f"The model `{slug}` does not exist.")
+    if model.status != ModelStatus.READY:
+        raise UnknownModel(f"The model `{slug}` is {model.status}, not ready.")
+    return model
+
+
+@transaction.atomic
+def start_gateway_run(
+    *,
+    key: WorkflowKey,
+    model_slug: str,
+    endpoint: Endpoint,
+    prompt: str | None,
+    messages: list[dict[str, str]] | None,
+    params: dict[str, Any],
+    stream: bool,
+    end_user: str,
+) -> Run:
+    """``start_run`` under the key's workflow, plus the call's record.
+
+    Raises ``UnknownModel`` for a model that is not ready, ``RunRefused`` as ``start_run`` does.
+    Without ``max_tokens`` the answer may run until it ends or the context is full, as
+    OpenAI's chat completions do.
+    """
+    model = ready_model(slug=model_slug)
+    params = {"max_tokens": model.context_length or MAX_TOKENS_LIMIT} | params
+    run = start_run(
+        request=RunRequest(
+            model_id=model.pk,
+            prompt=prompt,
+            messages=messages,
+            workflow=key.workflow.slug,
+            params=params,
+        ),
+        user=None,  # a workflow key acts for an automation, not a person
+        source=RunSource.GATEWAY,
+    )
+    GatewayCall.objects.create(
+        run=run, key=key, endpoint=endpoint, stream=stream, end_user=end_user[:256]
+    )
+    return run

@@ -1,0 +1,264 @@
+"""The OpenAI-compatible endpoints: ``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``.
+
+Plain async Django views rather than django-ninja, so that every answer, errors included, has
+exactly OpenAI's shape. Each completion is a run (``opsdash.runs.services``) under the key's
+workflow, with ``source=gateway``.
+
+Status codes: 400 an invalid request (or one the model itself refuses before generating, such
+as a prompt longer than its context), 401 a missing, wrong or revoked key (``auth``), 404 an
+unknown model (``model_not_found``), 413 a body over Django's size limit, 429 the model's queue
+is full (with ``Retry-After``), 503 the model could not be loaded, 500 a generation that failed
+part-way. A stream is only begun once the first text exists, so all of these reach streaming
+clients as HTTP statuses too; a failure after that arrives as an ``{"error": ...}`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
+
+from opsdash.catalog.models import LocalModel, ModelStatus
+from opsdash.gateway import services
+from opsdash.gateway.auth import KeyedRequest, gateway_endpoint
+from opsdash.gateway.generation import Generation
+from opsdash.gateway.models import Endpoint
+from opsdash.gateway.protocol import (
+    Answer,
+    Chunks,
+    CompletionCall,
+    InvalidRequest,
+    completion_body,
+    error_response,
+    model_object,
+    parse_chat,
+    parse_completion,
+    parse_json,
+)
+from opsdash.runs.models import Run, RunStatus
+from opsdash.runs.runtime import get_supervisor
+from opsdash.runs.services import PARAM_NAMES, RunRefused
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a client should wait before retrying a busy model (one short answer's time).
+RETRY_AFTER_SECONDS = 2
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _created(model: LocalModel) -> int:
+    return int((model.installed_at or model.created_at).timestamp())
+
+
+@gateway_endpoint("GET")
+async def models(request: KeyedRequest) -> HttpResponse:
+    """The ready models; their ids are their slugs, stable across renames and restarts."""
+    ready = LocalModel.objects.filter(status=ModelStatus.READY).order_by("slug")
+    data = [model_object(m.slug, _created(m)) async for m in ready]
+    return JsonResponse({"object": "list", "data": data})
+
+
+@gateway_endpoint("GET")
+async def model_detail(request: KeyedRequest, model: str) -> HttpResponse:
+    try:
+        found = await sync_to_async(services.ready_model)(slug=model)
+    except services.UnknownModel as exc:
+        return _model_not_found(exc)
+    return JsonResponse(model_object(found.slug, _created(found)))
+
+
+@gateway_endpoint("POST")
+async def chat_completions(request: KeyedRequest) -> HttpResponseBase:
+    return await _complete(request, parse_chat)
+
+
+@gateway_endpoint("POST")
+async def completions(request: KeyedRequest) -> HttpResponseBase:
+    return await _complete(request, parse_completion)
+
+
+def _model_not_found(exc: services.UnknownModel) -> HttpResponse:
+    return error_response(
+        404,
+        f"{exc.reason} GET /v1/models lists the models you can use.",
+        param="model",
+        code="model_not_found",
+    )
+
+
+async def _begin(request: KeyedRequest, call: CompletionCall) -> tuple[Run, Generation]:
+    run = await sync_to_async(services.start_gateway_run)(
+        key=request.gateway_key,
+        model_slug=call.model,
+        endpoint=call.endpoint,
+        prompt=call.prompt,
+        messages=call.messages,
+        params=call.params,
+        stream=call.stream,
+        end_user=call.user,
+    )
+    return run, await Generation.start(run)
+
+
+async def _complete(
+    request: KeyedRequest, parse: Callable[[Any], CompletionCall]
+) -> HttpResponseBase:
+    try:
+        call = parse(parse_json(request.body))
+    except InvalidRequest as exc:
+        return exc.response()
+    except RequestDataTooBig:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return error_response(413, f"The request body is over the {limit:,}-byte limit.")
+    # Shielded: a run row once written is always generated and finalized, even if the client
+    # leaves while it is being written (it is then stopped at once and recorded cancelled).
+    beginning = asyncio.ensure_future(_begin(request, call))
+    try:
+        run, generation = await asyncio.shield(beginning)
+    except services.UnknownModel as exc:
+        return _model_not_found(exc)
+    except RunRefused as exc:
+        # The model was found ready, so what is left is the request itself.
+        param = next((p for p in PARAM_NAMES if exc.reason.startswith(p)), None)
+        return error_response(400, exc.reason, param=param)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            _, generation = await beginning
+            await generation.abandon()
+        raise
+
+    chunks = Chunks(
+        endpoint=call.endpoint,
+        id=_completion_id(call.endpoint, run),
+        created=int(run.started_at.timestamp()),
+        model=call.model,
+        include_usage=call.include_usage,
+    )
+    try:
+        # Wait for the first text (or the end) so a refusal still gets its own status code.
+        first = await generation.next_text() if call.stream else None
+        if not call.stream or first is None:
+            run = await generation.result()
+            failure = _failure(run, call.model)
+            if failure is not None:
+                return failure
+    except asyncio.CancelledError:
+        await generation.abandon()  # the client went away: record the run as cancelled
+        raise
+    except Exception:
+        await generation.abandon()
+        logger.exception("gateway run %s failed", run.pk)
+        return error_response(500, "The server failed to run this request.", type="server_error")
+    if not call.stream:
+        answer = _answer(chunks, run)
+        body = completion_body(call.endpoint, answer)
+        return JsonResponse(body, headers={"X-OpsDash-Run": str(run.pk)})
+    response = StreamingHttpResponse(
+        _SSE(generation, chunks, first), content_type="text/event-stream", headers=SSE_HEADERS
+    )
+    response["X-OpsDash-Run"] = str(run.pk)
+    return response
+
+
+def _completion_id(endpoint: Endpoint, run: Run) -> str:
+    return f"{'chatcmpl' if endpoint == Endpoint.CHAT else 'cmpl'}-opsdash-{run.pk}"
+
+
+def _answer(chunks: Chunks, run: Run) -> Answer:
+    return Answer(
+        id=chunks.id,
+        created=chunks.created,
+        model=chunks.model,
+        text=run.output,
+        finish_reason=run.finish_reason,
+        prompt_tokens=run.prompt_tokens,
+        completion_tokens=run.completion_tokens,
+    )
+
+
+def _model_loaded(model_id: int) -> bool:
+    return any(
+        s.model_id == model_id and s.state in {"idle", "busy"} for s in get_supervisor().status()
+    )
+
+
+def _failure(run: Run, slug: str) -> HttpResponse | None:
+    """The error answer for a run that did not succeed, before any of it was sent."""
+    if run.status == RunStatus.OK:
+        return None
+    if run.finish_reason == "busy":
+        return error_response(
+            429,
+            f"The model `{slug}` is busy: {run.error}",
+            type="rate_limit_error",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+    if run.status == RunStatus.CANCELLED:
+        return error_response(
+            503,
+            "The generation was stopped on the server (the model was unloaded or the server "
+            "is shutting down); try again.",
+            type="server_error",
+            code="model_unloaded",
+        )
+    # A model whose load fails has no runner afterwards (the supervisor stops it before it
+    # raises), while a loaded model that refuses a request keeps its runner. The supervisor
+    # raises the same BackendError type for both, so this is how the two are told apart.
+    if not _model_loaded(run.model_id):
+        return error_response(
+            503,
+            f"The model `{slug}` could not be loaded: {run.error}",
+            type="server_error",
+            code="model_not_loaded",
+        )
+    if not run.output:
+        return error_response(400, f"The model refused this request: {run.error}")
+    return error_response(500, run.error, type="server_error")
+
+
+class _SSE:
+    """The body of a streamed completion: server-sent events, then ``[DONE]``.
+
+    Django drives ``__aiter__``. When the client disconnects, Django cancels the request task,
+    which raises inside the iterator and its ``finally`` stops the generation; ``close()``
+    (Django closes every response it sent, from a worker thread) is the second guard.
+    """
+
+    def __init__(self, generation: Generation, chunks: Chunks, first: str | None) -> None:
+        self._generation = generation
+        self._chunks = chunks
+        self._first = first
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[bytes]:
+        generation, chunks = self._generation, self._chunks
+        try:
+            if opening := chunks.opening():
+                yield opening
+            text = self._first
+            while text is not None:
+                yield chunks.text(text)
+                text = await generation.next_text()
+            run = await generation.result()
+            if run.status != RunStatus.OK:
+                yield chunks.error(run.error or "The generation failed.")
+                return
+            yield chunks.finish(run.finish_reason)
+            if chunks.include_usage:
+                yield chunks.usage(run.prompt_tokens, run.completion_tokens)
+            yield Chunks.DONE
+        finally:
+            await generation.abandon()
+
+    def close(self) -> None:
+        self._generation.abandon_from_any_thread()

@@ -1,0 +1,226 @@
+"""The price book, per-workflow costing history, frozen per-run costs and daily rollups.
+
+Money is integer nano-USD (``*_nusd``), unit prices nano-USD per million tokens
+(``*_nusd_per_mtok``) or per kWh, energy integer millijoules: see ``money.py``.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from opsdash.catalog.models import LocalModel
+from opsdash.runs.models import Run, Workflow
+
+
+class PriceSource(models.TextChoices):
+    PACKAGE = "genai-prices", "genai-prices"
+    ADMIN = "admin", "admin"
+
+
+class Price(models.Model):
+    """What one paid model charges, from ``effective_from`` until ``effective_to`` (exclusive).
+
+    Rows are never edited: a change closes the open row (sets ``effective_to``, once) and opens a
+    new one. Rows of one source never overlap for the same model; an ``admin`` row in effect wins
+    over a ``genai-prices`` row in effect at the same moment.
+    """
+
+    provider = models.CharField(max_length=64)
+    model = models.CharField(max_length=128)
+    currency = models.CharField(max_length=3, default="USD")
+    input_nusd_per_mtok = models.BigIntegerField()
+    output_nusd_per_mtok = models.BigIntegerField()
+    cached_input_nusd_per_mtok = models.BigIntegerField(null=True, blank=True)
+    effective_from = models.DateTimeField()
+    effective_to = models.DateTimeField(null=True, blank=True)
+    source = models.CharField(max_length=16, choices=PriceSource.choices)
+    note = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    closed_at = models.DateTimeField(null=True, blank=True)
+    closed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["provider", "model", "source", "-effective_from"]
+        indexes = [models.Index(fields=["provider", "model", "source", "effective_from"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(input_nusd_per_mtok__gte=0)
+                & models.Q(output_nusd_per_mtok__gte=0)
+                & (
+                    models.Q(cached_input_nusd_per_mtok__isnull=True)
+                    | models.Q(cached_input_nusd_per_mtok__gte=0)
+                ),
+                name="savings_price_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(effective_to__isnull=True)
+                | models.Q(effective_to__gt=models.F("effective_from")),
+                name="savings_price_range_forward",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider}/{self.model} ({self.source}, from {self.effective_from:%Y-%m-%d})"
+
+
+class CostingChange(models.Model):
+    """From ``effective_from`` on, a workflow's runs are compared against this paid model and
+    their energy is charged at this electricity price (null: ``OPSDASH_ELECTRICITY_USD_PER_KWH``).
+
+    The runs app keeps the *current* baseline on ``Workflow``; this history is what lets a change
+    apply "from that moment on": a run is costed with the row in effect when it started.
+    """
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="+")
+    baseline_provider = models.CharField(max_length=64, blank=True)
+    baseline_model = models.CharField(max_length=128, blank=True)
+    electricity_nusd_per_kwh = models.BigIntegerField(null=True, blank=True)
+    effective_from = models.DateTimeField()
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    note = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["workflow", "-effective_from", "-id"]
+        indexes = [models.Index(fields=["workflow", "effective_from"])]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_id}: {self.baseline_provider}/{self.baseline_model}"
+
+
+class EnergySource(models.TextChoices):
+    MEASURED = "measured"
+    ESTIMATED = "estimated"
+
+
+class TokenMethod(models.TextChoices):
+    LOCAL_TOKENIZER = "local_tokenizer", "the local model's tokenizer"
+
+
+class RunCost(models.Model):
+    """A run's costing, frozen when it was finalized (only ``recompute_savings`` rewrites it).
+
+    ``avoided`` is what the baseline API would have charged for the run's tokens; ``local`` the
+    energy it used at the electricity price; ``net = avoided − local``. An unpriced run (no
+    baseline, or no price for it when the run started) has ``priced=False``, avoided and net 0,
+    and still its real local cost.
+    """
+
+    run = models.OneToOneField(Run, on_delete=models.CASCADE, primary_key=True, related_name="cost")
+    priced = models.BooleanField()
+    price = models.ForeignKey(
+        Price, null=True, blank=True, on_delete=models.PROTECT, related_name="run_costs"
+    )
+    baseline_provider = models.CharField(max_length=64, blank=True)
+    baseline_model = models.CharField(max_length=128, blank=True)
+    electricity_nusd_per_kwh = models.BigIntegerField()
+    avoided_nusd = models.BigIntegerField()
+    local_nusd = models.BigIntegerField()
+    net_nusd = models.BigIntegerField()
+    energy_mj = models.BigIntegerField()
+    energy_source = models.CharField(max_length=10, choices=EnergySource.choices)
+    energy_basis = models.CharField(max_length=200, blank=True, help_text="how it was found")
+    energy_devices = models.JSONField(default=list, blank=True)
+    token_method = models.CharField(
+        max_length=20, choices=TokenMethod.choices, default=TokenMethod.LOCAL_TOKENIZER
+    )
+    priced_at = models.DateTimeField()
+    revision = models.PositiveIntegerField(default=1, help_text="1 + times recomputed")
+
+    def __str__(self) -> str:
+        return f"cost of run {self.run_id}"
+
+
+class RollupFigures(models.Model):
+    """The sums a rollup row keeps (money nano-USD, energy millijoules)."""
+
+    day = models.DateField()
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="+")
+    runs = models.BigIntegerField(default=0)
+    ok_runs = models.BigIntegerField(default=0)
+    unpriced_runs = models.BigIntegerField(default=0)
+    measured_runs = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    avoided_nusd = models.BigIntegerField(default=0)
+    local_nusd = models.BigIntegerField(default=0)
+    net_nusd = models.BigIntegerField(default=0)
+    energy_mj = models.BigIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class DailyRollup(RollupFigures):
+    """Sums of the frozen costs of one workflow's runs on one local model on one report day.
+
+    ``day`` is the run's start date in ``OPSDASH_REPORT_TIME_ZONE``. Updated in the finalizing
+    transaction; ``rebuild_rollups`` recomputes the same rows from ``RunCost``.
+    """
+
+    model = models.ForeignKey(LocalModel, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "workflow", "model"], name="savings_rollup_one_row_per_key"
+            )
+        ]
+        indexes = [models.Index(fields=["workflow", "day"])]  # a workflow's page
+
+    def __str__(self) -> str:
+        return f"{self.day} w{self.workflow_id} m{self.model_id}: {self.runs} runs"
+
+
+class WorkflowDailyRollup(RollupFigures):
+    """The same sums without the local model: one row per workflow and day.
+
+    Reports that do not split by local model (the overview, the API summary) read these: a
+    year of 50 workflows is 18 250 rows instead of one per model too. Updated in the same
+    statement pair as ``DailyRollup``; ``rebuild_rollups`` derives it from ``DailyRollup``.
+    """
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "workflow"], name="savings_workflow_rollup_one_row_per_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} w{self.workflow_id}: {self.runs} runs"
+
+
+class SavingsAction(models.TextChoices):
+    ADD_PRICE = "add_price"
+    CLOSE_PRICE = "close_price"
+    REFRESH_PRICES = "refresh_prices"
+    CHANGE_COSTING = "change_costing"
+    RECOMPUTE = "recompute"
+    REBUILD = "rebuild_rollups"
+
+
+class SavingsAuditEntry(models.Model):
+    """Who changed prices or costs, when, and what happened. Append-only."""
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    action = models.CharField(max_length=16, choices=SavingsAction.choices)
+    outcome = models.CharField(max_length=16, default="ok")
+    detail = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name_plural = "savings audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.action}"

@@ -1,0 +1,370 @@
+"""The savings figures every page, the API and the CSV show, from one aggregation.
+
+``aggregate_rows()`` is the only code that reads money out of the database for reports: it sums
+rollup rows (integer nano-USD) grouped by any of day / workflow / model. Totals are sums of its
+rows, so the overview, the workflow page, ``/api/savings/summary`` and the CSV (``export.py``)
+cannot disagree by even a nano-dollar.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import date, timedelta
+from typing import Any, Literal
+
+from django.db.models import Sum
+from django.utils import timezone
+
+from opsdash.catalog.models import LocalModel
+from opsdash.runs.models import Workflow
+from opsdash.savings.days import report_today
+from opsdash.savings.filters import Filters, month_start, previous_month_start
+from opsdash.savings.models import DailyRollup, RunCost, WorkflowDailyRollup
+from opsdash.savings.money import nano_to_str
+from opsdash.savings.pricebook import has_price, open_prices
+from opsdash.savings.services import Costing, costing_at
+
+Dimension = Literal["day", "workflow", "model"]
+_COLUMN = {"day": "day", "workflow": "workflow_id", "model": "model_id"}
+MAX_RANGE_DAYS = 5 * 366
+
+
+@dataclass
+class Figures:
+    """Sums over some runs. Money in nano-USD, energy in millijoules."""
+
+    runs: int = 0
+    ok_runs: int = 0
+    unpriced_runs: int = 0
+    measured_runs: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    avoided_nusd: int = 0
+    local_nusd: int = 0
+    net_nusd: int = 0
+    energy_mj: int = 0
+
+    def add(self, other: Figures) -> None:
+        for f in FIGURE_FIELDS:
+            setattr(self, f, getattr(self, f) + getattr(other, f))
+
+    @property
+    def priced_runs(self) -> int:
+        return self.runs - self.unpriced_runs
+
+    @property
+    def pricing(self) -> str:
+        """``priced``, ``partly_unpriced``, ``unpriced`` or ``no_runs``."""
+        if not self.runs:
+            return "no_runs"
+        if self.unpriced_runs == self.runs:
+            return "unpriced"
+        return "partly_unpriced" if self.unpriced_runs else "priced"
+
+    @property
+    def energy_source(self) -> str | None:
+        """``measured``, ``estimated``, ``mixed``, or None without runs."""
+        if not self.runs:
+            return None
+        if self.measured_runs == self.runs:
+            return "measured"
+        return "mixed" if self.measured_runs else "estimated"
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def as_json(self, *, unpriced_as_null: bool = False) -> dict[str, Any]:
+        """The summary shape of DESIGN.md (money as exact decimal strings)."""
+        unknown = unpriced_as_null and self.pricing == "unpriced"
+        return {
+            "avoided_usd": None if unknown else nano_to_str(self.avoided_nusd),
+            "local_cost_usd": nano_to_str(self.local_nusd),
+            "net_usd": None if unknown else nano_to_str(self.net_nusd),
+            "runs": self.runs,
+            "ok_runs": self.ok_runs,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "energy_joules": self.energy_mj / 1000,
+            "energy_source": self.energy_source,
+            "measured_runs": self.measured_runs,
+            "unpriced_runs": self.unpriced_runs,
+            "pricing": self.pricing,
+        }
+
+
+FIGURE_FIELDS = tuple(f.name for f in fields(Figures))
+
+
+def aggregate_rows(
+    *,
+    start: date,
+    end: date,
+    by: Sequence[Dimension] = (),
+    workflow_ids: Collection[int] | None = None,
+    fields: Sequence[str] = (),
+) -> list[tuple[Any, ...]]:
+    """THE aggregation: rollup sums for report days ``start``…``end`` (inclusive), one tuple
+    per group: the values of ``by`` in that order, then the sums of ``fields`` (default: all
+    of ``Figures``), optionally for some workflows only.
+
+    Groupings without the local model read the per-workflow rollup (a quarter of the rows or
+    fewer); the two tables hold the same sums (``rebuild_rollups`` and the tests check it).
+    """
+    table = DailyRollup if "model" in by else WorkflowDailyRollup
+    fields = tuple(fields) or FIGURE_FIELDS
+    rows = table.objects.filter(day__gte=start, day__lte=end)
+    if workflow_ids is not None:
+        rows = rows.filter(workflow_id__in=list(workflow_ids))
+    sums = {f"s_{f}": Sum(f) for f in fields}
+    if not by:
+        total = rows.aggregate(**sums)
+        if total[f"s_{fields[0]}"] is None:
+            return []
+        return [tuple(int(total[f"s_{f}"]) for f in fields)]
+    columns = [_COLUMN[d] for d in by]
+    return list(
+        rows.values(*columns)
+        .annotate(**sums)
+        .order_by(*columns)
+        .values_list(*columns, *sums.keys())
+    )
+
+
+def aggregate(
+    *,
+    start: date,
+    end: date,
+    by: Sequence[Dimension] = (),
+    workflow_ids: Collection[int] | None = None,
+) -> dict[tuple[Any, ...], Figures]:
+    """``aggregate_rows`` as ``Figures``, keyed by the values of ``by`` (``()``: the total)."""
+    width = len(by)
+    return {
+        tuple(row[:width]): Figures(*(int(v) for v in row[width:]))
+        for row in aggregate_rows(start=start, end=end, by=by, workflow_ids=workflow_ids)
+    }
+
+
+def total_of(groups: Iterable[Figures]) -> Figures:
+    total = Figures()
+    for figures in groups:
+        total.add(figures)
+    return total
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+@dataclass
+class WorkflowLine:
+    workflow: Workflow
+    figures: Figures
+    series: list[int]  # net nano-USD per day of the range
+    baseline: str
+    has_price_now: bool
+
+    @property
+    def pricing(self) -> str:
+        """The figures' pricing; a workflow without runs is unpriced if it has no price now."""
+        if self.figures.runs:
+            return self.figures.pricing
+        return "priced" if self.has_price_now else "unpriced"
+
+    def as_json(self) -> dict[str, Any]:
+        data = self.figures.as_json(unpriced_as_null=True)
+        data["pricing"] = self.pricing
+        return {
+            "slug": self.workflow.slug,
+            "name": self.workflow.name,
+            "baseline_provider": self.workflow.baseline_provider,
+            "baseline_model": self.workflow.baseline_model,
+            **data,
+        }
+
+
+@dataclass
+class MonthComparison:
+    this_month: Figures
+    last_month_to_date: Figures
+    last_month: Figures
+    this_label: str
+    last_label: str
+    through_day: int
+
+    @property
+    def this_short(self) -> str:
+        return f"{self.this_label[:3]} 1–{self.through_day}"
+
+    @property
+    def last_short(self) -> str:
+        return f"{self.last_label[:3]} 1–{self.last_through_day}"
+
+    last_through_day: int = 0
+
+    def change_percent(self, name: str) -> float | None:
+        before = getattr(self.last_month_to_date, name)
+        now = getattr(self.this_month, name)
+        if not before:
+            return None
+        return (now - before) * 100 / abs(before)
+
+
+@dataclass
+class Report:
+    filters: Filters
+    totals: Figures
+    days: list[tuple[date, Figures]]
+    workflows: list[WorkflowLine] = field(default_factory=list)
+    models: list[tuple[LocalModel, Figures]] = field(default_factory=list)
+
+    @property
+    def days_net(self) -> list[int]:
+        return [figures.net_nusd for _, figures in self.days]
+
+    def as_json(self) -> dict[str, Any]:
+        from django.conf import settings
+
+        return {
+            "from": self.filters.start.isoformat(),
+            "to": self.filters.end.isoformat(),
+            "time_zone": settings.REPORT_TIME_ZONE,
+            "currency": "USD",
+            **self.totals.as_json(),
+            "workflows": [line.as_json() for line in self.workflows],
+        }
+
+
+def _workflow_lines(
+    filters: Filters,
+    totals: Mapping[int, Figures],
+    series: Mapping[int, list[int]],
+    workflows: Sequence[Workflow],
+) -> list[WorkflowLine]:
+    prices = open_prices()
+    lines = []
+    for workflow in workflows:
+        provider, model = workflow.baseline_provider, workflow.baseline_model
+        lines.append(
+            WorkflowLine(
+                workflow=workflow,
+                figures=totals.get(workflow.pk) or Figures(),
+                series=series.get(workflow.pk) or [0] * len(filters.days),
+                baseline=f"{provider}/{model}" if provider and model else "",
+                has_price_now=has_price(provider, model, prices=prices),
+            )
+        )
+    lines.sort(key=lambda line: (-line.figures.net_nusd, -line.figures.runs, line.workflow.name))
+    return lines
+
+
+def overview(filters: Filters) -> Report:
+    """Totals, a daily series and one line per workflow (with a daily net series each).
+
+    Three light reads of the per-workflow rollup rather than one fine-grained one folded in
+    Python: per workflow, per day, and the daily net of each workflow for its sparkline.
+    """
+    if filters.workflow is not None:
+        workflows: list[Workflow] = [filters.workflow]
+        ids: list[int] | None = [filters.workflow.pk]
+    else:
+        workflows, ids = list(Workflow.objects.all()), None
+    start, end = filters.start, filters.end
+    per_workflow = {
+        key[0]: f
+        for key, f in aggregate(start=start, end=end, by=("workflow",), workflow_ids=ids).items()
+    }
+    per_day = {
+        key[0]: f
+        for key, f in aggregate(start=start, end=end, by=("day",), workflow_ids=ids).items()
+    }
+    index = {day: i for i, day in enumerate(filters.days)}
+    series: dict[int, list[int]] = {}
+    nets = aggregate_rows(
+        start=start, end=end, by=("day", "workflow"), workflow_ids=ids, fields=("net_nusd",)
+    )
+    for day, workflow_id, net in nets:
+        points = series.get(workflow_id)
+        if points is None:
+            points = series[workflow_id] = [0] * len(index)
+        points[index[day]] = int(net)
+    return Report(
+        filters=filters,
+        totals=total_of(per_workflow.values()),
+        days=[(day, per_day.get(day) or Figures()) for day in filters.days],
+        workflows=_workflow_lines(filters, per_workflow, series, workflows),
+    )
+
+
+def workflow_report(filters: Filters) -> Report:
+    """One workflow's totals, daily series and per-local-model breakdown."""
+    assert filters.workflow is not None
+    grid = aggregate(
+        start=filters.start,
+        end=filters.end,
+        by=("day", "model"),
+        workflow_ids=[filters.workflow.pk],
+    )
+    per_day: dict[date, Figures] = {d: Figures() for d in filters.days}
+    per_model: dict[int, Figures] = {}
+    for (day, model_id), figures in grid.items():
+        per_day[day].add(figures)
+        per_model.setdefault(model_id, Figures()).add(figures)
+    names = LocalModel.objects.in_bulk(list(per_model))
+    models = sorted(
+        ((names[pk], figures) for pk, figures in per_model.items()),
+        key=lambda pair: -pair[1].runs,
+    )
+    report = Report(
+        filters=filters,
+        totals=total_of(grid.values()),
+        days=list(per_day.items()),
+        models=models,
+    )
+    report.workflows = _workflow_lines(
+        filters,
+        {filters.workflow.pk: report.totals},
+        {filters.workflow.pk: report.days_net},
+        [filters.workflow],
+    )
+    return report
+
+
+def month_comparison(workflow: Workflow | None = None) -> MonthComparison:
+    """This month so far against the same days of last month, and last month whole."""
+    today = report_today()
+    this_start = month_start(today)
+    last_start = previous_month_start(today)
+    last_end = this_start - timedelta(days=1)
+    last_same = last_start.replace(
+        day=min(today.day, calendar.monthrange(last_start.year, last_start.month)[1])
+    )
+    ids = [workflow.pk] if workflow is not None else None
+
+    def total(start: date, end: date) -> Figures:
+        return aggregate(start=start, end=end, workflow_ids=ids).get((), Figures())
+
+    return MonthComparison(
+        this_month=total(this_start, today),
+        last_month_to_date=total(last_start, last_same),
+        last_month=total(last_start, last_end),
+        this_label=this_start.strftime("%B %Y"),
+        last_label=last_start.strftime("%B %Y"),
+        through_day=today.day,
+        last_through_day=last_same.day,
+    )
+
+
+def recent_costs(workflow: Workflow, limit: int = 20) -> list[RunCost]:
+    """The workflow's latest costed runs, with the price row each one used."""
+    return list(
+        RunCost.objects.filter(run__workflow=workflow)
+        .select_related("run", "run__model", "price")
+        .order_by("-run__started_at", "-run_id")[:limit]
+    )
+
+
+def costing_now(workflow: Workflow) -> Costing:
+    return costing_at(workflow, timezone.now())

@@ -1,0 +1,323 @@
+"""Costing runs: what a workflow is compared against, and ``price_run`` at finalize.
+
+``price_run`` is called by ``runs.services.finish_run`` (through ``RUN_FINALIZE_HOOKS``) inside
+the transaction that finalizes the run, so a finalized run always has its frozen ``RunCost`` and
+its day's rollups include it (``rollups.py``). Nothing re-prices a run silently: only
+``recompute.recompute_savings`` rewrites costs, for a range someone asked for, with an audit
+entry. The price book's verbs are in ``pricebook.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils import timezone
+
+from opsdash.runs.models import Run, RunStatus, Workflow
+from opsdash.savings.energy import (
+    KEEP_SECONDS,
+    Span,
+    estimated_energy,
+    get_meter,
+    measured_energy_uj,
+)
+from opsdash.savings.models import (
+    CostingChange,
+    EnergySource,
+    Price,
+    RunCost,
+    SavingsAction,
+    TokenMethod,
+)
+from opsdash.savings.money import (
+    NANO_PER_USD,
+    TOKENS_PER_MTOK,
+    MoneyError,
+    div_round,
+    energy_cost,
+    format_usd,
+    parse_kwh_price,
+)
+from opsdash.savings.pricebook import (
+    NAME,
+    audit,
+    normalize_model,
+    normalize_provider,
+    price_in_effect,
+)
+from opsdash.savings.rollups import bump_rollup
+
+# Statuses whose tokens a paid API would have billed: it answered (``ok``) or streamed until
+# stopped (``cancelled``). An ``error`` or ``interrupted`` run delivered nothing, so it avoided
+# nothing, though it still used energy.
+BILLABLE = frozenset({RunStatus.OK, RunStatus.CANCELLED})
+
+
+class CostingRefused(Exception):
+    """A costing change or recompute cannot be made; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# ----------------------------------------------------------------------------- workflows
+
+
+def global_electricity_nusd_per_kwh() -> int:
+    price: Decimal = settings.ELECTRICITY_USD_PER_KWH
+    return int((price * NANO_PER_USD).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+@dataclass(frozen=True)
+class Costing:
+    """What a workflow's runs were compared against at some moment."""
+
+    baseline_provider: str
+    baseline_model: str
+    electricity_nusd_per_kwh: int
+    electricity_overridden: bool
+    since: datetime | None
+
+    @property
+    def has_baseline(self) -> bool:
+        return bool(self.baseline_provider and self.baseline_model)
+
+
+def costing_at(workflow: Workflow, at: datetime) -> Costing:
+    """The workflow's costing in effect at ``at``; before any recorded change, the baseline the
+    workflow was created with and the global electricity price."""
+    change = (
+        CostingChange.objects.filter(workflow=workflow, effective_from__lte=at)
+        .order_by("-effective_from", "-id")
+        .first()
+    )
+    if change is None:
+        return Costing(
+            normalize_provider(workflow.baseline_provider),
+            normalize_model(workflow.baseline_model),
+            global_electricity_nusd_per_kwh(),
+            False,
+            None,
+        )
+    override = change.electricity_nusd_per_kwh
+    return Costing(
+        change.baseline_provider,
+        change.baseline_model,
+        override if override is not None else global_electricity_nusd_per_kwh(),
+        override is not None,
+        change.effective_from,
+    )
+
+
+def set_workflow_costing(
+    *,
+    workflow: Workflow,
+    baseline_provider: str,
+    baseline_model: str,
+    electricity_usd_per_kwh: str = "",
+    user: User | None,
+    note: str = "",
+) -> CostingChange:
+    """Change what the workflow's runs are compared against, from now on.
+
+    Runs already finalized keep their frozen costs; runs started from now use the new baseline
+    and electricity price (blank: the global ``OPSDASH_ELECTRICITY_USD_PER_KWH``).
+    """
+    provider, model = normalize_provider(baseline_provider), normalize_model(baseline_model)
+    if bool(provider) != bool(model):
+        raise CostingRefused("Give both the provider and the model of the baseline, or neither.")
+    if provider and not (NAME.match(provider) and NAME.match(model)):
+        raise CostingRefused(
+            "Name the baseline as genai-prices does: a provider such as openai and a model "
+            "such as gpt-4o-mini."
+        )
+    override: int | None = None
+    if str(electricity_usd_per_kwh or "").strip():
+        try:
+            override = parse_kwh_price(electricity_usd_per_kwh)
+        except MoneyError as exc:
+            raise CostingRefused(str(exc)) from exc
+    now = timezone.now()
+    with transaction.atomic():
+        Workflow.objects.select_for_update().filter(pk=workflow.pk).first()
+        if not CostingChange.objects.filter(workflow=workflow).exists():
+            # Keep what runs so far were costed against before it is overwritten, from the
+            # workflow's first moment (its creation, or its first run if one is older).
+            first_run = (
+                Run.objects.filter(workflow=workflow)
+                .order_by("started_at")
+                .values_list("started_at", flat=True)
+                .first()
+            )
+            CostingChange.objects.create(
+                workflow=workflow,
+                baseline_provider=normalize_provider(workflow.baseline_provider),
+                baseline_model=normalize_model(workflow.baseline_model),
+                electricity_nusd_per_kwh=None,
+                effective_from=min(filter(None, [workflow.created_at, first_run])),
+                note="the baseline the workflow was created with",
+            )
+        change = CostingChange.objects.create(
+            workflow=workflow,
+            baseline_provider=provider,
+            baseline_model=model,
+            electricity_nusd_per_kwh=override,
+            effective_from=now,
+            changed_by=user,
+            note=note.strip()[:300],
+        )
+        Workflow.objects.filter(pk=workflow.pk).update(
+            baseline_provider=provider, baseline_model=model
+        )
+        workflow.baseline_provider, workflow.baseline_model = provider, model
+        electricity = (
+            f"{format_usd(override, precise=True)}/kWh" if override is not None else "global"
+        )
+        audit(
+            action=SavingsAction.CHANGE_COSTING,
+            actor=user,
+            detail=(
+                f"workflow {workflow.slug}: baseline {provider or '—'}/{model or '—'}, "
+                f"electricity {electricity}, from {now:%Y-%m-%d %H:%M:%S %Z}"
+            ),
+        )
+    return change
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+@dataclass(frozen=True)
+class EnergyReading:
+    energy_mj: int
+    source: EnergySource
+    basis: str
+    devices: list[str] = field(default_factory=list)
+
+
+def _overlapping_spans(run: Run, devices: frozenset[str]) -> list[Span]:
+    assert run.finished_at is not None
+    # A measured run fits in the meter's history, so partners started at most that long before
+    # this run: the bound keeps the query on the started_at index however long the ledger.
+    earliest = run.started_at - timedelta(seconds=KEEP_SECONDS)
+    finished = (
+        RunCost.objects.filter(
+            energy_source=EnergySource.MEASURED,
+            run__host=run.host,
+            run__started_at__gt=earliest,
+            run__started_at__lt=run.finished_at,
+            run__finished_at__gt=run.started_at,
+        )
+        .exclude(run_id=run.pk)
+        .values_list("run__started_at", "run__finished_at", "energy_devices")
+    )
+    spans = [
+        Span(start.timestamp(), end.timestamp(), frozenset(used))
+        for start, end, used in finished
+        if end is not None
+    ]
+    # Runs still generating share the device too; their devices are not known yet, so they
+    # are taken to share this run's (under-counting rather than double-counting).
+    now = timezone.now().timestamp()
+    running = (
+        Run.objects.filter(status=RunStatus.RUNNING, host=run.host, started_at__lt=run.finished_at)
+        .exclude(pk=run.pk)
+        .values_list("started_at", flat=True)
+    )
+    spans.extend(Span(start.timestamp(), now, devices) for start in running)
+    return spans
+
+
+def run_energy(run: Run) -> EnergyReading:
+    """Measured when this host's counters covered the whole run, else estimated (energy.py)."""
+    meter = get_meter()
+    if meter.available and run.finished_at is not None:
+        meter.sample()  # a reading at (or just after) the run's end
+        devices = meter.devices_for(run.runner_pid)
+        span = Span(run.started_at.timestamp(), run.finished_at.timestamp(), devices)
+        others = _overlapping_spans(run, devices)
+        measured = measured_energy_uj(meter, span, others)
+        if measured is not None:
+            shared = sum(1 for o in others if o.start < span.end and o.end > span.start)
+            basis = f"{', '.join(sorted(devices))} energy counters"
+            if shared:
+                basis += f", shared with {shared} overlapping run(s)"
+            return EnergyReading(
+                round(measured / 1000), EnergySource.MEASURED, basis, sorted(devices)
+            )
+    estimate = estimated_energy(
+        cpu_seconds=run.cpu_seconds,
+        duration_seconds=run.total_ms / 1000 if run.total_ms is not None else None,
+    )
+    return EnergyReading(estimate.energy_mj, EnergySource.ESTIMATED, estimate.basis)
+
+
+def recorded_energy(cost: RunCost) -> EnergyReading:
+    return EnergyReading(
+        cost.energy_mj,
+        EnergySource(cost.energy_source),
+        cost.energy_basis,
+        list(cost.energy_devices or []),
+    )
+
+
+def compute_cost(run: Run, *, energy: EnergyReading, price: Price | None = None) -> RunCost:
+    """The run's costing at the prices in effect when it started (unsaved).
+
+    avoided = prompt tokens × input price + completion tokens × output price (one rounding to
+    the nano-dollar), local = energy × electricity price, net = avoided − local.
+    """
+    costing = costing_at(run.workflow, run.started_at)
+    if price is None and costing.has_baseline:
+        price = price_in_effect(costing.baseline_provider, costing.baseline_model, run.started_at)
+    avoided = 0
+    if price is not None and run.status in BILLABLE:
+        avoided = div_round(
+            (run.prompt_tokens or 0) * price.input_nusd_per_mtok
+            + (run.completion_tokens or 0) * price.output_nusd_per_mtok,
+            TOKENS_PER_MTOK,
+        )
+    local = energy_cost(energy.energy_mj, costing.electricity_nusd_per_kwh)
+    return RunCost(
+        run=run,
+        priced=price is not None,
+        price=price,
+        baseline_provider=costing.baseline_provider,
+        baseline_model=costing.baseline_model,
+        electricity_nusd_per_kwh=costing.electricity_nusd_per_kwh,
+        avoided_nusd=avoided,
+        local_nusd=local,
+        net_nusd=avoided - local if price is not None else 0,
+        energy_mj=energy.energy_mj,
+        energy_source=energy.source,
+        energy_basis=energy.basis[:200],
+        energy_devices=energy.devices,
+        token_method=TokenMethod.LOCAL_TOKENIZER,
+        priced_at=timezone.now(),
+    )
+
+
+def price_run(*, run: Run) -> RunCost | None:
+    """Cost a run that has just been finalized and add it to its day's rollup.
+
+    Called inside ``finish_run``'s transaction. The costing is frozen: a run finalized again
+    (it should not be) replaces its own contribution, nothing else ever changes it except
+    ``recompute_savings``.
+    """
+    if run.status == RunStatus.RUNNING or run.finished_at is None:
+        return None
+    with transaction.atomic():
+        previous = RunCost.objects.select_for_update().filter(run_id=run.pk).first()
+        cost = compute_cost(run, energy=run_energy(run))
+        if previous is not None:
+            bump_rollup(run, previous, -1)
+            cost.revision = previous.revision + 1
+        cost.save()
+        bump_rollup(run, cost, +1)
+    return cost

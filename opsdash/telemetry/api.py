@@ -1,0 +1,80 @@
+"""/api/telemetry/: the latest frame, history for the range picker, alerts.
+
+No ``from __future__ import annotations``: django-ninja reads these annotations at import time.
+"""
+
+from typing import Any, Literal
+
+from ninja import Router
+from ninja.errors import HttpError
+
+from opsdash.accounts.api_auth import api_auth
+from opsdash.accounts.roles import Cap
+from opsdash.telemetry import services
+from opsdash.telemetry.models import AlertEpisode
+
+router = Router(tags=["telemetry"])
+
+RangeName = Literal["5m", "15m", "1h", "24h", "7d"]
+
+
+@router.get(
+    "/snapshot",
+    auth=api_auth(Cap.VIEW_TELEMETRY),
+    response=dict[str, Any],
+    url_name="telemetry_snapshot",
+)
+def snapshot(request: Any) -> dict[str, Any]:
+    """The latest frame, in the shape the websocket sends (DESIGN.md)."""
+    try:
+        return dict(services.snapshot())
+    except services.TelemetryUnavailable as exc:
+        raise HttpError(503, exc.reason) from exc
+
+
+@router.get(
+    "/history",
+    auth=api_auth(Cap.VIEW_TELEMETRY),
+    response=dict[str, Any],
+    url_name="telemetry_history",
+)
+def history(request: Any, range: RangeName = "1h", host: str | None = None) -> dict[str, Any]:
+    """``{"range", "host", "step_seconds", "t": [epoch ms], "series": {name: {"min", "avg",
+    "max"}}}``: 5m and 15m at 1 s from memory; 1h, 24h and 7d from per-minute rows, merged
+    into 60 s, 120 s and 900 s points. Missing points are null."""
+    try:
+        return dict(services.history(range_name=range, host=host))
+    except services.TelemetryUnavailable as exc:
+        raise HttpError(503, exc.reason) from exc
+
+
+@router.get(
+    "/alerts",
+    auth=api_auth(Cap.VIEW_TELEMETRY),
+    response=dict[str, Any],
+    url_name="telemetry_alerts",
+)
+def alerts(request: Any, limit: int = 50) -> dict[str, Any]:
+    """Thresholds in force and the latest alert episodes (``ended_at`` null while active)."""
+    episodes = services.recent_episodes(limit=max(1, min(limit, 500)))
+    return {
+        "thresholds": [
+            {"kind": r.kind, "threshold": r.threshold, "enabled": r.enabled}
+            for r in services.alert_rules()
+        ],
+        "items": [_episode_json(e) for e in episodes],
+        "count": len(episodes),
+    }
+
+
+def _episode_json(episode: AlertEpisode) -> dict[str, Any]:
+    return {
+        "kind": episode.kind,
+        "host": episode.host,
+        "subject": episode.subject,
+        "threshold": episode.threshold,
+        "peak": episode.peak,
+        "message": episode.message,
+        "started_at": episode.started_at.isoformat(),
+        "ended_at": episode.ended_at.isoformat() if episode.ended_at else None,
+    }

@@ -1,0 +1,189 @@
+"""The telemetry frame: what the sampler builds once per tick and every reader shares.
+
+The websocket, ``/api/telemetry/snapshot``, ``/metrics``, the per-minute rollups and the alert
+checks all read this one structure, so no two of them can disagree about a figure. Keys named
+in DESIGN.md ("Shapes that scripts rely on") are stable; fields may be added, never renamed.
+
+Units: ``*_bytes`` bytes, ``*_bytes_s`` bytes per second, ``*_total`` counters since boot,
+``percent`` 0–100, ``temp`` °C, ``power`` W, ``energy`` J, ``*_clock`` MHz, ``t`` epoch ms.
+GPU keys are short on purpose, and GPU UUIDs stay out (the log names them at start-up): eight
+GPUs and 64 cores must fit in 4 KB per tick.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal, NotRequired, TypedDict
+
+GROUP = "telemetry"
+"""The channel-layer group every sampler sends frames to and every consumer joins."""
+
+FRAME_BUDGET_BYTES = 4096
+
+GpuState = str
+"""``ok``, ``no_library``, ``no_driver``, ``no_devices`` or ``error: <message>``."""
+
+GPU_OK: GpuState = "ok"
+NO_LIBRARY: GpuState = "no_library"
+NO_DRIVER: GpuState = "no_driver"
+NO_DEVICES: GpuState = "no_devices"
+
+
+class CpuFigures(TypedDict):
+    percent: list[int]  # per core, 0–100
+    total: float  # all cores, 0–100
+    freq_mhz: int | None
+    load: list[float]  # 1, 5, 15 minutes
+    count: int
+
+
+class MemoryFigures(TypedDict):
+    total_bytes: int
+    used_bytes: int
+    available_bytes: int
+    cached_bytes: int
+    swap_total_bytes: int
+    swap_used_bytes: int
+
+
+class DiskFigures(TypedDict):
+    read_bytes_s: int
+    write_bytes_s: int
+    read_bytes_total: int
+    write_bytes_total: int
+    models_free_bytes: int | None  # free space where models are installed
+    models_total_bytes: int | None
+    devices: NotRequired[dict[str, list[int]]]  # name → [read_bytes_s, write_bytes_s]
+
+
+class NetFigures(TypedDict):
+    rx_bytes_s: int
+    tx_bytes_s: int
+    rx_bytes_total: int
+    tx_bytes_total: int
+    interfaces: NotRequired[dict[str, list[int]]]  # name → [rx_bytes_s, tx_bytes_s]
+
+
+class GpuFigures(TypedDict):
+    index: int
+    name: str
+    util: int | None  # percent
+    mem_util: int | None  # percent of time the memory controller was busy
+    mem_used: int | None  # bytes
+    mem_total: int | None  # bytes
+    temp: int | None  # °C
+    power: float | None  # W
+    power_limit: float | None  # W
+    sm_clock: int | None  # MHz
+    mem_clock: int | None  # MHz
+    fan: int | None  # percent; None on passively cooled boards
+    energy: int | None  # J since the driver loaded; None where unsupported
+    pcie_rx: int | None  # bytes per second
+    pcie_tx: int | None
+
+
+class ProcessFigures(TypedDict):
+    pid: int
+    cpu_percent: float  # of one core, so a busy 8-thread runner may show 800
+    rss_bytes: int
+    threads: int
+
+
+class RunnerFigures(ProcessFigures):
+    model: int
+    name: str
+    gpu_mem_bytes: int | None  # None when NVML is not available
+    queue: int  # requests running plus waiting
+    state: str  # starting, idle, busy, stopping
+
+
+class AlertFigures(TypedDict):
+    kind: str
+    subject: str
+    since: int  # epoch ms
+    message: str  # says the value and the threshold
+
+
+class Frame(TypedDict):
+    type: Literal["frame"]
+    t: int
+    host: str
+    cpu: CpuFigures
+    memory: MemoryFigures
+    disk: DiskFigures
+    net: NetFigures
+    gpu_state: GpuState
+    gpu_detail: str  # a sentence saying why there are no GPU figures; "" when ok
+    gpus: list[GpuFigures]
+    runners: list[RunnerFigures]
+    server: ProcessFigures | None
+    alerts: list[AlertFigures]
+
+
+def encode(data: Any) -> str:
+    """Compact JSON, the one serialization each frame gets."""
+    return json.dumps(data, separators=(",", ":"), allow_nan=False)
+
+
+def lite(frame: Frame) -> dict[str, Any]:
+    """The frame as history keeps it: every charted figure, without per-core, per-device and
+    per-process detail (those only matter now, and would make a 15-minute history several MB).
+    """
+    cpu = {k: v for k, v in frame["cpu"].items() if k != "percent"}
+    disk = {k: v for k, v in frame["disk"].items() if k != "devices"}
+    net = {k: v for k, v in frame["net"].items() if k != "interfaces"}
+    gpus = [
+        {
+            "index": g["index"],
+            "util": g["util"],
+            "mem_used": g["mem_used"],
+            "mem_total": g["mem_total"],
+            "temp": g["temp"],
+            "power": g["power"],
+        }
+        for g in frame["gpus"]
+    ]
+    return {
+        "type": "frame",
+        "t": frame["t"],
+        "host": frame["host"],
+        "cpu": cpu,
+        "memory": frame["memory"],
+        "disk": disk,
+        "net": net,
+        "gpu_state": frame["gpu_state"],
+        "gpus": gpus,
+    }
+
+
+def series_of(frame: Frame | dict[str, Any]) -> dict[str, float]:
+    """The figures charted over time, flattened: what the per-minute rollups keep.
+
+    ``static/js/telemetry.js`` (``seriesOf``) reads the same names from live frames.
+    """
+    memory = frame["memory"]
+    out: dict[str, float] = {
+        "cpu": frame["cpu"]["total"],
+        "load1": frame["cpu"]["load"][0],
+        "mem_used": memory["used_bytes"],
+        "mem_percent": _percent(memory["used_bytes"], memory["total_bytes"]),
+        "swap_used": memory["swap_used_bytes"],
+        "disk_read": frame["disk"]["read_bytes_s"],
+        "disk_write": frame["disk"]["write_bytes_s"],
+        "net_rx": frame["net"]["rx_bytes_s"],
+        "net_tx": frame["net"]["tx_bytes_s"],
+    }
+    free = frame["disk"].get("models_free_bytes")
+    if free is not None:
+        out["models_free"] = free
+    for gpu in frame["gpus"]:
+        i = gpu["index"]
+        for key in ("util", "mem_used", "temp", "power"):
+            value = gpu.get(key)
+            if isinstance(value, int | float):
+                out[f"gpu{i}_{key}"] = value
+    return out
+
+
+def _percent(part: float, whole: float) -> float:
+    return round(100.0 * part / whole, 1) if whole else 0.0

@@ -1,0 +1,67 @@
+"""A workflow with an API key, the models, and the live server the OpenAI client talks to."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pytest
+from asgiref.sync import SyncToAsync
+
+from opsdash.gateway.services import IssuedKey, create_api_key
+from opsdash.runs.models import Workflow
+
+# The live daphne server and the browser come from the e2e suite; the models from the runs one.
+from tests.e2e.conftest import asgi_server, browser, page  # noqa: F401
+from tests.runs.conftest import smol_model, supervisor_cleanup, tiny_model  # noqa: F401
+
+
+@pytest.fixture
+def workflow(db) -> Workflow:  # type: ignore[no-untyped-def]
+    return Workflow.objects.create(
+        name="Invoice extraction",
+        slug="invoice-extraction",
+        baseline_provider="openai",
+        baseline_model="gpt-4o-mini",
+    )
+
+
+@pytest.fixture
+def api_key(workflow: Workflow) -> IssuedKey:
+    return create_api_key(workflow=workflow, name="n8n", user=None)
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """Where the live server's ``/v1`` is, and the key to call it with."""
+
+    base_url: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+@pytest.fixture
+def fresh_sync_thread() -> Iterator[None]:
+    """Give the server about to be forked an asgiref shared thread it can start itself.
+
+    An async test that used the ORM started asgiref's one shared thread (``sync_to_async``
+    outside a request) in this process. A forked server inherits the executor but not its
+    thread, so its first such call (``opsdash.asgi.SettleFirst``) would wait forever. The e2e
+    harness's ``_prepare_server_process`` resets it in the child too (a change not yet
+    committed when this was written); until then, this does it before the fork.
+    """
+    old, SyncToAsync.single_thread_executor = (
+        SyncToAsync.single_thread_executor,
+        ThreadPoolExecutor(max_workers=1),
+    )
+    old.shutdown(wait=False)
+    yield
+
+
+@pytest.fixture
+def gateway(fresh_sync_thread: None, asgi_server: str, api_key: IssuedKey) -> Gateway:  # noqa: F811
+    return Gateway(base_url=f"{asgi_server}/v1", key=api_key.secret)

@@ -1,0 +1,154 @@
+"""/metrics: Prometheus text that prometheus_client's own parser reads, behind a token."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from opsdash.accounts.services import create_token
+from opsdash.catalog.models import LocalModel, SourceKind
+from opsdash.runs.models import Run, Workflow
+from opsdash.telemetry.metrics import TelemetryCollector, render
+from opsdash.telemetry.sampler import LoadedRunner, Sampler
+from tests.conftest import client_for
+from tests.telemetry.fake_nvml import GIB, FakeNvml
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(found, metric: str, **labels: str) -> float:  # type: ignore[no-untyped-def]
+    matches = [v for (n, ls), v in found.items() if n == metric and set(labels.items()) <= set(ls)]
+    assert len(matches) == 1, f"{metric} {labels}: {len(matches)} samples"
+    return matches[0]
+
+
+def one_gpu_frame(tmp_path, pid: int):  # type: ignore[no-untyped-def]
+    sampler = Sampler(
+        tick_seconds=1.0,
+        host="node-a",
+        models_dir=tmp_path,
+        nvml=FakeNvml(gpus=1, processes={0: [(pid, 5 * GIB)]}),
+        runners=lambda: [LoadedRunner(model_id=3, pid=pid, queue=2, state="busy")],
+        persist=False,
+    )
+    sampler.tick()
+    return sampler.tick()
+
+
+def test_every_figure_is_exported_in_base_units_with_node_exporter_and_dcgm_names(tmp_path):
+    import os
+
+    frame = one_gpu_frame(tmp_path, os.getpid())
+    totals = [
+        {
+            "model__slug": "tiny",
+            "status": "ok",
+            "runs": 3,
+            "prompt_tokens": 30,
+            "completion_tokens": 60,
+        },
+        {
+            "model__slug": "tiny",
+            "status": "error",
+            "runs": 1,
+            "prompt_tokens": 9,
+            "completion_tokens": None,
+        },
+    ]
+    text = render(TelemetryCollector(lambda: [frame], lambda: totals, lambda ids: {3: "tiny"}))
+    found = samples(text.decode())
+
+    host = {"host": "node-a"}
+    assert value(found, "opsdash_cpu_usage_ratio", **host) == pytest.approx(
+        frame["cpu"]["total"] / 100
+    )
+    assert value(found, "opsdash_cpu_core_usage_ratio", core="0", **host) <= 1
+    assert value(found, "opsdash_memory_used_bytes", **host) == frame["memory"]["used_bytes"]
+    assert value(found, "opsdash_load1", **host) == frame["cpu"]["load"][0]
+    assert (
+        value(found, "opsdash_network_receive_bytes_total", **host)
+        == frame["net"]["rx_bytes_total"]
+    )
+    assert value(found, "opsdash_filesystem_avail_bytes", mountpoint="models", **host) > 0
+    gpu = {"gpu": "0", **host}
+    assert value(found, "opsdash_gpu_utilization_ratio", **gpu) == 0.87
+    assert value(found, "opsdash_gpu_temperature_celsius", **gpu) == 64
+    assert value(found, "opsdash_gpu_power_watts", **gpu) == 612.3
+    assert value(found, "opsdash_gpu_power_limit_watts", **gpu) == 700
+    assert value(found, "opsdash_gpu_energy_joules_total", **gpu) == 123_456_789
+    assert value(found, "opsdash_gpu_memory_total_bytes", **gpu) == 80 * GIB
+    assert value(found, "opsdash_gpu_sm_clock_hertz", **gpu) == 1980e6
+    assert value(found, "opsdash_gpu_info", name="NVIDIA H100 80GB HBM3", **gpu) == 1
+    assert value(found, "opsdash_gpu_state_info", state="ok", **host) == 1
+    assert not [k for k in found if k[0] == "opsdash_gpu_fan_speed_ratio"], "no fan: no sample"
+    model = {"model": "tiny", **host}
+    assert value(found, "opsdash_runner_resident_memory_bytes", **model) > 10 * 1024 * 1024
+    assert value(found, "opsdash_runner_gpu_memory_bytes", **model) == 5 * GIB
+    assert value(found, "opsdash_runner_queue_length", **model) == 2
+    assert value(found, "opsdash_models_loaded", **host) == 1
+    assert value(found, "opsdash_runs_total", model="tiny", status="ok") == 3
+    assert (
+        value(found, "opsdash_run_tokens_total", model="tiny", status="ok", kind="completion") == 60
+    )
+    assert (
+        value(found, "opsdash_run_tokens_total", model="tiny", status="error", kind="completion")
+        == 0
+    )
+
+
+def test_the_endpoint_counts_runs_from_the_ledger_and_says_why_there_is_no_gpu(admin):
+    model = LocalModel.objects.create(
+        name="Tiny", slug="tiny", source_kind=SourceKind.PATH, source_ref="/x"
+    )
+    workflow = Workflow.objects.create(name="W", slug="w")
+    for status, completion in (("ok", 7), ("ok", 5), ("cancelled", 2)):
+        Run.objects.create(
+            model=model,
+            workflow=workflow,
+            source="api",
+            status=status,
+            prompt_tokens=10,
+            completion_tokens=completion,
+        )
+
+    response = client_for(admin).get("/metrics")
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    found = samples(response.content.decode())
+    assert value(found, "opsdash_runs_total", model="tiny", status="ok") == 2
+    assert (
+        value(found, "opsdash_run_tokens_total", model="tiny", status="ok", kind="completion") == 12
+    )
+    assert (
+        value(found, "opsdash_run_tokens_total", model="tiny", status="cancelled", kind="prompt")
+        == 10
+    )
+    assert value(found, "opsdash_cpu_usage_ratio", host="testhost") >= 0
+    states = [dict(ls)["state"] for (n, ls) in found if n == "opsdash_gpu_state_info"]
+    assert states and (states[0] == "ok") == (value(found, "opsdash_gpu_available") == 1)
+
+
+def test_scrapers_need_the_token_or_an_allowed_address(settings, operator, admin, manager):
+    settings.METRICS_TOKEN = "scrape-secret"
+    anonymous = client_for(None)
+
+    assert anonymous.get("/metrics").status_code == 401
+    assert anonymous.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
+    assert anonymous.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret").status_code == 200
+    assert client_for(operator).get("/metrics").status_code == 403
+    assert client_for(manager).get("/metrics").status_code == 403
+    personal = create_token(user=admin, name="prometheus").secret
+    assert anonymous.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {personal}").status_code == 200
+
+    settings.METRICS_ALLOW_FROM = ["10.0.0.0/8"]
+    assert anonymous.get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 200
+    assert anonymous.get("/metrics", REMOTE_ADDR="192.168.1.9").status_code == 401

@@ -191,6 +191,8 @@ CATALOG_AFTER_INSTALL_HOOKS = ["opsdash.playground.suites.run_suites_after_insta
 # Called as hook(run=run) inside finish_run's transaction, after the run is saved: savings prices
 # the run and updates its daily rollup there, so a run is never finalized without its cost.
 RUN_FINALIZE_HOOKS = ["opsdash.savings.services.price_run"]
+# Extra prometheus_client collectors served at /metrics beside telemetry's own.
+METRICS_EXTRA_COLLECTORS = ["opsdash.savings.metrics.SavingsCollector"]
 
 MEMORY_BUDGET_BYTES = envbytes(
     "OPSDASH_MEMORY_BUDGET_BYTES", int(psutil.virtual_memory().total * 0.6)

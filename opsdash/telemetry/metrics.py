@@ -43,9 +43,10 @@ class TelemetryCollector(Collector):
         yield from _run_metrics(self._run_totals())
 
 
-def render(collector: TelemetryCollector) -> bytes:
+def render(collector: TelemetryCollector, *extra: Collector) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
+    for each in (collector, *extra):
+        registry.register(each)
     return generate_latest(registry)
 
 

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.module_loading import import_string
 from django.views.decorators.http import require_GET, require_POST
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -80,7 +81,9 @@ def _metrics_response() -> HttpResponse:
         collector = prometheus.TelemetryCollector(
             services.snapshots, services.run_totals, services.model_slugs
         )
-        body = prometheus.render(collector)
+        # Other apps' collectors (savings) come from a setting: telemetry imports none of them.
+        extra = [import_string(path)() for path in settings.METRICS_EXTRA_COLLECTORS]
+        body = prometheus.render(collector, *extra)
     except services.TelemetryUnavailable as exc:
         return HttpResponse(exc.reason, status=503, content_type="text/plain")
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

@@ -152,3 +152,14 @@ def test_scrapers_need_the_token_or_an_allowed_address(settings, operator, admin
     settings.METRICS_ALLOW_FROM = ["10.0.0.0/8"]
     assert anonymous.get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 200
     assert anonymous.get("/metrics", REMOTE_ADDR="192.168.1.9").status_code == 401
+
+
+@pytest.mark.django_db
+def test_metrics_carry_the_savings_figures_per_workflow(settings, client, admin):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    client.force_login(admin)
+    response = client.get("/metrics")
+    assert response.status_code == 200, response.content[:300]
+    names = {family.name for family in text_string_to_metric_families(response.content.decode())}
+    assert "opsdash_savings_avoided_usd" in names and "opsdash_savings_runs" in names

@@ -20,7 +20,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from opsdash.gateway import services
 from opsdash.gateway.models import WorkflowKey
-from opsdash.gateway.protocol import error_response
+from opsdash.gateway.responses import error_response
 
 GATEWAY_KEY = "gateway_key"
 

@@ -30,18 +30,14 @@ from opsdash.gateway import services
 from opsdash.gateway.auth import KeyedRequest, gateway_endpoint
 from opsdash.gateway.generation import Generation
 from opsdash.gateway.models import Endpoint
-from opsdash.gateway.protocol import (
-    Answer,
-    Chunks,
+from opsdash.gateway.parsing import (
     CompletionCall,
     InvalidRequest,
-    completion_body,
-    error_response,
-    model_object,
     parse_chat,
     parse_completion,
     parse_json,
 )
+from opsdash.gateway.responses import Answer, Chunks, completion_body, error_response, model_object
 from opsdash.runs.models import Run, RunStatus
 from opsdash.runs.runtime import get_supervisor
 from opsdash.runs.services import PARAM_NAMES, RunRefused

@@ -16,6 +16,16 @@ from opsdash.runs.models import Workflow
 from tests.e2e.conftest import asgi_server, browser, page  # noqa: F401
 from tests.runs.conftest import smol_model, supervisor_cleanup, tiny_model  # noqa: F401
 
+# SmolLM2 answers this greedily with over a thousand tokens (20 s and more here): a generation
+# that does not end by itself while a test needs the model busy.
+LONG_ANSWER = {
+    "messages": [
+        {"role": "user", "content": "Write the numbers from 1 to 500 separated by commas."}
+    ],
+    "max_tokens": 2000,
+    "temperature": 0,
+}
+
 
 @pytest.fixture
 def workflow(db) -> Workflow:  # type: ignore[no-untyped-def]

@@ -9,6 +9,7 @@ import pytest
 from opsdash.gateway.models import WorkflowKey
 from opsdash.gateway.services import revoke_api_key
 from opsdash.runs.models import Run, RunStatus
+from tests.gateway.conftest import LONG_ANSWER
 from tests.gateway.rawhttp import OpenStream, call
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -101,7 +102,7 @@ def queue_of_one(settings) -> None:  # type: ignore[no-untyped-def]
 def test_a_busy_model_answers_429_with_retry_after(queue_of_one, gateway, smol_model):
     long = OpenStream(
         f"{gateway.base_url}/chat/completions",
-        {"model": smol_model.slug, "messages": HELLO, "max_tokens": 2000, "temperature": 1},
+        LONG_ANSWER | {"model": smol_model.slug},
         key=gateway.key,
     )
     try:

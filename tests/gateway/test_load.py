@@ -11,6 +11,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from opsdash.runs.models import Run, RunStatus
+from tests.gateway.conftest import LONG_ANSWER
 from tests.gateway.rawhttp import OpenStream, hang_up_while_waiting
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,13 +31,7 @@ def test_a_client_that_disconnects_mid_stream_leaves_a_cancelled_run_with_its_te
 ):
     stream = OpenStream(
         f"{gateway.base_url}/chat/completions",
-        {
-            "model": smol_model.slug,
-            "messages": [{"role": "user", "content": "Tell me a long story about a lighthouse."}],
-            "max_tokens": 2000,
-            "temperature": 0.7,
-            "seed": 1,
-        },
+        LONG_ANSWER | {"model": smol_model.slug},
         key=gateway.key,
     )
     assert stream.status == 200
@@ -63,7 +58,7 @@ def test_a_client_that_disconnects_mid_stream_leaves_a_cancelled_run_with_its_te
     assert run.status == RunStatus.CANCELLED
     assert run.output.startswith(seen), "the run keeps the text the client saw, and what followed"
     assert run.completion_tokens and 0 < run.completion_tokens < 2000
-    assert run.prompt_tokens and run.prompt_tokens > 10
+    assert run.prompt_tokens and run.prompt_tokens > 5
 
     # The model is free again at once: the next call is served, not refused as busy.
     again = openai.OpenAI(base_url=gateway.base_url, api_key=gateway.key, max_retries=0)

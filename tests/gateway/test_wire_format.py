@@ -6,14 +6,8 @@ from __future__ import annotations
 import pytest
 
 from opsdash.gateway.models import Endpoint
-from opsdash.gateway.protocol import (
-    Answer,
-    Chunks,
-    InvalidRequest,
-    completion_body,
-    parse_chat,
-    parse_completion,
-)
+from opsdash.gateway.parsing import InvalidRequest, parse_chat, parse_completion
+from opsdash.gateway.responses import Answer, Chunks, completion_body
 
 HELLO = [{"role": "user", "content": "hello"}]
 

@@ -1,34 +1,10 @@
+"""The playground tests use the same installed-model fixtures as the run tests."""
+
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
-from opsdash.catalog import services
-from opsdash.catalog.models import LocalModel, ModelStatus, SourceKind
-from opsdash.runs.runtime import stop_supervisor
-from tests.catalog.helpers import place
-
-
-@pytest.fixture
-def supervisor_cleanup() -> Iterator[None]:
-    """Each test that runs models leaves no runner process behind."""
-    yield
-    stop_supervisor()
-
-
-def install_ready(path, root, **options: str) -> LocalModel:  # type: ignore[no-untyped-def]
-    source = services.InstallSource(SourceKind.PATH, str(place(path, root)), **options)
-    model = services.install_model(source=source, user=None)
-    assert model.status == ModelStatus.READY, model.error
-    return model
-
-
-@pytest.fixture
-def tiny_model(db, model_root, tiny_gguf_path, supervisor_cleanup) -> LocalModel:  # type: ignore[no-untyped-def]
-    return install_ready(tiny_gguf_path, model_root)
-
-
-@pytest.fixture
-def smol_model(db, model_root, smollm2_path, supervisor_cleanup) -> LocalModel:  # type: ignore[no-untyped-def]
-    return install_ready(smollm2_path, model_root)
+from tests.runs.conftest import (  # noqa: F401 - fixtures, registered by importing them here
+    install_ready,
+    smol_model,
+    supervisor_cleanup,
+    tiny_model,
+)

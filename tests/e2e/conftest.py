@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.db import connections
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.conftest import PASSWORD
@@ -89,6 +90,9 @@ def asgi_server(transactional_db, settings) -> Iterator[str]:  # type: ignore[no
     from daphne.testing import DaphneProcess
 
     settings.ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+    # The child must not inherit an open SQLite handle: a connection shared across a fork
+    # reads stale or broken pages. Close ours; both sides reconnect on their next query.
+    connections.close_all()
     server = DaphneProcess("127.0.0.1", _application, setup=_prepare_server_process)
     server.start()
     while not server.ready.wait(timeout=1):

@@ -73,5 +73,7 @@ def fresh_sync_thread() -> Iterator[None]:
 
 
 @pytest.fixture
-def gateway(fresh_sync_thread: None, asgi_server: str, api_key: IssuedKey) -> Gateway:  # noqa: F811
+def gateway(api_key: IssuedKey, fresh_sync_thread: None, asgi_server: str) -> Gateway:  # noqa: F811
+    # The key is written before the server is forked (fixtures start in argument order), so
+    # the server process never depends on seeing a row committed after it started.
     return Gateway(base_url=f"{asgi_server}/v1", key=api_key.secret)

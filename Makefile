@@ -6,20 +6,33 @@ BIN := $(VENV)/bin
 PORT ?= $(or $(OPSDASH_PORT),8000)
 HOST ?= $(or $(OPSDASH_HOST),127.0.0.1)
 DATA_DIR ?= $(or $(OPSDASH_DATA_DIR),var)
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+UV_VERSION := 0.13.9
+UV := .cache/uv-$(UV_VERSION)/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+STAMP := $(VENV)/.installed-$(shell cat uv.lock pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install run test lint bench browser clean
+.PHONY: install lock run test lint bench browser clean
 
 install: $(STAMP)
 
-# Reinstalls only when pyproject.toml changes; llama-cpp-python compiles once (pip caches it).
-$(STAMP): pyproject.toml
+# uv itself is pinned and kept in .cache/, so installs need nothing but Python and PyPI.
+$(UV):
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON) not found). Set PYTHON=/path/to/python3.11."; exit 1; }
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PYTHON) -m venv .cache/uv-$(UV_VERSION)
+	.cache/uv-$(UV_VERSION)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+# Everything, dev and bench extras included, comes from uv.lock; --locked refuses a lock that no
+# longer matches pyproject.toml instead of quietly re-resolving. llama-cpp-python compiles once
+# (uv caches the wheel).
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --python $(PYTHON) --extra dev --extra bench
 	rm -f $(VENV)/.installed-*
 	touch $@
+
+# Refresh the lock after changing pyproject.toml's ranges (or to take newer releases).
+lock: | $(UV)
+	$(UV) lock --python $(PYTHON) --upgrade
 
 # Debian's chromium drives the browser tests (Playwright never downloads a browser here).
 browser:
@@ -55,7 +68,6 @@ run: install
 	TMPDIR=$(abspath $(DATA_DIR))/tmp $(BIN)/daphne -b $(HOST) -p $(PORT) opsdash.asgi:application
 
 bench: install
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	$(BIN)/python bench/install.py
 	$(BIN)/python bench/stream.py
 	$(BIN)/python bench/telemetry.py

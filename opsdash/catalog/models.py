@@ -43,6 +43,8 @@ class LocalModel(models.Model):
     bytes_total = models.BigIntegerField(null=True, blank=True)
     install_host = models.CharField(max_length=255, blank=True)
     install_pid = models.IntegerField(null=True, blank=True)
+    # With host and pid, tells the installing process from a later one that got its pid.
+    install_pid_started_at = models.FloatField(null=True, blank=True)
 
     # The file.
     file_path = models.TextField(blank=True)

@@ -108,6 +108,7 @@ class SuiteRun(models.Model):
     # Which process drives it, so a run orphaned by a restart can be told from a live one.
     host = models.CharField(max_length=255, blank=True)
     pid = models.IntegerField(null=True, blank=True)
+    pid_started_at = models.FloatField(null=True, blank=True)
     started_at = models.DateTimeField(default=timezone.now, db_index=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -80,9 +80,11 @@ class Run(models.Model):
     cpu_seconds = models.FloatField(null=True, blank=True)
     runner_pid = models.IntegerField(null=True, blank=True)
 
-    # Which process ran it, so a restart only marks its own dead runs `interrupted`.
+    # Which process ran it, so a restart only marks its own dead runs `interrupted`; the
+    # process's start time tells it from a later process that was given the same pid.
     host = models.CharField(max_length=255, blank=True)
     pid = models.IntegerField(null=True, blank=True)
+    pid_started_at = models.FloatField(null=True, blank=True)
 
     started_at = models.DateTimeField(auto_now_add=True, db_index=True)
     finished_at = models.DateTimeField(null=True, blank=True)

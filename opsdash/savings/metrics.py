@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import date
 
+from django.conf import settings
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -29,14 +30,21 @@ METRICS = (
 
 
 class SavingsCollector(Collector):
+    """Every family carries ``host`` (the host that answered the scrape), as the telemetry
+    families do, so one Prometheus can tell several OpsDash installs apart."""
+
+    def __init__(self, host: str | None = None) -> None:
+        self._host = host or str(settings.TELEMETRY_HOST)
+
     def collect(self) -> Iterator[Metric]:
         totals = aggregate(start=date.min, end=date.max, by=("workflow",))
         slugs = dict(Workflow.objects.values_list("pk", "slug"))
         families = {
-            key: GaugeMetricFamily(name, doc, labels=["workflow"]) for name, doc, key in METRICS
+            key: GaugeMetricFamily(name, doc, labels=["host", "workflow"])
+            for name, doc, key in METRICS
         }
         for (workflow_id,), figures in totals.items():
-            labels = [slugs.get(workflow_id, str(workflow_id))]
+            labels = [self._host, slugs.get(workflow_id, str(workflow_id))]
             families["avoided"].add_metric(labels, figures.avoided_nusd / NANO_PER_USD)
             families["local"].add_metric(labels, figures.local_nusd / NANO_PER_USD)
             families["net"].add_metric(labels, figures.net_nusd / NANO_PER_USD)

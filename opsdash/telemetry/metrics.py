@@ -5,7 +5,9 @@ node_exporter (``node_load1`` → ``opsdash_load1``, ``node_network_receive_byte
 ``opsdash_network_receive_bytes_total``) and DCGM (``DCGM_FI_DEV_GPU_TEMP`` →
 ``opsdash_gpu_temperature_celsius``, ``DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION`` →
 ``opsdash_gpu_energy_joules_total``) where one exists. Every host figure carries a ``host``
-label, as DCGM's ``Hostname``, so several telemetry agents can share one scrape.
+label, as DCGM's ``Hostname``, so several telemetry agents can share one scrape; the run
+ledger's families carry the host that answered the scrape. ``promtool check metrics`` finds
+nothing to say (tests/telemetry/test_metrics.py checks its rules).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from django.conf import settings
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -22,17 +25,21 @@ from opsdash.telemetry.frames import Frame
 
 class TelemetryCollector(Collector):
     """Reads the frames and run totals at scrape time (both injected, so tests can pass
-    fixed ones)."""
+    fixed ones). ``host`` labels the run ledger's families (default: this host's
+    ``OPSDASH_TELEMETRY_HOST``)."""
 
     def __init__(
         self,
         frames: Callable[[], list[Frame]],
         run_totals: Callable[[], list[dict[str, Any]]],
         model_slugs: Callable[[list[int]], dict[int, str]],
+        *,
+        host: str | None = None,
     ) -> None:
         self._frames = frames
         self._run_totals = run_totals
         self._model_slugs = model_slugs
+        self._host = host or str(settings.TELEMETRY_HOST)
 
     def collect(self) -> Iterator[Metric]:
         frames = self._frames()
@@ -40,7 +47,7 @@ class TelemetryCollector(Collector):
         yield from _host_metrics(frames)
         yield from _gpu_metrics(frames)
         yield from _runner_metrics(frames, slugs)
-        yield from _run_metrics(self._run_totals())
+        yield from _run_metrics(self._run_totals(), host=self._host)
 
 
 def render(collector: TelemetryCollector, *extra: Collector) -> bytes:
@@ -98,7 +105,8 @@ def _host_metrics(frames: list[Frame]) -> Iterator[Metric]:
                 {**h, "core": str(core)},
                 percent / 100,
             )
-        f.add("opsdash_cpu_count", "Logical CPUs.", h, cpu["count"])
+        # Not opsdash_cpu_count: a _count suffix belongs to histograms and summaries.
+        f.add("opsdash_cpu_cores", "Logical CPUs (hardware threads).", h, cpu["count"])
         if cpu["freq_mhz"] is not None:
             f.add(
                 "opsdash_cpu_frequency_hertz",
@@ -307,16 +315,19 @@ def _runner_metrics(frames: list[Frame], slugs: dict[int, str]) -> Iterator[Metr
     yield from f.families.values()
 
 
-def _run_metrics(totals: list[dict[str, Any]]) -> Iterator[Metric]:
-    runs = CounterMetricFamily("opsdash_runs", "Runs in the ledger.", labels=["model", "status"])
+def _run_metrics(totals: list[dict[str, Any]], *, host: str) -> Iterator[Metric]:
+    # The ledger is shared by every node, so these carry the host that answered the scrape.
+    runs = CounterMetricFamily(
+        "opsdash_runs", "Runs in the ledger.", labels=["host", "model", "status"]
+    )
     tokens = CounterMetricFamily(
-        "opsdash_run_tokens", "Tokens of the runs.", labels=["model", "status", "kind"]
+        "opsdash_run_tokens", "Tokens of the runs.", labels=["host", "model", "status", "kind"]
     )
     for row in totals:
         model, status = row["model__slug"], row["status"]
-        runs.add_metric([model, status], row["runs"])
-        tokens.add_metric([model, status, "prompt"], row["prompt_tokens"] or 0)
-        tokens.add_metric([model, status, "completion"], row["completion_tokens"] or 0)
+        runs.add_metric([host, model, status], row["runs"])
+        tokens.add_metric([host, model, status, "prompt"], row["prompt_tokens"] or 0)
+        tokens.add_metric([host, model, status, "completion"], row["completion_tokens"] or 0)
     yield runs
     yield tokens
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from opsdash.accounts.services import create_token
@@ -11,6 +14,7 @@ from opsdash.runs.models import Run, Workflow
 from opsdash.telemetry.metrics import TelemetryCollector, render
 from opsdash.telemetry.sampler import LoadedRunner, Sampler
 from tests.conftest import client_for
+from tests.savings.factories import finished_run, local_model, price, workflow
 from tests.telemetry.fake_nvml import GIB, FakeNvml
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -41,6 +45,85 @@ def one_gpu_frame(tmp_path, pid: int):  # type: ignore[no-untyped-def]
     )
     sampler.tick()
     return sampler.tick()
+
+
+# What `promtool check metrics` (client_golang's promlint) reports, as far as it can bite here.
+NON_BASE_UNITS = {
+    "microseconds",
+    "milliseconds",
+    "nanoseconds",
+    "minutes",
+    "hours",
+    "days",
+    "weeks",
+    "bits",
+    "kilobytes",
+    "megabytes",
+    "gigabytes",
+    "terabytes",
+    "kibibytes",
+    "mebibytes",
+    "gibibytes",
+    "percent",
+    "fahrenheit",
+    "kilowatts",
+    "kilojoules",
+    "millijoules",
+}
+ABBREVIATED_UNITS = {"s", "ms", "us", "ns", "sec", "b", "kb", "mb", "gb", "tb", "pb", "m", "h", "d"}
+TYPE_WORDS = {"counter", "gauge", "histogram", "summary", "untyped"}
+
+
+def lint(text: str) -> list[str]:
+    """promtool's lint rules applied to an exposition, plus ours: every sample has a host."""
+    problems: list[str] = []
+    helps: dict[str, str] = {}
+    types: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            name, _, doc = line[7:].partition(" ")
+            helps[name] = doc.strip()
+        elif line.startswith("# TYPE "):
+            name, _, kind = line[7:].partition(" ")
+            types[name] = kind.strip()
+    for name, kind in types.items():
+        if not helps.get(name):
+            problems.append(f"{name}: no help text")
+        if kind == "counter" and not name.endswith("_total"):
+            problems.append(f"{name}: counter metrics should have a _total suffix")
+        if kind != "counter" and name.endswith("_total"):
+            problems.append(f"{name}: non-counter metrics should not have a _total suffix")
+        if kind != "histogram" and name.endswith(("_bucket", "_count")):
+            problems.append(f"{name}: non-histogram metrics should not end in _bucket/_count")
+        if kind not in ("histogram", "summary") and name.endswith("_sum"):
+            problems.append(f"{name}: non-histogram, non-summary metrics should not end in _sum")
+        words = name.split("_")
+        problems += [f"{name}: use base units, not {w}" for w in words if w in NON_BASE_UNITS]
+        problems += [f"{name}: abbreviated unit {w!r}" for w in words if w in ABBREVIATED_UNITS]
+        problems += [f"{name}: names its type {w!r}" for w in words if w in TYPE_WORDS]
+        if name != name.lower() or ":" in name:
+            problems.append(f"{name}: not snake_case, or uses a reserved ':'")
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if not sample.labels.get("host"):
+                problems.append(f"{sample.name}{sample.labels}: no host label")
+    return problems
+
+
+def test_the_lint_rules_catch_what_promtool_flagged() -> None:
+    bad = (
+        "# HELP opsdash_cpu_count Logical CPUs.\n# TYPE opsdash_cpu_count gauge\n"
+        'opsdash_cpu_count{host="a"} 2.0\n'
+        "# HELP opsdash_runs Runs.\n# TYPE opsdash_runs counter\nopsdash_runs 3.0\n"
+        "# HELP opsdash_load_ms Load time.\n# TYPE opsdash_load_ms gauge\n"
+        'opsdash_load_ms{host="a"} 2.0\n'
+    )
+    assert lint(bad) == [
+        "opsdash_cpu_count: non-histogram metrics should not end in _bucket/_count",
+        "opsdash_runs: counter metrics should have a _total suffix",
+        "opsdash_load_ms: abbreviated unit 'ms'",
+        "opsdash_runs_total{}: no host label",
+    ]
 
 
 def test_every_figure_is_exported_in_base_units_with_node_exporter_and_dcgm_names(tmp_path):
@@ -102,6 +185,44 @@ def test_every_figure_is_exported_in_base_units_with_node_exporter_and_dcgm_name
         value(found, "opsdash_run_tokens_total", model="tiny", status="error", kind="completion")
         == 0
     )
+
+
+def test_a_scrape_with_gpus_runners_runs_and_savings_is_lint_clean_and_labelled_by_host(
+    tmp_path, settings
+):
+    import os
+
+    from opsdash.savings.metrics import SavingsCollector
+    from opsdash.telemetry import services
+
+    settings.TELEMETRY_HOST = "node-a"
+    price("acme", "chat-1", "1", "2", start=timezone.now() - timedelta(days=1))
+    finished_run(workflow("drafts", "acme", "chat-1"), local_model("tiny"))
+    frame = one_gpu_frame(tmp_path, os.getpid())
+    collector = TelemetryCollector(lambda: [frame], services.run_totals, lambda ids: {3: "tiny"})
+
+    text = render(collector, SavingsCollector()).decode()
+
+    assert lint(text) == []
+    found = samples(text)
+    assert value(found, "opsdash_cpu_cores", host="node-a") == frame["cpu"]["count"]
+    assert value(found, "opsdash_gpu_power_watts", host="node-a", gpu="0") == 612.3
+    assert value(found, "opsdash_runs_total", host="node-a", model="tiny", status="ok") == 1
+    assert value(found, "opsdash_savings_runs", host="node-a", workflow="drafts") == 1
+    assert not [name for name, _ in found if name == "opsdash_cpu_count"]
+
+
+def test_the_metrics_endpoint_answers_a_lint_clean_scrape(admin):
+    price("acme", "chat-1", "1", "2", start=timezone.now() - timedelta(days=1))
+    finished_run(workflow("drafts", "acme", "chat-1"), local_model("tiny"))
+
+    response = client_for(admin).get("/metrics")
+
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert lint(text) == []
+    families = {family.name for family in text_string_to_metric_families(text)}
+    assert {"opsdash_cpu_cores", "opsdash_runs", "opsdash_savings_avoided_usd"} <= families
 
 
 def test_the_endpoint_counts_runs_from_the_ledger_and_says_why_there_is_no_gpu(admin):

@@ -9,14 +9,11 @@ of a model.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import psutil
 from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
 from django.db import transaction
@@ -25,6 +22,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from opsdash.catalog.models import LocalModel
+from opsdash.core.processes import current_process, is_alive
 from opsdash.playground.models import (
     CaseResult,
     Suite,
@@ -251,14 +249,16 @@ def start_suite_run(
     *, suite: Suite, model: LocalModel, user: User | None, trigger: SuiteTrigger
 ) -> SuiteRun:
     """Write the ``running`` row; ``execute_suite_run`` does the work (here or in a job)."""
+    me = current_process()
     return SuiteRun.objects.create(
         suite=suite,
         model=model,
         triggered_by=user,
         trigger=trigger,
         case_count=suite.cases.count(),
-        host=socket.gethostname(),
-        pid=os.getpid(),
+        host=me.host,
+        pid=me.pid,
+        pid_started_at=me.started_at,
     )
 
 
@@ -355,10 +355,10 @@ def run_suites_after_install(model_id: int) -> None:
 
 def mark_interrupted_suite_runs() -> int:
     """Suite runs left ``running`` by a process of this host that is gone become ``error``."""
-    host, count = socket.gethostname(), 0
+    host, count = current_process().host, 0
     for suite_run in SuiteRun.objects.filter(status=SuiteRunStatus.RUNNING, host=host):
-        # A live pid (this process's included: its job may still be running) keeps it.
-        if suite_run.pid and psutil.pid_exists(suite_run.pid):
+        # A live owner (this process included: its job may still be running) keeps it.
+        if is_alive(host=suite_run.host, pid=suite_run.pid, started_at=suite_run.pid_started_at):
             continue
         _settle(suite_run.pk, error="The server stopped while this suite was running.")
         count += 1

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+#: ``code`` of the error for a prompt that leaves no room in the model's context (at most 12
+#: characters: a failed run keeps the code as its ``finish_reason``).
+CONTEXT_FULL = "context_full"
+
 
 class InferenceError(Exception):
     """A failure with a reason a person can read and act on.
 
     ``reason`` is a full sentence fit to show in the UI; ``str(error)`` is the same text.
+    ``code``, when set, names the case for callers to branch on (never on the sentence).
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, code: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.code = code
 
 
 class FormatError(InferenceError):

@@ -13,7 +13,7 @@ means the model could not be loaded; the runner then exits with status 1.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 from inference.backends.base import FinishReason
 
@@ -108,11 +108,15 @@ class DoneMessage(TypedDict):
 
 
 class ErrorMessage(TypedDict):
-    """``reason`` is a sentence for a person. ``id`` None: the model failed to load."""
+    """``reason`` is a sentence for a person. ``id`` None: the model failed to load.
+
+    ``code``: the error's ``InferenceError.code``, when it has one.
+    """
 
     type: Literal["error"]
     id: str | None
     reason: str
+    code: NotRequired[str]
 
 
 class TokensMessage(TypedDict):

@@ -38,6 +38,7 @@ from inference.backends.base import (
 from inference.errors import BackendError, InferenceError
 from inference.protocol import (
     CancelCommand,
+    ErrorMessage,
     GenerateCommand,
     RunnerMessage,
     RunnerSpec,
@@ -154,7 +155,10 @@ class RunnerServer:
                 else:
                     self._tokenize(cast(TokenizeCommand, job))
             except InferenceError as exc:
-                self._channel.send({"type": "error", "id": request_id, "reason": exc.reason})
+                error: ErrorMessage = {"type": "error", "id": request_id, "reason": exc.reason}
+                if exc.code:
+                    error["code"] = exc.code
+                self._channel.send(error)
             except Exception as exc:  # the runner must answer every request, whatever happened
                 reason = f"The backend failed with {type(exc).__name__}: {exc}."
                 self._channel.send({"type": "error", "id": request_id, "reason": reason})

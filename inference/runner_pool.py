@@ -203,7 +203,7 @@ class RunnerPool:
             if message.get("id") != request_id:
                 continue  # left over from an earlier request (a late pong, say)
             if message["type"] == "error":
-                raise BackendError(message["reason"])
+                raise BackendError(message["reason"], code=message.get("code"))
             return message
 
     async def load(self, spec: ModelSpec) -> RunnerStatus:

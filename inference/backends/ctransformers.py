@@ -23,7 +23,7 @@ from inference.backends.base import (
     render_chat_template,
     stream_tokens,
 )
-from inference.errors import BackendError
+from inference.errors import CONTEXT_FULL, BackendError
 
 if TYPE_CHECKING:
     import ctransformers
@@ -244,7 +244,8 @@ class CTransformersModel:
         if room < 1:
             raise BackendError(
                 f"The prompt is {len(tokens)} tokens long but this model's context holds "
-                f"{context} tokens; shorten the prompt."
+                f"{context} tokens; shorten the prompt.",
+                code=CONTEXT_FULL,
             )
         return self._generate(llm, tokens, room, params, should_stop)
 

@@ -24,7 +24,7 @@ from inference.backends.base import (
     render_chat_template,
     stream_tokens,
 )
-from inference.errors import BackendError
+from inference.errors import CONTEXT_FULL, BackendError
 
 if TYPE_CHECKING:
     import llama_cpp
@@ -263,7 +263,8 @@ class LlamaCppModel:
             raise BackendError(
                 f"The prompt is {len(tokens)} tokens long but this model was loaded with a "
                 f"context of {context} tokens; shorten the prompt or load the model with a "
-                "larger context length."
+                "larger context length.",
+                code=CONTEXT_FULL,
             )
         return self._generate(llm, tokens, room, params, should_stop)
 

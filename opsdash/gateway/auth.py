@@ -10,6 +10,7 @@ The decorator marks its view with ``opsdash_cap = GATEWAY_KEY`` so the permissio
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Coroutine
 from functools import wraps
 from typing import Any
@@ -21,6 +22,8 @@ from django.views.decorators.csrf import csrf_exempt
 from opsdash.gateway import services
 from opsdash.gateway.models import WorkflowKey
 from opsdash.gateway.responses import error_response
+
+logger = logging.getLogger(__name__)
 
 GATEWAY_KEY = "gateway_key"
 
@@ -35,6 +38,27 @@ class KeyedRequest(HttpRequest):
 
 def _mask(secret: str) -> str:
     return f"{secret[:8]}***{secret[-4:]}" if len(secret) > 16 else "***"
+
+
+def openai_errors(view: AsyncView) -> AsyncView:
+    """Whatever escapes ``view`` is answered as OpenAI's 500, in JSON, never Django's page.
+
+    OpenAI clients turn that JSON into their ``InternalServerError`` (and retry it); an HTML
+    page becomes a parse error. Cancellation (the client left) is not an ``Exception`` and
+    goes on.
+    """
+
+    @wraps(view)
+    async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        try:
+            return await view(request, *args, **kwargs)
+        except Exception:
+            logger.exception("%s %s failed", request.method, request.path)
+            return error_response(
+                500, "The server had an error while processing your request.", type="server_error"
+            )
+
+    return wrapper
 
 
 def gateway_endpoint(*methods: str) -> Callable[[AsyncView], AsyncView]:
@@ -82,7 +106,7 @@ def gateway_endpoint(*methods: str) -> Callable[[AsyncView], AsyncView]:
             request.gateway_key = key  # type: ignore[attr-defined]
             return await view(request, *args, **kwargs)
 
-        checked = csrf_exempt(wrapper)
+        checked = csrf_exempt(openai_errors(wrapper))
         checked.opsdash_cap = GATEWAY_KEY  # type: ignore[attr-defined]
         return checked
 

@@ -52,6 +52,7 @@ class Generation:
     """``execute_run(run)`` in a task of its own. See the module docstring."""
 
     def __init__(self, run: Run, context: contextvars.Context) -> None:
+        self.run_id = run.pk
         self._pieces: asyncio.Queue[str | None] = asyncio.Queue()
         self._ended = False
         self._cancel = asyncio.Event()

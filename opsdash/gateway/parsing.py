@@ -15,6 +15,7 @@ Anything else is refused the way OpenAI refuses an unknown argument.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -206,6 +207,11 @@ def _call(
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise InvalidRequest("user must be a string.", param="user")
+    stop = body.get("stop")
+    if stop is not None and not (
+        isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
+    ):
+        raise InvalidRequest("stop must be a string or an array of strings.", param="stop")
     params = {name: body[name] for name in _GENERATION if body.get(name) is not None}
     if max_tokens is None:
         max_tokens = default_max_tokens
@@ -306,10 +312,54 @@ def _text(content: Any, *, role: str, where: str) -> str:
 
 
 def parse_json(raw: bytes) -> Any:
+    """The request body as JSON; ``InvalidRequest`` for anything a model cannot be given.
+
+    Two inputs that ``json.loads`` accepts or dies on without a ``ValueError`` are refused
+    here too: nesting deep enough to exhaust the parser's stack (``RecursionError``), and a
+    lone UTF-16 surrogate (``"\\ud800"``), which JSON can escape but UTF-8 cannot encode, so
+    it would fail later, writing the run or sending the prompt to the model.
+    """
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
+    except RecursionError as exc:
+        raise InvalidRequest(
+            "We could not parse the JSON body of your request: it is nested too deeply. The "
+            "body must be a JSON object."
+        ) from exc
     except ValueError as exc:
         raise InvalidRequest(
             f"We could not parse the JSON body of your request ({exc}). The body must be a "
             "JSON object.",
         ) from exc
+    found, where = _lone_surrogate(body)
+    if found:
+        raise InvalidRequest(
+            f"{where or 'The request body'} holds a lone UTF-16 surrogate (an unpaired "
+            "\\ud800-\\udfff escape), which is not text; send valid Unicode.",
+            param=where,
+        )
+    return body
+
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _lone_surrogate(body: Any) -> tuple[bool, str | None]:
+    """Whether a string in ``body`` holds a lone surrogate, and where (``messages[0].content``).
+
+    A loop, not recursion: the body may be nested nearly as deep as the parser allows.
+    """
+    pending: list[tuple[str, Any]] = [("", body)]
+    while pending:
+        where, value = pending.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return True, where or None
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if _SURROGATE.search(key):
+                    return True, where or None
+                pending.append((f"{where}.{key}" if where else key, item))
+        elif isinstance(value, list):
+            pending.extend((f"{where}[{index}]", item) for index, item in enumerate(value))
+    return False, None

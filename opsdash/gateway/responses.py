@@ -70,6 +70,7 @@ class Answer:
     finish_reason: str
     prompt_tokens: int | None
     completion_tokens: int | None
+    system_fingerprint: str
 
 
 def completion_body(endpoint: Endpoint, answer: Answer) -> dict[str, Any]:
@@ -90,7 +91,7 @@ def completion_body(endpoint: Endpoint, answer: Answer) -> dict[str, Any]:
         "object": obj,
         "created": answer.created,
         "model": answer.model,
-        "system_fingerprint": None,
+        "system_fingerprint": answer.system_fingerprint,
         "choices": [choice],
         "usage": usage(answer.prompt_tokens, answer.completion_tokens),
     }
@@ -105,6 +106,7 @@ class Chunks:
     created: int
     model: str
     include_usage: bool
+    system_fingerprint: str
 
     def _event(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
         obj = "chat.completion.chunk" if self.endpoint == Endpoint.CHAT else "text_completion"
@@ -113,7 +115,7 @@ class Chunks:
             "object": obj,
             "created": self.created,
             "model": self.model,
-            "system_fingerprint": None,
+            "system_fingerprint": self.system_fingerprint,
             "choices": choices,
         }
         if self.include_usage:

@@ -8,7 +8,9 @@ is counted there.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.metadata
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +80,32 @@ def use_api_key(*, secret: str) -> WorkflowKey | None:
     key.request_count += 1
     key.last_used_at = now
     return key
+
+
+#: The package each backend runs on: its version is part of the ``system_fingerprint``.
+_ENGINES = {"llama_cpp": "llama-cpp-python", "ctransformers": "ctransformers"}
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@functools.cache
+def system_fingerprint(*, backend: str) -> str:
+    """OpenAI's ``system_fingerprint`` for an answer from ``backend``: OpsDash's version, the
+    backend and its engine's version, e.g. ``opsdash-0.1.0-llama_cpp-0.3.36``.
+
+    A string, as OpenAI's schema types it (some clients refuse ``null``). It changes when
+    any of the three does, which is what the field tells a client: the same request may
+    now be answered differently. Read from package metadata, so no native library is
+    imported on the request path.
+    """
+    engine = _ENGINES.get(backend)
+    build = f"{backend}-{_version(engine)}" if engine else backend or "unknown"
+    return f"opsdash-{_version('opsdash')}-{build}"
 
 
 class UnknownModel(Exception):

@@ -4,12 +4,15 @@ Plain async Django views rather than django-ninja, so that every answer, errors 
 exactly OpenAI's shape. Each completion is a run (``opsdash.runs.services``) under the key's
 workflow, with ``source=gateway``.
 
-Status codes: 400 an invalid request (or one the model itself refuses before generating, such
-as a prompt longer than its context), 401 a missing, wrong or revoked key (``auth``), 404 an
-unknown model (``model_not_found``), 413 a body over Django's size limit, 429 the model's queue
-is full (with ``Retry-After``), 503 the model could not be loaded, 500 a generation that failed
-part-way. A stream is only begun once the first text exists, so all of these reach streaming
-clients as HTTP statuses too; a failure after that arrives as an ``{"error": ...}`` event.
+Status codes: 400 an invalid request (or one the model itself refuses before generating; a
+prompt longer than its context has OpenAI's ``context_length_exceeded`` code), 401 a missing,
+wrong or revoked key (``auth``), 404 an unknown model (``model_not_found``) or an unknown path
+under ``/v1``, 413 a body over Django's size limit, 429 the model's queue is full (with
+``Retry-After``), 503 the model could not be loaded, 500 a generation that failed part-way (or
+anything else that went wrong: always JSON, never a page). A stream is only begun once the
+first text exists, so all of these reach streaming clients as HTTP statuses too; a failure
+after that arrives as an ``{"error": ...}`` event. Every answer to a request that wrote a run,
+refusals included, names it in ``X-OpsDash-Run``.
 """
 
 from __future__ import annotations
@@ -23,11 +26,20 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    JsonResponse,
+    StreamingHttpResponse,
+)
+from django.views.decorators.csrf import csrf_exempt
 
+from inference.errors import CONTEXT_FULL
+from opsdash.accounts.permissions import public
 from opsdash.catalog.models import LocalModel, ModelStatus
 from opsdash.gateway import services
-from opsdash.gateway.auth import KeyedRequest, gateway_endpoint
+from opsdash.gateway.auth import KeyedRequest, gateway_endpoint, openai_errors
 from opsdash.gateway.generation import Generation
 from opsdash.gateway.models import Endpoint
 from opsdash.gateway.parsing import (
@@ -80,6 +92,14 @@ async def completions(request: KeyedRequest) -> HttpResponseBase:
     return await _complete(request, parse_completion)
 
 
+@public
+@csrf_exempt
+@openai_errors
+async def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
+    """Any other path under ``/v1``: OpenAI's 404, in its JSON shape, key or not (as OpenAI's)."""
+    return error_response(404, f"Invalid URL ({request.method} {request.path}).")
+
+
 def _model_not_found(exc: services.UnknownModel) -> HttpResponse:
     return error_response(
         404,
@@ -130,19 +150,28 @@ async def _complete(
             await generation.abandon()
         raise
 
+    response = await _respond(call, run, generation)
+    response["X-OpsDash-Run"] = str(run.pk)
+    return response
+
+
+async def _respond(call: CompletionCall, run: Run, generation: Generation) -> HttpResponseBase:
+    """The answer for a run that has begun: its body or stream, or its failure's error."""
     chunks = Chunks(
         endpoint=call.endpoint,
         id=_completion_id(call.endpoint, run),
         created=int(run.started_at.timestamp()),
         model=call.model,
         include_usage=call.include_usage,
+        # run.model is the instance start_gateway_run created the run with: no query here.
+        system_fingerprint=services.system_fingerprint(backend=run.model.backend),
     )
     try:
         # Wait for the first text (or the end) so a refusal still gets its own status code.
         first = await generation.next_text() if call.stream else None
         if not call.stream or first is None:
             run = await generation.result()
-            failure = _failure(run, call.model)
+            failure = _failure(run, call)
             if failure is not None:
                 return failure
     except asyncio.CancelledError:
@@ -153,14 +182,10 @@ async def _complete(
         logger.exception("gateway run %s failed", run.pk)
         return error_response(500, "The server failed to run this request.", type="server_error")
     if not call.stream:
-        answer = _answer(chunks, run)
-        body = completion_body(call.endpoint, answer)
-        return JsonResponse(body, headers={"X-OpsDash-Run": str(run.pk)})
-    response = StreamingHttpResponse(
+        return JsonResponse(completion_body(call.endpoint, _answer(chunks, run)))
+    return StreamingHttpResponse(
         _SSE(generation, chunks, first), content_type="text/event-stream", headers=SSE_HEADERS
     )
-    response["X-OpsDash-Run"] = str(run.pk)
-    return response
 
 
 def _completion_id(endpoint: Endpoint, run: Run) -> str:
@@ -176,6 +201,7 @@ def _answer(chunks: Chunks, run: Run) -> Answer:
         finish_reason=run.finish_reason,
         prompt_tokens=run.prompt_tokens,
         completion_tokens=run.completion_tokens,
+        system_fingerprint=chunks.system_fingerprint,
     )
 
 
@@ -185,10 +211,11 @@ def _model_loaded(model_id: int) -> bool:
     )
 
 
-def _failure(run: Run, slug: str) -> HttpResponse | None:
+def _failure(run: Run, call: CompletionCall) -> HttpResponse | None:
     """The error answer for a run that did not succeed, before any of it was sent."""
     if run.status == RunStatus.OK:
         return None
+    slug = call.model
     if run.finish_reason == "busy":
         return error_response(
             429,
@@ -204,6 +231,15 @@ def _failure(run: Run, slug: str) -> HttpResponse | None:
             "is shutting down); try again.",
             type="server_error",
             code="model_unloaded",
+        )
+    if run.finish_reason == CONTEXT_FULL:
+        # OpenAI's code, param and wording ("maximum context length"): the ones clients'
+        # context-overflow fallbacks (trim the history, pick a bigger model) look for.
+        return error_response(
+            400,
+            f"This model's maximum context length was exceeded: {run.error}",
+            param="messages" if call.endpoint == Endpoint.CHAT else "prompt",
+            code="context_length_exceeded",
         )
     # A model whose load fails has no runner afterwards (the supervisor stops it before it
     # raises), while a loaded model that refuses a request keeps its runner. The supervisor
@@ -253,6 +289,10 @@ class _SSE:
             if chunks.include_usage:
                 yield chunks.usage(run.prompt_tokens, run.completion_tokens)
             yield Chunks.DONE
+        except Exception:
+            # The 200 is sent: the failure can only be an event, which OpenAI clients raise.
+            logger.exception("gateway stream for run %s failed", generation.run_id)
+            yield chunks.error("The server failed while streaming this answer.")
         finally:
             await generation.abandon()
 

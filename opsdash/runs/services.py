@@ -223,7 +223,9 @@ async def execute_run(
         busy = {"finish_reason": "busy"}  # the API answers 429 with Retry-After for these
         return await _finish(run, RunStatus.ERROR, "".join(parts), exc.reason, busy)
     except InferenceError as exc:
-        return await _finish(run, RunStatus.ERROR, "".join(parts), exc.reason)
+        # Its code (``CONTEXT_FULL``, say) is kept as the finish reason, as "busy" is above.
+        code = {"finish_reason": exc.code} if exc.code else None
+        return await _finish(run, RunStatus.ERROR, "".join(parts), exc.reason, code)
     except asyncio.CancelledError:
         await asyncio.shield(_finish(run, RunStatus.CANCELLED, "".join(parts), "", final))
         raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -41,3 +42,96 @@ async def test_a_body_over_the_size_limit_gets_413_in_openais_shape(tiny_model, 
     )
     assert response.status_code == 413
     assert "limit" in response.json()["error"]["message"]
+
+
+def key_header(api_key) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {"Authorization": f"Bearer {api_key.secret}"}
+
+
+@pytest.mark.parametrize(
+    ("path", "field", "param"),
+    [
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "hello " * 3000}]},
+            "messages",
+        ),
+        ("/v1/completions", {"prompt": "hello " * 3000}, "prompt"),
+    ],
+)
+async def test_a_prompt_longer_than_the_context_answers_context_length_exceeded(
+    tiny_model, api_key, path, field, param
+):
+    for stream in (False, True):
+        response = await AsyncClient().post(
+            path,
+            {"model": tiny_model.slug, "stream": stream} | field,
+            content_type="application/json",
+            headers=key_header(api_key),
+        )
+        assert response.status_code == 400, response.content
+        error = response.json()["error"]
+        assert error["code"] == "context_length_exceeded" and error["param"] == param
+        assert error["type"] == "invalid_request_error"
+        assert "maximum context length" in error["message"], "the words clients look for too"
+        run = await Run.objects.aget(pk=int(response["X-OpsDash-Run"]))
+        assert run.status == RunStatus.ERROR and run.source == "gateway"
+
+
+async def test_every_body_and_chunk_names_the_backend_build_as_a_string_fingerprint(
+    tiny_model, api_key
+):
+    client = AsyncClient()
+    whole = await client.post(
+        "/v1/chat/completions",
+        {
+            "model": tiny_model.slug,
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 3,
+        },
+        content_type="application/json",
+        headers=key_header(api_key),
+    )
+    fingerprint = whole.json()["system_fingerprint"]
+    assert isinstance(fingerprint, str) and tiny_model.backend in fingerprint
+
+    streamed = await client.post(
+        "/v1/completions",
+        {
+            "model": tiny_model.slug,
+            "prompt": "hello",
+            "max_tokens": 4,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+        content_type="application/json",
+        headers=key_header(api_key),
+    )
+    body = b"".join([piece async for piece in streamed.streaming_content])  # type: ignore[attr-defined]
+    events = [line[6:] for line in body.split(b"\n\n") if line.startswith(b"data: {")]
+    assert len(events) >= 3
+    assert {json.loads(e)["system_fingerprint"] for e in events} == {fingerprint}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/embeddings"),
+        ("POST", "/v1/responses"),
+        ("GET", "/v1/"),
+        ("GET", "/v1/models/a/b"),
+        ("DELETE", "/v1/files/file-1"),
+    ],
+)
+def test_an_unknown_path_under_v1_is_openais_404_json_not_a_page(client, method, path):
+    response = client.generic(method, path)
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {
+        "error": {
+            "message": f"Invalid URL ({method} {path}).",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+    }

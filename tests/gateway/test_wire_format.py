@@ -3,6 +3,8 @@ refused with a 400 that names the parameter."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from opsdash.gateway.models import Endpoint
@@ -137,9 +139,9 @@ def test_a_batch_of_one_prompt_is_one_prompt():
 
 
 def test_responses_and_chunks_have_openais_shape():
-    answer = Answer("chatcmpl-1", 1700000000, "m", "Bonjour", "length", 12, 3)
+    answer = Answer("chatcmpl-1", 1700000000, "m", "Bonjour", "length", 12, 3, "opsdash-x")
     body = completion_body(Endpoint.CHAT, answer)
-    assert body["object"] == "chat.completion"
+    assert body["object"] == "chat.completion" and body["system_fingerprint"] == "opsdash-x"
     assert body["choices"][0]["message"] == {
         "role": "assistant",
         "content": "Bonjour",
@@ -148,9 +150,27 @@ def test_responses_and_chunks_have_openais_shape():
     assert body["choices"][0]["finish_reason"] == "length"
     assert body["usage"] == {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}
 
-    chunks = Chunks(Endpoint.CHAT, "chatcmpl-1", 1700000000, "m", include_usage=True)
+    chunks = Chunks(
+        Endpoint.CHAT, "chatcmpl-1", 1700000000, "m", include_usage=True, system_fingerprint="fp"
+    )
     assert chunks.opening().startswith(b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk"')
     assert b'"delta":{"content":"Bon"}' in chunks.text("Bon")
     assert b'"finish_reason":"stop"' in chunks.finish("stop")
     assert b'"choices":[],"usage":{"prompt_tokens":12' in chunks.usage(12, 3)
     assert chunks.text("x").endswith(b"\n\n") and Chunks.DONE == b"data: [DONE]\n\n"
+
+
+@pytest.mark.parametrize(
+    "stop", [5, {"a": "b"}, [1], ["ok", None], [["nested"]]], ids=lambda s: repr(s)
+)
+def test_a_stop_that_is_not_a_string_or_strings_is_refused_by_name(stop):
+    assert refusal(parse_completion, {"model": "m", "prompt": "hi", "stop": stop}).param == "stop"
+    assert chat(stop=["\n", "User:"]).params["stop"] == ["\n", "User:"]
+
+
+def test_every_chunk_of_a_stream_names_the_same_string_fingerprint():
+    for endpoint in (Endpoint.CHAT, Endpoint.COMPLETIONS):
+        chunks = Chunks(endpoint, "id-1", 1, "m", include_usage=True, system_fingerprint="fp_1")
+        events = [chunks.opening(), chunks.text("a"), chunks.finish("stop"), chunks.usage(1, 1)]
+        decoded = [json.loads(e.removeprefix(b"data: ")) for e in events if e]
+        assert {d["system_fingerprint"] for d in decoded} == {"fp_1"}

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -52,11 +53,14 @@ def trial_load(
     backend: str,
     model_type: str | None = None,
     timeout: float = 120.0,
+    should_stop: Callable[[], str | None] | None = None,
 ) -> TrialResult:
     """Load ``path`` with ``backend`` in a child process and generate a few tokens.
 
     Never raises for a bad model: every failure (backend error, missing library, crash by a
     signal, non-zero exit, timeout) comes back as ``ok=False`` with a readable ``error``.
+    ``should_stop`` is asked about twice a second; when it returns a reason (the install was
+    cancelled) the child is killed and that reason comes back as the error.
     """
     request = {"path": str(Path(path).resolve()), "backend": backend, "model_type": model_type}
     command = [sys.executable, "-m", "inference.trial", json.dumps(request)]
@@ -74,7 +78,11 @@ def trial_load(
             ok=False, seconds=0.0, error=f"The trial load could not start a Python process: {exc}."
         )
     try:
-        stdout, stderr = child.communicate(timeout=timeout)
+        stdout, stderr = _wait(child, timeout=timeout, started=started, should_stop=should_stop)
+    except _Stopped as stop:
+        child.kill()
+        child.communicate()
+        return TrialResult(ok=False, seconds=time.monotonic() - started, error=stop.reason)
     except subprocess.TimeoutExpired:
         child.kill()
         stdout, stderr = child.communicate()
@@ -89,6 +97,34 @@ def trial_load(
         )
     waited = time.monotonic() - started
     return _interpret(child.returncode, stdout, stderr, waited)
+
+
+class _Stopped(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _wait(
+    child: subprocess.Popen[bytes],
+    *,
+    timeout: float,
+    started: float,
+    should_stop: Callable[[], str | None] | None,
+) -> tuple[bytes, bytes]:
+    if should_stop is None:
+        return child.communicate(timeout=timeout)
+    while True:
+        left = timeout - (time.monotonic() - started)
+        try:
+            # communicate() may be called again after it timed out; it keeps what it read.
+            return child.communicate(timeout=max(0.0, min(0.5, left)))
+        except subprocess.TimeoutExpired:
+            if left <= 0.5:
+                raise
+        reason = should_stop()
+        if reason:
+            raise _Stopped(reason)
 
 
 def _child_environment() -> dict[str, str]:

@@ -183,8 +183,19 @@ MAX_UPLOAD_BYTES = envbytes("OPSDASH_MAX_UPLOAD_BYTES", 64 * 1024**3)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 # An install refuses to start, and stops, when the models folder would keep less than this free.
 MIN_FREE_BYTES = envbytes("OPSDASH_MIN_FREE_BYTES", 512 * 1024**2)
+# How long one read of a download may wait for data (a silent server), then the retry.
 DOWNLOAD_TIMEOUT_SECONDS = envint("OPSDASH_DOWNLOAD_TIMEOUT_SECONDS", 30, minimum=1)
 DOWNLOAD_ATTEMPTS = envint("OPSDASH_DOWNLOAD_ATTEMPTS", 4, minimum=1)
+# A whole download, retries included, must end within this (0: no limit). 12 hours fetch a
+# 40 GB GGUF at 1 MB/s; a server dribbling slower than the minimum below fails long before.
+DOWNLOAD_DEADLINE_SECONDS = envint("OPSDASH_DOWNLOAD_DEADLINE_SECONDS", 12 * 3600, minimum=0)
+# Every window of this many seconds must bring at least this rate (0: no minimum).
+DOWNLOAD_MIN_BYTES_PER_SECOND = envbytes("OPSDASH_DOWNLOAD_MIN_BYTES_PER_SECOND", 64 * 1024)
+DOWNLOAD_RATE_WINDOW_SECONDS = envint("OPSDASH_DOWNLOAD_RATE_WINDOW_SECONDS", 60, minimum=1)
+# Install workers: URL downloads have their own pool, so slow servers never hold up installs
+# from a server path or an upload (opsdash/catalog/jobs.py says why).
+INSTALL_WORKERS = envint("OPSDASH_INSTALL_WORKERS", 2, minimum=1)
+DOWNLOAD_WORKERS = envint("OPSDASH_DOWNLOAD_WORKERS", 2, minimum=1)
 TRIAL_LOAD_TIMEOUT_SECONDS = envint("OPSDASH_TRIAL_LOAD_TIMEOUT_SECONDS", 180, minimum=5)
 # Called with the new model's id once an install succeeds; the catalog imports no other app.
 CATALOG_AFTER_INSTALL_HOOKS = ["opsdash.playground.suites.run_suites_after_install"]

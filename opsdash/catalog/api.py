@@ -98,7 +98,7 @@ def install(request: AuthedRequest, payload: InstallIn) -> Status:
     try:
         model = services.start_install(source=source, user=request.user)
     except services.InstallRefused as exc:
-        status = 409 if "already installed" in exc.reason else 400
+        status = 409 if exc.code == services.RefusalCode.DUPLICATE else 400
         return Status(status, {"detail": exc.reason})
     return Status(202, model)
 
@@ -114,6 +114,7 @@ def _lifecycle(request: AuthedRequest, model_id: int, verb: str) -> LocalModel:
         "retire": services.retire_model,
         "restore": services.restore_model,
         "delete": services.delete_model,
+        "cancel": services.cancel_install,
     }[verb]
     try:
         return action(model=model, user=request.user)
@@ -134,3 +135,14 @@ def restore(request: AuthedRequest, model_id: int) -> LocalModel:
 @router.delete("/{model_id}", response=ModelOut, auth=api_auth(Cap.MANAGE_MODELS))
 def delete(request: AuthedRequest, model_id: int) -> LocalModel:
     return _lifecycle(request, model_id, "delete")
+
+
+@router.post(
+    "/{model_id}/cancel",
+    response={200: ModelOut, 404: ErrorOut, 409: ErrorOut},
+    auth=api_auth(Cap.MANAGE_MODELS),
+)
+def cancel(request: AuthedRequest, model_id: int) -> LocalModel:
+    """Cancel an install: the model ends ``failed``, "Cancelled by <you>."; 409 if it is not
+    installing."""
+    return _lifecycle(request, model_id, "cancel")

@@ -1,9 +1,18 @@
 """Background install jobs inside the web process.
 
-Installs copy or download gigabytes and trial-load the model, far too long for a request. A
-small thread pool runs them; their progress lives in the database, so any page (or another web
-process) can show it. Threads are enough: the heavy work is I/O, hashing (which releases the
-GIL) and a subprocess.
+Installs copy or download gigabytes and trial-load the model, far too long for a request. Thread
+pools run them; their progress lives in the database, so any page (or another web process) can
+show it. Threads are enough: the heavy work is I/O, hashing (which releases the GIL) and a
+subprocess.
+
+Two lanes, each its own pool. URL downloads spend their time waiting on someone else's server,
+sometimes for hours (a slow mirror, a multi-GB file), and one pool shared with everything else
+let two slow downloads hold every worker while a path install that needs seconds waited behind
+them. So downloads get the ``download`` lane (``OPSDASH_DOWNLOAD_WORKERS``) and everything whose
+bytes are already here (path copies, finished uploads, suite runs) the ``local`` lane
+(``OPSDASH_INSTALL_WORKERS``). A lane that is full only delays more of its own kind, and the
+download deadline and minimum rate bound how long that can be. Separate pools rather than one
+bigger pool with per-purpose limits: the same guarantee with no bookkeeping of our own.
 """
 
 from __future__ import annotations
@@ -12,14 +21,22 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from enum import StrEnum
 from typing import Any
 
+from django.conf import settings
 from django.db import close_old_connections, connection
 
 logger = logging.getLogger(__name__)
 
+
+class Lane(StrEnum):
+    LOCAL = "local"
+    DOWNLOAD = "download"
+
+
 _lock = threading.Lock()
-_executor: ThreadPoolExecutor | None = None
+_executors: dict[Lane, ThreadPoolExecutor] = {}
 _pending: set[Future[None]] = set()
 
 
@@ -33,13 +50,21 @@ def _run(fn: Callable[..., None], args: tuple[Any, ...]) -> None:
         connection.close()
 
 
-def submit(fn: Callable[..., None], *args: Any) -> None:
-    """Run ``fn(*args)`` on the install pool."""
-    global _executor
+def _workers(lane: Lane) -> int:
+    if lane == Lane.DOWNLOAD:
+        return int(settings.DOWNLOAD_WORKERS)
+    return int(settings.INSTALL_WORKERS)
+
+
+def submit(fn: Callable[..., None], *args: Any, lane: Lane = Lane.LOCAL) -> None:
+    """Run ``fn(*args)`` on ``lane``'s pool (``local`` unless it waits on the network)."""
     with _lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="opsdash-install")
-        future = _executor.submit(_run, fn, args)
+        executor = _executors.get(lane)
+        if executor is None:
+            executor = _executors[lane] = ThreadPoolExecutor(
+                max_workers=_workers(lane), thread_name_prefix=f"opsdash-{lane}"
+            )
+        future = executor.submit(_run, fn, args)
         _pending.add(future)
     future.add_done_callback(_pending.discard)
 

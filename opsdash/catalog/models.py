@@ -88,6 +88,16 @@ class LocalModel(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            # The duplicate rule, atomic: of two installs of one file that reach the checking
+            # stage together, only one can claim its sha256 (services._claim_sha256).
+            models.UniqueConstraint(
+                fields=["sha256"],
+                condition=models.Q(status__in=["installing", "ready", "retired"])
+                & ~models.Q(sha256=""),
+                name="catalog_one_live_record_per_sha256",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -110,6 +120,7 @@ class AuditAction(models.TextChoices):
     DELETE = "delete"
     RECOVER = "recover"
     CONFIGURE = "configure"
+    CANCEL = "cancel"
 
 
 class AuditEntry(models.Model):

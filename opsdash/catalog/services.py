@@ -1,4 +1,4 @@
-"""The catalog's verbs: install, retire, restore, delete, recover.
+"""The catalog's verbs: install, cancel, retire, restore, delete, recover.
 
 Install path (DESIGN.md): bytes → ``<models>/.partial/<uuid>`` with sha256 in the same pass →
 format sniffed → metadata → backend chosen → trial load in a subprocess → atomic rename →
@@ -11,15 +11,18 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -31,7 +34,9 @@ from inference.trial import trial_load
 from opsdash.catalog import jobs
 from opsdash.catalog.models import AuditAction, AuditEntry, LocalModel, ModelStatus, SourceKind
 from opsdash.catalog.transfer import (
+    Guard,
     PartialWriter,
+    TransferCancelled,
     TransferError,
     Written,
     check_free_space,
@@ -43,22 +48,44 @@ from opsdash.core.processes import current_process, is_alive
 logger = logging.getLogger(__name__)
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# NUL and the other C0 controls: no file name or address has a use for them, and PostgreSQL
+# refuses NUL in text, so they are refused with a sentence before anything is stored.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Records that hold their sha256: at most one of them per file (the database enforces it).
+LIVE_STATUSES = (ModelStatus.INSTALLING, ModelStatus.READY, ModelStatus.RETIRED)
+
+
+class RefusalCode(StrEnum):
+    """Why an install was refused; callers branch on this, never on the sentence."""
+
+    INVALID = "invalid"
+    DUPLICATE = "duplicate"
 
 
 class InstallRefused(Exception):
     """The request is refused before anything is written; ``reason`` tells the admin why."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, code: RefusalCode = RefusalCode.INVALID) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.code = code
+
+
+class LifecycleCode(StrEnum):
+    WRONG_STATUS = "wrong_status"
+    STILL_INSTALLING = "still_installing"
+    NOT_INSTALLING = "not_installing"
+    FILE_MISSING = "file_missing"
+    UNKNOWN_FORMAT = "unknown_format"
 
 
 class LifecycleError(Exception):
     """The action does not apply to the model in its current state."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, code: LifecycleCode = LifecycleCode.WRONG_STATUS) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -104,6 +131,11 @@ def resolve_server_path(raw: str, *, roots: Sequence[Path] | None = None) -> Pat
     The check is made on the fully resolved path, so a symlink inside a root that points
     elsewhere is refused as firmly as a path outside it.
     """
+    if "\x00" in raw:
+        raise InstallRefused(
+            f"The path {_shown(raw)} contains a NUL byte (\\0), which no file name can hold; "
+            f"give the file's full path."
+        )
     given = list(settings.MODEL_ROOTS if roots is None else roots)
     if not given:
         raise InstallRefused(
@@ -136,7 +168,15 @@ def resolve_server_path(raw: str, *, roots: Sequence[Path] | None = None) -> Pat
     return real
 
 
+def _shown(text: str) -> str:
+    """``text`` quoted with control characters escaped, safe in a sentence and in the audit."""
+    return repr(text[:300] + ("…" if len(text) > 300 else ""))
+
+
 def _validate(source: InstallSource, *, roots: Sequence[Path] | None = None) -> InstallSource:
+    for label, value in (("name", source.name), ("model type", source.model_type)):
+        if _CONTROL.search(value):
+            raise InstallRefused(f"The {label} {_shown(value)} contains control characters.")
     sha = source.expected_sha256.strip().lower()
     if sha and not _SHA256.fullmatch(sha):
         raise InstallRefused("The expected sha256 must be 64 hexadecimal characters.")
@@ -148,6 +188,11 @@ def _validate(source: InstallSource, *, roots: Sequence[Path] | None = None) -> 
     if source.kind == SourceKind.PATH:
         location = str(resolve_server_path(location, roots=roots))
     elif source.kind == SourceKind.URL:
+        if _CONTROL.search(location):
+            raise InstallRefused(
+                f"The address {_shown(location)} contains control characters (a NUL byte or a "
+                f"line break); give the address alone."
+            )
         parts = urlsplit(location)
         if parts.scheme not in {"http", "https"} or not parts.netloc:
             raise InstallRefused(f"{location!r} is not an http:// or https:// address.")
@@ -157,15 +202,45 @@ def _validate(source: InstallSource, *, roots: Sequence[Path] | None = None) -> 
 
 
 def _refuse_duplicate(sha256: str, *, exclude: int | None = None) -> None:
-    installed = LocalModel.objects.filter(sha256=sha256).exclude(
-        status__in=[ModelStatus.DELETED, ModelStatus.FAILED]
-    )
+    installed = LocalModel.objects.filter(sha256=sha256, status__in=LIVE_STATUSES)
     existing = (installed.exclude(pk=exclude) if exclude else installed).first()
     if existing:
-        url = reverse("catalog:detail", args=[existing.pk])
-        raise InstallRefused(
-            f"This file is already installed as “{existing.name}” ({existing.status}): {url}"
-        )
+        raise _duplicate(existing)
+
+
+def _duplicate(existing: LocalModel) -> InstallRefused:
+    url = reverse("catalog:detail", args=[existing.pk])
+    return InstallRefused(
+        f"This file is already installed as “{existing.name}” ({existing.status}): {url}",
+        code=RefusalCode.DUPLICATE,
+    )
+
+
+def _claim_sha256(pk: int, sha256: str) -> None:
+    """Record the file's sha256 on the installing record, or refuse it as a duplicate.
+
+    A partial unique index (one live record per sha256, migration 0005) makes this atomic:
+    of two installs of the same file that get here together, exactly one claim succeeds,
+    whatever the timing, in SQLite and PostgreSQL alike.
+    """
+    for _ in range(3):
+        try:
+            with transaction.atomic():
+                LocalModel.objects.filter(pk=pk).update(sha256=sha256)
+            return
+        except IntegrityError:
+            holder = (
+                LocalModel.objects.filter(sha256=sha256, status__in=LIVE_STATUSES)
+                .exclude(pk=pk)
+                .first()
+            )
+            if holder is not None:
+                raise _duplicate(holder) from None
+            # The holder failed or was deleted in between: the sha256 is free again.
+    raise InstallRefused(
+        "Another install of this file kept starting and stopping; try again.",
+        code=RefusalCode.DUPLICATE,
+    )
 
 
 def _unique_slug(name: str) -> str:
@@ -214,8 +289,16 @@ def _new_record(source: InstallSource, *, user: User | None) -> LocalModel:
 # ----------------------------------------------------------------------------- install
 
 
+def _printable(text: str) -> str:
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 def start_install(*, source: InstallSource, user: User | None) -> LocalModel:
-    """Validate, create the ``installing`` record and run the install in the background."""
+    """Validate, create the ``installing`` record and run the install in the background.
+
+    URL downloads run on their own lane of the job pool, so slow servers never hold up
+    installs from a server path or an upload (see ``jobs``).
+    """
     try:
         source = _validate(source)
     except InstallRefused as exc:
@@ -223,11 +306,12 @@ def start_install(*, source: InstallSource, user: User | None) -> LocalModel:
             action=AuditAction.INSTALL,
             outcome="refused",
             actor=user,
-            detail=f"{source.kind} {source.location}: {exc.reason}",
+            detail=_printable(f"{source.kind} {source.location}: {exc.reason}"),
         )
         raise
     model = _new_record(source, user=user)
-    jobs.submit(_acquire_and_finish, model.pk, source)
+    lane = jobs.Lane.DOWNLOAD if source.kind == SourceKind.URL else jobs.Lane.LOCAL
+    jobs.submit(_acquire_and_finish, model.pk, source, lane=lane)
     return model
 
 
@@ -245,7 +329,7 @@ def install_model(
             action=AuditAction.INSTALL,
             outcome="refused",
             actor=user,
-            detail=f"{source.kind} {source.location}: {exc.reason}",
+            detail=_printable(f"{source.kind} {source.location}: {exc.reason}"),
         )
         raise
     model = _new_record(source, user=user)
@@ -272,8 +356,44 @@ def install_uploaded(
         raise
     model = _new_record(source, user=user)
     LocalModel.objects.filter(pk=model.pk).update(bytes_done=written.size, bytes_total=written.size)
-    jobs.submit(_finish, model.pk, partial, written)
+    jobs.submit(_finish_upload, model.pk, partial, written, lane=jobs.Lane.LOCAL)
     return model
+
+
+# Guards of the installs this process runs, so that a cancel made here interrupts a read
+# blocked on the network at once; a cancel made by another process is seen by the guard's
+# poll of the record (about once a second).
+_running_lock = threading.Lock()
+_running: dict[int, Guard] = {}
+
+
+def _cancel_reason(pk: int) -> str | None:
+    row = LocalModel.objects.filter(pk=pk).values_list("status", "error").first()
+    if row is None:
+        return "The install's record is gone."
+    status, error = row
+    if status == ModelStatus.INSTALLING:
+        return None
+    return error or f"The install was ended ({status})."
+
+
+@contextmanager
+def _guarded(pk: int, *, source: str = "", download: bool = False) -> Iterator[Guard]:
+    """A guard for install ``pk``: cancellation always, deadline and minimum rate for URLs."""
+    guard = Guard(
+        source=source,
+        deadline_seconds=settings.DOWNLOAD_DEADLINE_SECONDS if download else 0,
+        min_bytes_per_second=settings.DOWNLOAD_MIN_BYTES_PER_SECOND if download else 0,
+        window_seconds=settings.DOWNLOAD_RATE_WINDOW_SECONDS,
+        cancelled=lambda: _cancel_reason(pk),
+    )
+    with _running_lock:
+        _running[pk] = guard
+    try:
+        yield guard
+    finally:
+        with _running_lock:
+            _running.pop(pk, None)
 
 
 class _ProgressReporter:
@@ -286,12 +406,27 @@ class _ProgressReporter:
         now = timezone.now().timestamp()
         if now - self._last >= 0.5 or (total is not None and done >= total):
             self._last = now
-            LocalModel.objects.filter(pk=self.pk).update(
+            LocalModel.objects.filter(pk=self.pk, status=ModelStatus.INSTALLING).update(
                 bytes_done=done, bytes_total=total, stage=self.stage
             )
 
 
 def _acquire_and_finish(pk: int, source: InstallSource) -> None:
+    is_url = source.kind == SourceKind.URL
+    with _guarded(pk, source=source.location, download=is_url) as guard:
+        _acquire(pk, source, guard)
+
+
+def _finish_upload(pk: int, partial: Path, written: Written) -> None:
+    with _guarded(pk) as guard:
+        _finish(pk, partial, written, guard)
+
+
+def _acquire(pk: int, source: InstallSource, guard: Guard) -> None:
+    try:
+        guard.check_cancelled()  # cancelled while it waited for a worker
+    except TransferCancelled:
+        return
     partial = new_partial_path()
     try:
         if source.kind == SourceKind.PATH:
@@ -303,7 +438,7 @@ def _acquire_and_finish(pk: int, source: InstallSource) -> None:
                 partial, reserve=settings.MIN_FREE_BYTES, progress=_ProgressReporter(pk, "copying")
             )
             try:
-                written = copy_file(src, writer)
+                written = copy_file(src, writer, guard=guard)
             finally:
                 writer.close()
         else:
@@ -319,47 +454,53 @@ def _acquire_and_finish(pk: int, source: InstallSource) -> None:
                     writer,
                     timeout=settings.DOWNLOAD_TIMEOUT_SECONDS,
                     attempts=settings.DOWNLOAD_ATTEMPTS,
+                    guard=guard,
                 )
             finally:
                 writer.close()
     except (TransferError, OSError) as exc:
+        # A cancelled install is already failed with who cancelled it; _fail leaves it so.
         partial.unlink(missing_ok=True)
         reason = (
             exc.reason if isinstance(exc, TransferError) else f"Could not read the file: {exc}."
         )
         _fail(pk, reason)
         return
-    _finish(pk, partial, written)
+    _finish(pk, partial, written, guard)
 
 
-def _finish(pk: int, partial: Path, written: Written) -> None:
+def _finish(pk: int, partial: Path, written: Written, guard: Guard) -> None:
     """Check, inspect and trial-load the partial file, then move it into place."""
     model = LocalModel.objects.get(pk=pk)
     try:
+        guard.check_cancelled()
         _set_stage(pk, "checking")
         if model.expected_sha256 and written.sha256 != model.expected_sha256:
             raise InstallRefused(
                 f"The sha256 of the file is {written.sha256}, not the expected "
                 f"{model.expected_sha256}. The file is corrupt or not the one you meant."
             )
-        _refuse_duplicate(written.sha256, exclude=pk)
+        _claim_sha256(pk, written.sha256)
         metadata = formats.read_metadata(partial, model_type=model.model_type or None)
         verdict = formats.choose_backend(metadata)
         if verdict.backend is None:
             raise InstallRefused(verdict.reason)
+        guard.check_cancelled()
         _set_stage(pk, "trial load")
         trial = trial_load(
             partial,
             backend=verdict.backend,
             model_type=model.model_type or None,
             timeout=settings.TRIAL_LOAD_TIMEOUT_SECONDS,
+            should_stop=guard.cancel_reason,
         )
+        guard.check_cancelled()
         if not trial.ok:
             raise InstallRefused(f"The trial load in {verdict.backend} failed: {trial.error}")
         extension = ".gguf" if metadata.format == "gguf" else ".bin"
         final = settings.MODELS_DIR / f"{model.slug}{extension}"
         os.replace(partial, final)  # atomic on one filesystem: .partial lives inside MODELS_DIR
-    except (InstallRefused, InferenceError) as exc:
+    except (InstallRefused, InferenceError, TransferError) as exc:
         partial.unlink(missing_ok=True)
         _fail(pk, exc.reason)
         return
@@ -369,7 +510,9 @@ def _finish(pk: int, partial: Path, written: Written) -> None:
         _fail(pk, f"The install failed unexpectedly ({exc.__class__.__name__}: {exc}).")
         return
     with transaction.atomic():
-        LocalModel.objects.filter(pk=pk).update(
+        # Only an install still running becomes ready: one cancelled at the last moment stays
+        # failed, and its file goes.
+        became_ready = LocalModel.objects.filter(pk=pk, status=ModelStatus.INSTALLING).update(
             status=ModelStatus.READY,
             stage="",
             error="",
@@ -394,13 +537,17 @@ def _finish(pk: int, partial: Path, written: Written) -> None:
             trial_sample=trial.sample_text or "",
             installed_at=timezone.now(),
         )
-        audit(
-            action=AuditAction.INSTALL,
-            outcome="ok",
-            model=model,
-            actor=model.installed_by,
-            detail=f"sha256 {written.sha256}, {written.size} bytes, runs on {verdict.backend}",
-        )
+        if became_ready:
+            audit(
+                action=AuditAction.INSTALL,
+                outcome="ok",
+                model=model,
+                actor=model.installed_by,
+                detail=f"sha256 {written.sha256}, {written.size} bytes, runs on {verdict.backend}",
+            )
+    if not became_ready:
+        final.unlink(missing_ok=True)
+        return
     # Other apps act on the new model (suites run against it) without the catalog importing
     # them; a failing hook is logged and never fails the install.
     for hook in settings.CATALOG_AFTER_INSTALL_HOOKS:
@@ -411,12 +558,17 @@ def _finish(pk: int, partial: Path, written: Written) -> None:
 
 
 def _set_stage(pk: int, stage: str) -> None:
-    LocalModel.objects.filter(pk=pk).update(stage=stage)
+    LocalModel.objects.filter(pk=pk, status=ModelStatus.INSTALLING).update(stage=stage)
 
 
 def _fail(pk: int, reason: str) -> None:
+    """Fail install ``pk`` unless it already ended (a cancel, or recovery, got there first)."""
     with transaction.atomic():
-        LocalModel.objects.filter(pk=pk).update(status=ModelStatus.FAILED, stage="", error=reason)
+        failed = LocalModel.objects.filter(pk=pk, status=ModelStatus.INSTALLING).update(
+            status=ModelStatus.FAILED, stage="", error=reason
+        )
+        if not failed:
+            return
         model = LocalModel.objects.get(pk=pk)
         audit(
             action=AuditAction.INSTALL,
@@ -456,10 +608,51 @@ def recover_interrupted_installs() -> int:
 
 
 def _require_status(model: LocalModel, allowed: tuple[str, ...], action: str) -> None:
-    if model.status not in allowed:
+    if model.status in allowed:
+        return
+    if model.status == ModelStatus.INSTALLING:
+        cancel = f"/api/models/{model.pk}/cancel"
         raise LifecycleError(
-            f"“{model.name}” is {model.status}; only {' or '.join(allowed)} models can be {action}."
+            f"“{model.name}” is still installing, so it cannot be {action} yet. Cancel the "
+            f"install first (Cancel on its page, or POST {cancel}), or wait for it to end.",
+            code=LifecycleCode.STILL_INSTALLING,
         )
+    raise LifecycleError(
+        f"“{model.name}” is {model.status}; only {' or '.join(allowed)} models can be {action}."
+    )
+
+
+def cancel_install(*, model: LocalModel, user: User | None) -> LocalModel:
+    """Stop an install: the record ends ``failed`` saying who cancelled, at once.
+
+    The worker running it notices between chunks (at once in this process, within about a
+    second from another one), stops its download, copy or trial load and removes its partial
+    file. A queued install never starts.
+    """
+    with transaction.atomic():
+        model = LocalModel.objects.select_for_update().get(pk=model.pk)
+        if model.status != ModelStatus.INSTALLING:
+            raise LifecycleError(
+                f"“{model.name}” is {model.status}, not installing: there is no install to cancel.",
+                code=LifecycleCode.NOT_INSTALLING,
+            )
+        who = user.get_username() if user is not None else "the system"
+        reason = f"Cancelled by {who}."
+        stage = model.stage or "queued"
+        model.status, model.stage, model.error = ModelStatus.FAILED, "", reason
+        model.save(update_fields=["status", "stage", "error"])
+        audit(
+            action=AuditAction.CANCEL,
+            outcome="ok",
+            model=model,
+            actor=user,
+            detail=f"while {stage}, after {model.bytes_done} bytes",
+        )
+    with _running_lock:
+        guard = _running.get(model.pk)
+    if guard is not None:
+        guard.interrupt(reason)
+    return model
 
 
 @transaction.atomic
@@ -488,7 +681,8 @@ def restore_model(*, model: LocalModel, user: User | None) -> LocalModel:
         )
         raise LifecycleError(
             f"The file {model.file_path} is missing, so “{model.name}” cannot "
-            f"be restored. Delete it and install the file again."
+            f"be restored. Delete it and install the file again.",
+            code=LifecycleCode.FILE_MISSING,
         )
     model.status, model.retired_at = ModelStatus.READY, None
     model.save(update_fields=["status", "retired_at"])
@@ -522,7 +716,9 @@ def delete_model(*, model: LocalModel, user: User | None) -> LocalModel:
 def set_prompt_format(*, model: LocalModel, prompt_format: str, user: User | None) -> LocalModel:
     """Choose the plain chat format for a model ("" = the file's own template, or plain)."""
     if prompt_format and prompt_format not in chat_formats.FORMATS:
-        raise LifecycleError(f"Unknown chat format {prompt_format!r}.")
+        raise LifecycleError(
+            f"Unknown chat format {prompt_format!r}.", code=LifecycleCode.UNKNOWN_FORMAT
+        )
     model.prompt_format = prompt_format
     model.save(update_fields=["prompt_format"])
     audit(

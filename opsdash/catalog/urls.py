@@ -13,5 +13,6 @@ urlpatterns = [
     path("<int:pk>/retire/", views.retire, name="retire"),
     path("<int:pk>/restore/", views.restore, name="restore"),
     path("<int:pk>/delete/", views.delete, name="delete"),
+    path("<int:pk>/cancel/", views.cancel, name="cancel"),
     path("<int:pk>/chat-format/", views.set_prompt_format, name="set_prompt_format"),
 ]

@@ -137,15 +137,27 @@ def _lifecycle_view(request: AuthedRequest, pk: int, verb: str) -> HttpResponse:
         "retire": services.retire_model,
         "restore": services.restore_model,
         "delete": services.delete_model,
+        "cancel": services.cancel_install,
     }[verb]
     try:
         action(model=model, user=request.user)
     except services.LifecycleError as exc:
         messages.error(request, exc.reason)
     else:
-        done = {"retire": "retired", "restore": "restored", "delete": "deleted"}[verb]
-        messages.success(request, f"“{model.name}” {done}.")
+        done = {
+            "retire": f"“{model.name}” retired.",
+            "restore": f"“{model.name}” restored.",
+            "delete": f"“{model.name}” deleted.",
+            "cancel": f"The install of “{model.name}” was cancelled and its partial file removed.",
+        }[verb]
+        messages.success(request, done)
     return redirect("catalog:detail", pk=pk)
+
+
+@requires(Cap.MANAGE_MODELS)
+@require_POST
+def cancel(request: AuthedRequest, pk: int) -> HttpResponse:
+    return _lifecycle_view(request, pk, "cancel")
 
 
 @requires(Cap.MANAGE_MODELS)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -17,72 +14,6 @@ from opsdash.catalog.models import LocalModel, ModelStatus, SourceKind
 from tests.catalog.helpers import model_files, partial_files
 
 pytestmark = pytest.mark.django_db
-
-
-class FileServer:
-    """Serves one payload with a chosen misbehaviour; records the Range headers it saw."""
-
-    def __init__(self) -> None:
-        self.payload = b""
-        self.mode = "ok"  # ok | short-once | short-always | hang | no-length | 404
-        self.ranges: list[str | None] = []
-        self.requests = 0
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                outer.requests += 1
-                outer.ranges.append(self.headers.get("Range"))
-                outer.handle(self)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, name: str = "model.gguf") -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/{name}"
-
-    def handle(self, h: BaseHTTPRequestHandler) -> None:
-        data, start = self.payload, 0
-        if self.mode == "404":
-            h.send_error(404, "Not Found")
-            return
-        if self.mode == "hang":
-            time.sleep(4)
-            return
-        rng = h.headers.get("Range")
-        if rng and self.mode == "short-once":
-            start = int(rng.removeprefix("bytes=").split("-")[0])
-            h.send_response(206)
-            h.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            h.send_response(200)
-        body = data[start:]
-        if self.mode != "no-length":
-            h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        cut_short = self.mode == "short-always" or (
-            self.mode == "short-once" and self.requests == 1
-        )
-        h.wfile.write(body[: len(body) // 2] if cut_short else body)
-        h.wfile.flush()
-        h.close_connection = True
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def server(tiny_gguf_path: Path) -> Iterator[FileServer]:
-    srv = FileServer()
-    srv.payload = tiny_gguf_path.read_bytes()
-    yield srv
-    srv.stop()
 
 
 def download(url: str, admin, **options: str) -> LocalModel:  # type: ignore[no-untyped-def]
@@ -143,11 +74,64 @@ def test_only_http_and_https_addresses_are_accepted(admin):
         download("file:///etc/passwd", admin)
 
 
+def test_a_server_that_dribbles_bytes_fails_below_the_minimum_rate_and_keeps_nothing(
+    admin, settings, server
+):
+    # One byte every 0.2 s for a minute, then the rest: before the minimum rate existed this
+    # held a worker for the whole minute and then ended ready.
+    settings.DOWNLOAD_MIN_BYTES_PER_SECOND = 1000
+    settings.DOWNLOAD_RATE_WINDOW_SECONDS = 2
+    server.mode = "dribble"
+    started = time.monotonic()
+    model = download(server.url(), admin)
+
+    assert model.status == ModelStatus.FAILED
+    assert time.monotonic() - started < 15, "it fails soon after the first window"
+    assert f"The download from {server.url()} sent " in model.error, model.error
+    assert "in the last 2" in model.error
+    assert "below the minimum of 1000 bytes per second" in model.error
+    assert "OPSDASH_DOWNLOAD_MIN_BYTES_PER_SECOND" in model.error
+    assert server.requests == 1, "a server too slow is not retried"
+    assert partial_files(settings.MODELS_DIR) == [] and model_files(settings.MODELS_DIR) == []
+
+
+def test_a_download_still_running_at_its_deadline_fails_with_the_deadline(
+    admin, settings, server
+):
+    settings.DOWNLOAD_MIN_BYTES_PER_SECOND = 0
+    settings.DOWNLOAD_DEADLINE_SECONDS = 2
+    server.mode = "dribble"
+    started = time.monotonic()
+    model = download(server.url(), admin)
+
+    assert model.status == ModelStatus.FAILED
+    assert time.monotonic() - started < 8
+    assert "did not finish within 2 s (OPSDASH_DOWNLOAD_DEADLINE_SECONDS)" in model.error
+    assert partial_files(settings.MODELS_DIR) == [] and model_files(settings.MODELS_DIR) == []
+
+
+def test_a_silent_server_cannot_stretch_the_deadline_past_its_read_timeout(
+    admin, settings, server
+):
+    settings.DOWNLOAD_TIMEOUT_SECONDS = 30  # one read could wait this long
+    settings.DOWNLOAD_DEADLINE_SECONDS = 1
+    server.mode = "hang"  # answers nothing for 4 s
+    started = time.monotonic()
+    model = download(server.url(), admin)
+
+    assert model.status == ModelStatus.FAILED
+    assert time.monotonic() - started < 3.5
+    assert "did not finish within 1 s" in model.error, model.error
+
+
 @pytest.fixture
 def small_disk(settings, tmp_path):
     """A 1 MiB tmpfs as the models folder: a real disk that really runs out of space."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+        pytest.skip(
+            "mounting a tmpfs needs root; "
+            "test_a_full_disk_mid_download_fails_cleanly_without_root covers the same failure"
+        )
     mount = tmp_path / "small-disk"
     mount.mkdir()
     assert os.system(f"mount -t tmpfs -o size=1m tmpfs {mount}") == 0, "could not mount a tmpfs"
@@ -166,3 +150,22 @@ def test_a_disk_that_fills_up_mid_download_fails_cleanly(admin, server, small_di
     assert model.status == ModelStatus.FAILED
     assert "ran out of space" in model.error, model.error
     assert partial_files(small_disk) == [] and model_files(small_disk) == []
+
+
+def test_a_full_disk_mid_download_fails_cleanly_without_root(admin, server, monkeypatch):
+    # The same failure as above for any user: the partial file is a link to /dev/full, where
+    # the kernel answers every write with ENOSPC, just as a full disk does.
+    full = Path("/dev/full")
+    if not full.exists():
+        pytest.skip("this system has no /dev/full to stand in for a full disk")
+    link = services.partial_dir() / "full"
+    link.symlink_to(full)
+    monkeypatch.setattr(services, "new_partial_path", lambda: link)
+    server.mode = "no-length"
+    server.payload = os.urandom(3 * 1024 * 1024)
+    model = download(server.url(), admin)
+
+    assert model.status == ModelStatus.FAILED
+    assert "ran out of space" in model.error, model.error
+    assert not link.is_symlink(), "the partial file is removed"
+    assert partial_files(settings.MODELS_DIR) == [] and model_files(settings.MODELS_DIR) == []

@@ -1,4 +1,9 @@
-"""ASGI entry point: HTTP through Django, websockets through Channels."""
+"""ASGI entry point: HTTP through the body guard and Django, websockets through Channels.
+
+Served by uvicorn (``make run``): it hands the application request bodies as they arrive, so
+``BodyLimits`` refuses a body too large for its endpoint, or without the credentials it needs,
+before anything stores it, and model uploads stream straight into the models disk.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,10 @@ import logging
 import os
 from typing import Any
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "opsdash.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)
 
 from asgiref.sync import sync_to_async  # noqa: E402
 from channels.auth import AuthMiddlewareStack  # noqa: E402
@@ -19,11 +24,20 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.db import DatabaseError  # noqa: E402
 
 from opsdash.catalog.services import recover_interrupted_installs  # noqa: E402
+from opsdash.catalog.uploads import UPLOAD_PATH, upload_body_rule  # noqa: E402
+from opsdash.core.bodylimits import BodyLimits  # noqa: E402
+from opsdash.core.streamed_body import StreamingBodyASGIHandler  # noqa: E402
 from opsdash.playground.suites import mark_interrupted_suite_runs  # noqa: E402
 from opsdash.routing import websocket_urlpatterns  # noqa: E402
 from opsdash.runs.services import mark_interrupted_runs  # noqa: E402
 
 logger = logging.getLogger("opsdash")
+
+# Django for HTTP, the upload's body streamed to its view, every body measured on the way in.
+django_asgi_app = BodyLimits(
+    StreamingBodyASGIHandler(streamed_paths=[UPLOAD_PATH]),
+    rules={UPLOAD_PATH: upload_body_rule},
+)
 
 
 def settle_interrupted_work() -> None:

@@ -53,7 +53,6 @@ ALLOWED_HOSTS = envlist("OPSDASH_ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = envlist("OPSDASH_CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -181,6 +180,9 @@ WHITENOISE_USE_FINDERS = True
 # into memory or /tmp; this only bounds ordinary form fields.
 MAX_UPLOAD_BYTES = envbytes("OPSDASH_MAX_UPLOAD_BYTES", 64 * 1024**3)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+# The ASGI body guard (opsdash.core.bodylimits) lets no other body past this size, so Django's
+# spool of a request body (it reads each one whole before the view) never reaches the disk.
+FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 # An install refuses to start, and stops, when the models folder would keep less than this free.
 MIN_FREE_BYTES = envbytes("OPSDASH_MIN_FREE_BYTES", 512 * 1024**2)
 # How long one read of a download may wait for data (a silent server), then the retry.

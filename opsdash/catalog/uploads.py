@@ -1,14 +1,25 @@
-"""A Django upload handler that streams a model file straight into ``<models>/.partial``."""
+"""A Django upload handler that streams a model file straight into ``<models>/.partial``.
+
+The upload path's body reaches it as a live stream (``opsdash.core.streamed_body``), so the
+bytes are written once, into the partial file, hashed in the same pass; and the ASGI body guard
+(``opsdash.core.bodylimits``) refuses an upload over the limit, or without credentials, before
+any of it is read (``upload_body_rule``).
+"""
 
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.contrib.auth import SESSION_KEY
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
+from django.http.cookie import parse_cookie
 
+from opsdash.accounts.services import user_for_token
 from opsdash.catalog.transfer import (
     CHUNK_BYTES,
     PartialWriter,
@@ -16,10 +27,20 @@ from opsdash.catalog.transfer import (
     Written,
     human_size,
 )
+from opsdash.core.bodylimits import BodyRule, Scope
+
+UPLOAD_PATH = "/api/models/upload"
+#: Room for the multipart framing and the small fields (name, model_type) around the file.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 
 class UploadTooLarge(Exception):
     pass
+
+
+def upload_limit() -> int:
+    """The largest upload body accepted: the file limit plus its multipart framing."""
+    return settings.MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD_BYTES
 
 
 class StreamedModelFile(UploadedFile):
@@ -55,7 +76,7 @@ class PartialFileUploadHandler(FileUploadHandler):
         boundary: str,
         encoding: str | None = None,
     ) -> None:
-        if content_length and content_length > settings.MAX_UPLOAD_BYTES + 64 * 1024:
+        if content_length and content_length > upload_limit():
             raise UploadTooLarge()
 
     def new_file(self, *args: Any, **kwargs: Any) -> None:
@@ -102,3 +123,32 @@ def too_large_message() -> str:
         f"(OPSDASH_MAX_UPLOAD_BYTES). Copy the file into a model root on the server and "
         f"install it by path instead."
     )
+
+
+def upload_body_rule() -> BodyRule:
+    """The body guard's rule for the upload endpoint: up to the upload limit, and only from a
+    caller with a session or a personal token (the role is checked by the view, before it reads)."""
+    return BodyRule(
+        limit=upload_limit(),
+        style="api",
+        too_large=too_large_message(),
+        credentials=caller_has_credentials,
+        unauthorized="Sign in as an admin, or send Authorization: Bearer <token>, to upload.",
+    )
+
+
+async def caller_has_credentials(scope: Scope) -> bool:
+    """A live signed-in session or an active personal token; read-only apart from the token's
+    ``last_used_at``."""
+    headers = {name.decode("latin1").lower(): value for name, value in scope.get("headers", [])}
+    authorization = headers.get("authorization", b"").decode("latin1")
+    if authorization.lower().startswith("bearer "):
+        secret = authorization[7:].strip()
+        return await sync_to_async(user_for_token)(secret) is not None
+    session_key = parse_cookie(headers.get("cookie", b"").decode("latin1")).get(
+        settings.SESSION_COOKIE_NAME
+    )
+    if not session_key:
+        return False
+    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    return await sync_to_async(store.get)(SESSION_KEY) is not None

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 
 import psutil
 from django.conf import settings
 from django.contrib import messages
+from django.core.exceptions import RequestAborted
 from django.core.paginator import Paginator
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse, JsonResponse, QueryDict
+from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.csrf import csrf_exempt, csrf_protect
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRefresh
 
@@ -204,25 +207,57 @@ def audit(request: AuthedRequest) -> HttpResponse:
     return render(request, "catalog/audit.html", {"page": page})
 
 
+def _csrf_refusal(request: AuthedRequest) -> HttpResponse | None:
+    """The CSRF check of a session upload, made before any of the body is read.
+
+    ``CsrfViewMiddleware`` looks for the form's token in ``request.POST`` first, and reading
+    that would stream the whole file in before the check; here it sees an empty form, so the
+    token comes from the ``X-CSRFToken`` header (the upload page sends it).
+    """
+    probe = copy.copy(request)
+    probe.POST = QueryDict()
+    return CsrfViewMiddleware(lambda _: HttpResponse()).process_view(probe, _upload, (), {})
+
+
 @csrf_exempt  # checked below for session callers; a bearer token needs no CSRF token
 @require_POST
 @requires(Cap.MANAGE_MODELS, api=True)
 def upload(request: AuthedRequest) -> HttpResponse:
     """POST /api/models/upload: one multipart file field ``file`` (+ ``name``, ``model_type``).
 
-    Bearer token or session (with CSRF). The body streams through ``PartialFileUploadHandler``
-    into the models disk; the rest of the install runs in the background (202).
+    Bearer token, or session with the ``X-CSRFToken`` header. Whatever can refuse the upload
+    (the role, CSRF, the declared length) is checked before any of the body is read; then the
+    body, which reaches this view unread (``opsdash.core.streamed_body``), streams through
+    ``PartialFileUploadHandler`` into the models disk: written once, hashed in the same pass.
+    The rest of the install runs in the background (202).
     """
-    # The handler must be in place before anything reads the body, the CSRF check included.
+    if not request.headers.get("Authorization", "").lower().startswith("bearer "):
+        refused = _csrf_refusal(request)
+        if refused is not None:
+            return refused
+    if not request.META.get("CONTENT_LENGTH"):
+        # Django's multipart parser reads nothing without a length (curl -F and browsers send one).
+        response = JsonResponse(
+            {"detail": "Send the upload with a Content-Length header (not chunked)."}, status=411
+        )
+        response["Connection"] = "close"
+        return response
+    # The handler must be in place before anything reads the body.
     handler = PartialFileUploadHandler(request, services.new_partial_path())
     request.upload_handlers = [handler]
-    bearer = request.headers.get("Authorization", "").lower().startswith("bearer ")
+    response: HttpResponse | None = None
     try:
-        response = (_upload if bearer else csrf_protect(_upload))(request, handler)
+        response = _upload(request, handler)
     except UploadTooLarge:
         response = JsonResponse({"detail": too_large_message()}, status=413)
+    except RequestAborted:
+        response = HttpResponse(status=400)  # the client left mid-upload: nobody reads this
+    finally:
+        if response is None or response.status_code != 202:
+            handler.abort()  # nothing of a refused or broken upload stays on disk
     if response.status_code != 202:
-        handler.abort()  # nothing of a refused upload stays on disk
+        # The rest of a refused body is never read: end the connection rather than drain it.
+        response["Connection"] = "close"
     return response
 
 

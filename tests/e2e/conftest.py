@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.db import connections
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.conftest import PASSWORD
+from tests.liveserver import serve
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -59,45 +59,9 @@ def screenshot(page: Page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def _prepare_server_process() -> None:
-    """Runs in the forked daphne process: use the test database, start fresh pools."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from asgiref.sync import SyncToAsync
-    from channels.testing.live import set_database_connection
-
-    from opsdash.catalog import jobs
-    from opsdash.runs import runtime
-
-    set_database_connection()
-    # Threads do not survive a fork: start the pools the child inherited afresh.
-    runtime._supervisor = None
-    jobs._executor = None
-    SyncToAsync.single_thread_executor = ThreadPoolExecutor(max_workers=1)
-
-
-def _application():  # type: ignore[no-untyped-def]
-    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
-
-    from opsdash.asgi import application
-
-    return ASGIStaticFilesHandler(application)
-
-
 @pytest.fixture
 def asgi_server(transactional_db, settings) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """OpsDash served by daphne (HTTP and websockets) in a child process; yields its URL."""
-    from daphne.testing import DaphneProcess
-
+    """OpsDash served by uvicorn (HTTP and websockets) in a child process; yields its URL."""
     settings.ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
-    # The child must not inherit an open SQLite handle: a connection shared across a fork
-    # reads stale or broken pages. Close ours; both sides reconnect on their next query.
-    connections.close_all()
-    server = DaphneProcess("127.0.0.1", _application, setup=_prepare_server_process)
-    server.start()
-    while not server.ready.wait(timeout=1):
-        if not server.is_alive():
-            pytest.fail("the daphne test server stopped while starting")
-    yield f"http://127.0.0.1:{server.port.value}"
-    server.terminate()
-    server.join(10)
+    with serve() as server:
+        yield server.url

@@ -1,4 +1,4 @@
-"""An operator watches the telemetry page stream, in a real browser against a real daphne."""
+"""An operator watches the telemetry page stream, in a real browser against a real server."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import _application, _prepare_server_process, screenshot, sign_in
+from tests.e2e.conftest import screenshot, sign_in
+from tests.liveserver import serve
 from tests.runs.conftest import install_ready
 from tests.telemetry.fake_nvml import GIB, FakeNvml
 
@@ -111,24 +112,11 @@ def test_the_page_fits_a_phone(page: Page, telemetry_server: str, operator):
     screenshot(page, "telemetry-390")
 
 
-def _prepare_telemetry_server() -> None:
-    """``_prepare_server_process``, and a fresh thread for asgiref's thread-sensitive work: the
-    parent's (used by earlier websocket tests in this session) does not survive the fork, and
-    every ``database_sync_to_async`` in the server would wait for it forever."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from asgiref.sync import SyncToAsync
-
-    _prepare_server_process()
-    SyncToAsync.single_thread_executor = ThreadPoolExecutor(max_workers=1)
-
-
 def _prepare_gpu_server() -> None:
     """The forked server's sampler reads two pretend GPUs, the first running hot (the fake
     NVML module at the probe boundary: the one thing this machine lacks)."""
     from opsdash.telemetry import sampler
 
-    _prepare_telemetry_server()
     original = sampler.Sampler.from_settings.__func__  # type: ignore[attr-defined]
     nvml = FakeNvml(gpus=2, temperature=88, memory_used=61 * GIB)
     sampler.Sampler.from_settings = classmethod(  # type: ignore[method-assign]
@@ -136,24 +124,16 @@ def _prepare_gpu_server() -> None:
     )
 
 
-def _serve(setup: Callable[[], None]) -> Iterator[str]:
-    from daphne.testing import DaphneProcess
-
-    server = DaphneProcess("127.0.0.1", _application, setup=setup)
-    server.start()
-    while not server.ready.wait(timeout=1):
-        if not server.is_alive():
-            pytest.fail("the daphne test server stopped while starting")
-    yield f"http://127.0.0.1:{server.port.value}"
-    server.terminate()
-    server.join(10)
+def _serve(setup: Callable[[], None] | None = None) -> Iterator[str]:
+    with serve(setup) as server:
+        yield server.url
 
 
 @pytest.fixture
 def telemetry_server(transactional_db, settings) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """The ``asgi_server`` fixture's daphne, safe to fork after websocket tests."""
+    """The ``asgi_server`` fixture's server, with the telemetry test's setup."""
     settings.ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
-    yield from _serve(_prepare_telemetry_server)
+    yield from _serve()
 
 
 @pytest.fixture

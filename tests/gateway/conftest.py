@@ -12,7 +12,7 @@ from asgiref.sync import SyncToAsync
 from opsdash.gateway.services import IssuedKey, create_api_key
 from opsdash.runs.models import Workflow
 
-# The live daphne server and the browser come from the e2e suite; the models from the runs one.
+# The live server and the browser come from the e2e suite; the models from the runs one.
 from tests.e2e.conftest import asgi_server, browser, page  # noqa: F401
 from tests.runs.conftest import smol_model, supervisor_cleanup, tiny_model  # noqa: F401
 

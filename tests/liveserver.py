@@ -1,0 +1,109 @@
+"""OpsDash served by uvicorn in a child process against the test database: the one live server
+the browser, gateway, telemetry and body-limit tests share.
+
+The child is forked, so it sees this process's settings (the test database, ALLOWED_HOSTS, a
+test's ``settings`` overrides) and the rows already committed. It listens on a socket this
+process bound to a free port, so the URL is known before the child starts, and it says it is
+ready once uvicorn has run lifespan startup and is accepting. SIGTERM ends it the way it ends in
+production (uvicorn's graceful shutdown, lifespan shutdown).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.db import connections
+
+START_TIMEOUT_SECONDS = 60
+STOP_TIMEOUT_SECONDS = 15
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    url: str
+    pid: int
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+
+def prepare_server_process() -> None:
+    """Runs in the forked child: use the test database, start afresh what a fork cannot keep."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from asgiref.sync import SyncToAsync
+    from channels.testing.live import set_database_connection
+
+    from opsdash.catalog import jobs
+    from opsdash.runs import runtime
+
+    set_database_connection()
+    # Threads do not survive a fork: start the pools the child inherited afresh.
+    runtime._supervisor = None
+    jobs._executor = None
+    SyncToAsync.single_thread_executor = ThreadPoolExecutor(max_workers=1)
+
+
+def _application() -> Any:
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+    from opsdash.asgi import application
+
+    return ASGIStaticFilesHandler(application)
+
+
+def _child(sock: socket.socket, setup: Callable[[], None] | None, ready: Any) -> None:
+    import uvicorn
+
+    prepare_server_process()
+    if setup is not None:
+        setup()
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if not self.should_exit:
+                ready.set()
+
+    config = uvicorn.Config(_application(), lifespan="auto", log_level="warning", access_log=False)
+    Server(config).run(sockets=[sock])
+
+
+@contextlib.contextmanager
+def serve(setup: Callable[[], None] | None = None) -> Iterator[LiveServer]:
+    """Serve OpsDash in a child process until the block ends; ``setup`` runs in the child first."""
+    # The child must not inherit an open SQLite handle: a connection shared across a fork reads
+    # stale or broken pages. Close ours; both sides reconnect on their next query.
+    connections.close_all()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    context = multiprocessing.get_context("fork")
+    ready = context.Event()
+    child = context.Process(target=_child, args=(sock, setup, ready), daemon=True)
+    child.start()
+    sock.close()  # the child holds its own copy
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while not ready.wait(timeout=0.2):
+            if not child.is_alive():
+                pytest.fail(f"the uvicorn test server exited while starting ({child.exitcode})")
+            if time.monotonic() > deadline:
+                pytest.fail(f"the uvicorn test server did not start in {START_TIMEOUT_SECONDS} s")
+        assert child.pid is not None
+        yield LiveServer(url=f"http://127.0.0.1:{port}", pid=child.pid)
+    finally:
+        child.terminate()
+        child.join(STOP_TIMEOUT_SECONDS)
+        if child.is_alive():
+            child.kill()
+            child.join(5)

@@ -8,6 +8,8 @@ Client → server::
 
 Server → client: ``started`` (the run id), ``token`` (text as it is generated), ``done`` (status,
 usage, timings, error) per panel, or ``error`` when a request is refused before a run starts.
+Every frame is answered: one that is not a JSON object (binary, malformed, nested too deep, a
+lone surrogate) gets an ``error`` and the socket stays open.
 Several panels may run at once (compare). Closing the socket stops its runs; they are recorded
 as ``cancelled`` with the text so far.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -33,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 MAX_PANELS = 4
 STOP_GRACE_SECONDS = 15
+MAX_ID = 2**63 - 1  # the database's largest key: a bigger number cannot name a model
 
 
 @dataclass
@@ -61,9 +65,38 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
             # Let each run finalize as `cancelled` with its text, so nothing is lost.
             await asyncio.wait([item.task for item in active], timeout=STOP_GRACE_SECONDS)
 
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
+    ) -> None:
+        """Decode the frame here, not in the base class: it closes the socket (1011) on a
+        frame that is not JSON, where a person gets a reason and keeps the page working."""
+        if text_data is None:
+            await self._error("Send text frames holding a JSON object; binary frames are not read.")
+            return
+        try:
+            content = json.loads(text_data)
+            # JSON can escape a lone surrogate ("\ud800"); UTF-8, the database and the model
+            # cannot take one.
+            json.dumps(content, ensure_ascii=False).encode()
+        except RecursionError:
+            await self._error("Send a JSON object: this one is nested too deeply to read.")
+            return
+        except UnicodeEncodeError:
+            await self._error("The message holds a lone UTF-16 surrogate, which is not text.")
+            return
+        except ValueError:
+            await self._error("Send a JSON object: this frame is not valid JSON.")
+            return
+        try:
+            await self.receive_json(content)
+        except Exception:
+            # A message of a shape nothing checked for must not end the socket and its runs.
+            logger.exception("playground message failed")
+            await self._error("The server could not handle this message.")
+
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if not isinstance(content, dict):
-            await self.send_json({"type": "error", "reason": "Send a JSON object."})
+            await self._error("Send a JSON object.")
             return
         kind = content.get("type")
         if kind == "run":
@@ -71,7 +104,7 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         elif kind == "stop":
             await self.stop(str(content.get("panel") or "main"))
         else:
-            await self.send_json({"type": "error", "reason": f"Unknown message type {kind!r}."})
+            await self._error(f"Unknown message type {kind!r}.")
 
     async def start(self, content: dict[str, Any]) -> None:
         panel = str(content.get("panel") or "main")[:40]
@@ -81,14 +114,17 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         if len(self.active) >= MAX_PANELS:
             await self._refuse(panel, f"At most {MAX_PANELS} generations at once per page.")
             return
-        try:
-            model_id = int(content.get("model"))  # type: ignore[arg-type]
-        except (TypeError, ValueError):
+        model_id = _model_id(content.get("model"))
+        if model_id is None:
             await self._refuse(panel, "Pick a model.")
             return
         params = content.get("params") or {}
         if not isinstance(params, dict):
             await self._refuse(panel, "Parameters must be an object.")
+            return
+        wrong = _wrong_type(content)
+        if wrong:
+            await self._refuse(panel, wrong)
             return
         request = RunRequest(
             model_id=model_id,
@@ -135,6 +171,33 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
 
     async def _refuse(self, panel: str, reason: str) -> None:
         await self.send_json({"type": "error", "panel": panel, "reason": reason})
+
+    async def _error(self, reason: str) -> None:
+        """An error about the message itself, which names no panel."""
+        await self.send_json({"type": "error", "reason": reason})
+
+
+def _model_id(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        model_id = int(value)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf"))
+        return None
+    return model_id if 0 < model_id <= MAX_ID else None
+
+
+def _wrong_type(content: dict[str, Any]) -> str | None:
+    """What in a run message has a type ``start_run`` cannot take, in a sentence, or None."""
+    for name in ("prompt", "workflow"):
+        if content.get(name) is not None and not isinstance(content[name], str):
+            return f"{name.capitalize()} must be text."
+    messages = content.get("messages")
+    if messages is not None and not (
+        isinstance(messages, list) and all(isinstance(m, dict) for m in messages)
+    ):
+        return "Messages must be a list of {role, content} objects."
+    return None
 
 
 def _uuid(value: Any) -> uuid.UUID | None:

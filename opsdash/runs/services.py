@@ -67,10 +67,8 @@ def generation_params(params: dict[str, Any]) -> GenerationParams:
     if unknown:
         raise RunRefused(f"Unknown parameter(s): {', '.join(unknown)}.")
     values = {k: v for k, v in params.items() if v is not None}
-    if isinstance(values.get("stop"), str):
-        values["stop"] = [values["stop"]]
-    if "stop" in values:
-        values["stop"] = tuple(values["stop"])
+    # GenerationParams takes a string or a list and refuses anything else with its sentence
+    # (tuple() here would raise TypeError on a number and read a dict's keys as stops).
     try:
         return GenerationParams(**values)
     except InferenceError as exc:

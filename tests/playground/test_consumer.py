@@ -169,3 +169,56 @@ async def test_people_without_the_operator_right_cannot_connect(persona, request
     ws = await connected(user)
     ok, code = await ws.connect()
     assert not ok and code == 4403
+
+
+async def test_a_frame_that_is_not_a_json_object_gets_an_error_and_the_socket_stays_open(
+    operator, tiny_model
+):
+    ws = await connected(operator)
+    await ws.connect()
+    frames: list[dict] = [  # type: ignore[type-arg]
+        {"text_data": "not json"},
+        {"text_data": "{broken"},
+        {"bytes_data": b'{"type": "run"}'},
+        {"text_data": "[1, 2]"},
+        {"text_data": "[" * 5000 + "]" * 5000},
+        {"text_data": f'{{"type": "run", "model": {tiny_model.pk}, "prompt": "hi \\ud800"}}'},
+    ]
+    for frame in frames:
+        await ws.send_to(**frame)
+        reply = await ws.receive_json_from(timeout=10)
+        assert reply["type"] == "error" and reply["reason"], (frame, reply)
+
+    # Still open, and still working: a good request is served on the same socket.
+    await ws.send_json_to(
+        {"type": "run", "model": tiny_model.pk, "prompt": "hello", "params": {"max_tokens": 3}}
+    )
+    assert (await ws.receive_json_from(timeout=30))["type"] == "started"
+    _, done = await collect(ws)
+    assert done["status"] == "ok"
+    await ws.disconnect()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"prompt": 5},
+        {"prompt": ["hi"]},
+        {"prompt": None, "messages": "hi"},
+        {"prompt": None, "messages": ["hi"]},
+        {"prompt": "hi", "params": {"stop": 5}},
+    ],
+    ids=repr,
+)
+async def test_a_run_with_fields_of_the_wrong_type_is_refused_for_its_panel(
+    operator, tiny_model, extra
+):
+    ws = await connected(operator)
+    await ws.connect()
+    await ws.send_json_to({"type": "run", "panel": "b", "model": tiny_model.pk, **extra})
+    reply = await ws.receive_json_from(timeout=10)
+    assert reply["type"] == "error" and reply["panel"] == "b" and reply["reason"], reply
+    await ws.send_json_to({"type": "stop", "panel": "b"})
+    assert await ws.receive_nothing(timeout=0.2), "the socket is open and quiet"
+    await ws.disconnect()
+    assert await Run.objects.acount() == 0

@@ -258,6 +258,10 @@ class CTransformersModel:
         should_stop: ShouldStop | None,
     ) -> Iterator[Event]:
         greedy = params.temperature == 0
+        # LLM.generate(reset=True) keeps the tokens the previous request shares with this one
+        # and evaluates only the rest; start from nothing instead, so the same request gives
+        # the same text whatever ran before it (see LlamaCppModel._forget for why it matters).
+        llm._context.clear()
         native = llm.generate(
             tokens,
             # ctransformers divides logits by the temperature; greedy decoding is top-k 1.

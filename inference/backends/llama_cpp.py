@@ -282,6 +282,7 @@ class LlamaCppModel:
         else:
             self._lib.llama_set_n_threads(llm.ctx, llm.n_threads, llm.n_threads_batch)
         llm.set_seed(self._seed if params.seed is None else params.seed)
+        self._forget(llm)
         native = llm.generate(
             tokens,
             top_k=params.top_k,
@@ -301,6 +302,21 @@ class LlamaCppModel:
             )
         except RuntimeError as exc:
             raise BackendError(f"llama.cpp failed while generating: {exc}.") from exc
+
+    def _forget(self, llm: llama_cpp.Llama) -> None:
+        """Empty the KV cache, so that this request is computed as if it were the first.
+
+        Why: llama-cpp-python keeps the previous request's tokens and reuses the longest prefix
+        they share with the next prompt. The reused part was computed in another batch, and
+        llama.cpp's kernels round differently by batch shape (the repacked GEMM/GEMV split, AMX
+        and GPU tiles), so the same request at temperature 0 could write different text after a
+        different request. Re-evaluating the prompt costs prompt-processing time on long shared
+        prefixes; a suite's pass/fail must not depend on the order of its cases.
+        """
+        llm.reset()  # forgets the cached tokens, so generate() finds no prefix to reuse
+        memory = self._lib.llama_get_memory(llm.ctx)
+        if memory is not None:
+            self._lib.llama_memory_clear(memory, True)
 
     def apply_chat_template(self, messages: list[dict[str, Any]]) -> str:
         self._require()

@@ -14,8 +14,11 @@ from typing import Any
 
 import pytest
 
-from tests.inference.conftest import ROOT
+from inference.backends.base import GenerationParams
+from tests.inference.conftest import ROOT, RunPython
+from tests.inference.peers import ctransformers_peer, llama_cpp_peer
 
+GREEDY_20 = {"max_tokens": 20, "temperature": 0}
 COUNTING_PROMPT = "Count from 1 to 500, separated by commas: 1, 2, 3,"
 SMOLLM2_HI_PROMPT = (
     "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
@@ -158,21 +161,32 @@ def test_it_runs_a_legacy_ggml_model_in_ctransformers(
 
 
 def test_it_renders_chat_messages_with_the_models_template(
-    start_runner: Any, smollm2_path: Path
+    start_runner: Any, smollm2_path: Path, run_python: RunPython
 ) -> None:
+    hi = [{"role": "user", "content": "hi"}]
+    peer = llama_cpp_peer(
+        run_python, smollm2_path, n_ctx=512, messages=hi, params=GenerationParams(**GREEDY_20)
+    )
+    # What llama-cpp-python's own chat formatter renders from SmolLM2's template.
+    assert peer["prompt"] == SMOLLM2_HI_PROMPT
+
     runner = start_runner(smollm2_path, "llama_cpp", context_length=512)
     runner.receive()
     runner.send({"type": "count", "id": "c1", "prompt": SMOLLM2_HI_PROMPT, "messages": None})
-    hi = [{"role": "user", "content": "hi"}]
     runner.send({"type": "count", "id": "c2", "prompt": None, "messages": hi})
     rendered, chat = runner.receive(), runner.receive()
-    assert rendered == {"type": "count", "id": "c1", "count": 31}
-    assert chat == {"type": "count", "id": "c2", "count": 31}
+    assert rendered == {"type": "count", "id": "c1", "count": peer["prompt_tokens"]}
+    assert chat == {"type": "count", "id": "c2", "count": peer["prompt_tokens"]}
 
-    runner.generate("g", messages=hi, params={"max_tokens": 20})
+    runner.generate("g", messages=hi, params=GREEDY_20)
     texts, done = runner.until_done("g")
-    assert "".join(texts) == "Hello! How can I assist you today?"
-    assert (done["finish_reason"], done["prompt_tokens"]) == ("stop", 31)
+    # The text is whatever this CPU's kernels make of it; it must be the library's own.
+    assert "".join(texts) == peer["text"]
+    assert (done["finish_reason"], done["prompt_tokens"], done["completion_tokens"]) == (
+        peer["finish_reason"],
+        peer["prompt_tokens"],
+        peer["completion_tokens"],
+    )
 
 
 def test_a_cancel_stops_the_generation_within_a_token_and_the_runner_serves_on(
@@ -273,3 +287,48 @@ def test_it_exits_when_its_supervisor_goes_away(start_runner: Any, tiny_gguf_pat
     os.close(runner._commands)  # what the kernel does when the supervisor's process dies
     runner._commands = os.open(os.devnull, os.O_WRONLY)  # so close() has something to close
     assert runner.process.wait(timeout=10) == 0
+
+
+# --- the same request, whatever ran before it --------------------------------------------------
+
+# B shares A's beginning, so a backend that kept B's tokens would reuse them for A.
+ORDER_CASES = {
+    "smollm2": ("llama_cpp", None, "The capital of France is", "The capital of Spain is a"),
+    "tiny_gguf": ("llama_cpp", None, "hello world the tiny", "hello world the model says ok"),
+    "tiny_gguf_ctransformers": ("ctransformers", None, "hello world the", "hello world ok"),
+    "tiny_ggml": ("ctransformers", "gpt2", "hello world the", "hello world ok"),
+}
+
+
+@pytest.mark.parametrize("case", list(ORDER_CASES))
+def test_the_same_request_gives_the_same_text_whatever_ran_before_it(
+    case: str, start_runner: Any, request: pytest.FixtureRequest, run_python: RunPython
+) -> None:
+    backend, model_type, a, b = ORDER_CASES[case]
+    fixture = {"smollm2": "smollm2_path", "tiny_ggml": "tiny_ggml_path"}.get(case, "tiny_gguf_path")
+    path: Path = request.getfixturevalue(fixture)
+    options = {"model_type": model_type} if model_type else {"context_length": 256}
+    params = {"max_tokens": 24, "temperature": 0}
+    runner = start_runner(path, backend, **options)
+    assert runner.receive()["type"] == "loaded"
+
+    answers = []
+    for request_id, prompt in (("a1", a), ("b", b), ("a2", a), ("b2", b)):
+        runner.generate(request_id, prompt=prompt, params=params)
+        texts, done = runner.until_done(request_id)
+        answers.append(("".join(texts), done["prompt_tokens"], done["completion_tokens"]))
+    first_a, first_b, second_a, second_b = answers
+    assert second_a == first_a, "A after B differs from A on a fresh runner"
+    assert second_b == first_b
+    assert first_a[0], "the model wrote nothing"
+
+    # And A is what the library itself writes for it, freshly loaded.
+    if backend == "llama_cpp":
+        peer = llama_cpp_peer(
+            run_python, path, n_ctx=256, prompt=a, params=GenerationParams(**params)
+        )
+    else:
+        peer = ctransformers_peer(
+            run_python, path, model_type=model_type, prompt=a, params=GenerationParams(**params)
+        )
+    assert first_a == (peer["text"], peer["prompt_tokens"], peer["completion_tokens"])

@@ -7,7 +7,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +27,8 @@ from inference.supervisor import (
     Supervisor,
     SupervisorBusy,
 )
+from tests.inference.conftest import RunPython
+from tests.inference.peers import llama_cpp_peer
 
 GIB = 2**30
 COUNTING_PROMPT = "Count from 1 to 500, separated by commas: 1, 2, 3,"
@@ -76,6 +78,14 @@ async def collect(events: AsyncIterator[RunEvent]) -> tuple[str, DoneRunEvent]:
     raise AssertionError("the stream ended without a done event")
 
 
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait until ``condition()`` holds, failing after ``timeout`` seconds (no fixed sleeps)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not hold in time"
+        await asyncio.sleep(0.02)
+
+
 def runner_pids() -> set[int]:
     """Live runner processes of this test process. Compare with a set taken at the start of
     the test: a shared supervisor from another test module may hold runners of its own."""
@@ -115,16 +125,25 @@ async def test_it_streams_tokens_then_one_done_with_counts_and_timings(
 
 
 async def test_chat_messages_go_through_the_models_chat_template(
-    supervisor: Supervisor, smollm2_path: Path
+    supervisor: Supervisor, smollm2_path: Path, run_python: RunPython
 ) -> None:
     hi = [{"role": "user", "content": "hi"}]
-    request = GenerateRequest(GenerationParams(max_tokens=20, temperature=0), messages=hi)
+    params = GenerationParams(max_tokens=20, temperature=0)
+    # The peer: llama-cpp-python itself, its chat formatter over SmolLM2's own template.
+    peer = llama_cpp_peer(run_python, smollm2_path, n_ctx=512, messages=hi, params=params)
+    assert peer["prompt"].startswith("<|im_start|>system\n")  # the template adds a system turn
+
+    request = GenerateRequest(params, messages=hi)
     text, done = await collect(supervisor.generate(smollm2(smollm2_path), request))
-    assert text == "Hello! How can I assist you today?"
-    assert done["finish_reason"] == "stop"
-    # The system prompt and the <|im_start|> markers come from SmolLM2's own template.
-    assert done["prompt_tokens"] == 31
-    assert await supervisor.count_tokens(smollm2(smollm2_path), messages=hi) == 31
+    assert text == peer["text"]
+    assert (done["finish_reason"], done["prompt_tokens"], done["completion_tokens"]) == (
+        peer["finish_reason"],
+        peer["prompt_tokens"],
+        peer["completion_tokens"],
+    )
+    spec = smollm2(smollm2_path)
+    assert await supervisor.count_tokens(spec, messages=hi) == peer["prompt_tokens"]
+    assert await supervisor.count_tokens(spec, prompt=peer["prompt"]) == peer["prompt_tokens"]
     assert await supervisor.count_tokens(smollm2(smollm2_path), prompt="hi") == 1
 
 
@@ -202,8 +221,7 @@ async def test_a_request_cancelled_while_it_waits_in_the_queue_ends_at_once(
     waiting = asyncio.create_task(
         collect(supervisor.generate(smollm2(smollm2_path), counting(), cancel_event=cancel))
     )
-    await asyncio.sleep(0.2)
-    assert supervisor.status()[0].queue_length == 2
+    await until(lambda: [s.queue_length for s in supervisor.status()] == [2])
     cancel.set()
     text, done = await asyncio.wait_for(waiting, 1.0)  # not after the 400 tokens ahead of it
     assert (text, done["finish_reason"], done["completion_tokens"]) == ("", "cancelled", 0)
@@ -243,8 +261,7 @@ async def test_requests_to_one_model_are_served_one_after_another_in_order(
 
     first = asyncio.create_task(run("a", counting(10)))
     second = asyncio.create_task(run("b", prompt("1, 2, 3,", 3)))
-    await asyncio.sleep(0.3)
-    assert supervisor.status()[0].queue_length == 2
+    await until(lambda: [s.queue_length for s in supervisor.status()] == [2])
     first_done, second_done = await asyncio.gather(first, second)
     assert "".join(order) == "a" * order.count("a") + "b" * order.count("b")
     assert second_done["queue_ms"] >= first_done["total_ms"] * 0.9

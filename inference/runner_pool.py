@@ -24,7 +24,7 @@ from inference.protocol import (
     RunEvent,
     RunnerMessage,
 )
-from inference.runner_client import Exited, RunnerProcess, describe_exit
+from inference.runner_client import STOP_GRACE_SECONDS, Exited, RunnerProcess, describe_exit
 from inference.supervisor_api import (
     GenerateRequest,
     MemoryBudgetExceeded,
@@ -75,6 +75,8 @@ class RunnerPool:
         self._budget_lock = asyncio.Lock()
         self._closing = False
         self._requests: set[asyncio.Task[object]] = set()
+        # The cancel events of the generations running or waiting, so a shutdown can end them.
+        self._cancels: set[asyncio.Event] = set()
         self._idle_task: asyncio.Task[None] | None = None
 
     def start_idle_unloader(self) -> None:
@@ -96,6 +98,8 @@ class RunnerPool:
         idle again, so a caller who sees it can send the next request at once.
         """
         self._track()
+        if self._closing:
+            cancelled.set()  # a shutdown has begun: end at once, like a request cut short
         slot = self._slot(spec.model_id)
         if slot.pending >= self._queue_depth:
             raise SupervisorBusy(
@@ -103,6 +107,7 @@ class RunnerPool:
                 "waiting, as many as it takes at once; try again in a moment."
             )
         slot.pending += 1
+        self._cancels.add(cancelled)
         queued = time.monotonic()
         try:
             if not await _acquire_unless(slot.lock, cancelled):
@@ -121,6 +126,7 @@ class RunnerPool:
                     slot.lock.release()
         finally:
             slot.pending -= 1
+            self._cancels.discard(cancelled)
         emit(done)
 
     async def _stream(
@@ -373,17 +379,32 @@ class RunnerPool:
             notices=tuple(runner.loaded["notices"]) if runner.loaded else (),
         )
 
-    async def close(self) -> None:
-        """Stop every runner and wait for the requests in flight to end."""
+    def interrupt(self) -> None:
+        """Begin a shutdown: end every generation running or waiting as if cancelled (each
+        still emits its ``done`` with the counts so far) and refuse to start runners."""
         self._closing = True
+        for cancelled in list(self._cancels):
+            cancelled.set()
+
+    async def close(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """End the requests in flight, then stop every runner, all within about 2 × ``grace``.
+
+        Generations are cancelled first, so each ends with its text so far and its counts
+        (a runner stops within a token); only then are the runners stopped, and one that
+        does not exit within ``grace`` seconds is killed.
+        """
+        self.interrupt()
         if self._idle_task is not None:
             self._idle_task.cancel()
             await asyncio.wait({self._idle_task})
-        runners = [slot.runner for slot in self._slots.values() if slot.runner is not None]
-        await asyncio.gather(*(runner.stop() for runner in runners), return_exceptions=True)
         requests = self._requests - {asyncio.current_task()}
         if requests:
-            _, late = await asyncio.wait(requests, timeout=10)
+            await asyncio.wait(requests, timeout=grace)
+        runners = [slot.runner for slot in self._slots.values() if slot.runner is not None]
+        await asyncio.gather(*(r.stop(grace) for r in runners), return_exceptions=True)
+        requests = self._requests - {asyncio.current_task()}
+        if requests:
+            _, late = await asyncio.wait(requests, timeout=1)
             for task in late:
                 task.cancel()
 

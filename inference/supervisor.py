@@ -23,6 +23,7 @@ from collections.abc import AsyncGenerator, Callable, Coroutine
 from typing import Any, TypeVar
 
 from inference.protocol import DoneRunEvent, RunEvent, TokenRunEvent
+from inference.runner_client import STOP_GRACE_SECONDS
 from inference.runner_pool import RunnerPool
 from inference.supervisor_api import (
     GenerateRequest,
@@ -96,6 +97,7 @@ class Supervisor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._pool: RunnerPool | None = None
+        self._shutting_down = False
 
     # --- the public API ----------------------------------------------------------------------
 
@@ -114,6 +116,9 @@ class Supervisor:
         "cancelled" and the token counts so far. Closing the iterator early (``aclose()``,
         ``break``) or cancelling the consuming task cancels too, and waits until the runner
         has stopped, so the model is free for the next request and stays loaded.
+
+        A shutdown (``interrupt()``, ``close()``) ends the generation the same way, with a
+        "cancelled" done the caller did not ask for: that is how a caller tells the two apart.
         """
         loop, pool = self._ensure_started()
         caller = asyncio.get_running_loop()
@@ -183,16 +188,36 @@ class Supervisor:
         pool = self._pool
         return pool.status() if pool is not None else []
 
-    async def close(self) -> None:
-        """Stop every runner and the supervisor's thread. Using it again starts afresh."""
+    @property
+    def shutting_down(self) -> bool:
+        """True from ``interrupt()`` until ``close()`` has finished."""
+        return self._shutting_down
+
+    def interrupt(self) -> None:
+        """Begin a shutdown: every generation running or waiting ends now with its text so far
+        (a "cancelled" done), and no new runner starts. Safe from any thread; takes no lock,
+        so a signal handler may call it. ``close()`` still has to stop the runners."""
+        self._shutting_down = True
+        loop, pool = self._loop, self._pool
+        if loop is not None and pool is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has just been closed
+                loop.call_soon_threadsafe(pool.interrupt)
+
+    async def close(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """End the generations in flight, stop every runner (killing one that has not exited
+        after ``grace`` seconds) and the supervisor's thread. Using it again starts afresh."""
+        self._shutting_down = True
         with self._guard:
             loop, thread, pool = self._loop, self._thread, self._pool
             self._loop = self._thread = self._pool = None
-        if loop is None or thread is None or pool is None:
-            return
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(pool.close(), loop))
-        loop.call_soon_threadsafe(loop.stop)
-        await asyncio.get_running_loop().run_in_executor(None, thread.join)
+        try:
+            if loop is None or thread is None or pool is None:
+                return
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(pool.close(grace), loop))
+            loop.call_soon_threadsafe(loop.stop)
+            await asyncio.get_running_loop().run_in_executor(None, thread.join)
+        finally:
+            self._shutting_down = False
 
     # --- the supervisor's own loop -----------------------------------------------------------
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
+import threading
+from types import FrameType
 from typing import Any
 
 import django
@@ -29,6 +32,7 @@ from opsdash.core.bodylimits import BodyLimits  # noqa: E402
 from opsdash.core.streamed_body import StreamingBodyASGIHandler  # noqa: E402
 from opsdash.playground.suites import mark_interrupted_suite_runs  # noqa: E402
 from opsdash.routing import websocket_urlpatterns  # noqa: E402
+from opsdash.runs.runtime import close_supervisor, interrupt_supervisor  # noqa: E402
 from opsdash.runs.services import mark_interrupted_runs  # noqa: E402
 
 logger = logging.getLogger("opsdash")
@@ -51,11 +55,52 @@ def settle_interrupted_work() -> None:
         logger.warning("Skipped recovering interrupted work: %s (run migrate).", exc)
 
 
-class SettleFirst:
-    """Runs ``settle_interrupted_work`` once, before the first request or connection.
+def _interrupt_on_stop_signals() -> None:
+    """Make the server's SIGTERM / SIGINT handler end the generations in flight first.
 
-    Daphne sends no ASGI lifespan events, and importing this module must not touch the
-    database (tests import it), so the first scope to arrive does the work.
+    The server stops accepting at the signal but sends lifespan shutdown only once every
+    request has ended, and a blocking ``POST /api/runs`` may have minutes of tokens to go.
+    So the signal itself interrupts the supervisor: each run ends at once, ``interrupted``
+    with its text so far, its request answers, and lifespan shutdown follows within moments.
+    The server's own handler (uvicorn's, installed before lifespan startup) still runs after
+    ours, and uvicorn restores its saved handlers on exit. Only Python handlers are chained, and
+    only from the main thread (a server run in a test's thread has no signal handling).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
+            interrupt_supervisor()  # lock-free: safe inside a signal handler
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
+
+
+async def lifespan_startup() -> None:
+    """Before the first request: settle interrupted work, and prepare for a stop signal."""
+    await sync_to_async(settle_interrupted_work)()
+    _interrupt_on_stop_signals()
+
+
+async def lifespan_shutdown() -> None:
+    """After the last request: end every generation still running and every runner process.
+
+    Whatever is still generating is recorded ``interrupted`` by its request; a runner that does
+    not exit within ``SHUTDOWN_GRACE_SECONDS`` is killed, so the server exits within 10 s.
+    """
+    await close_supervisor()
+
+
+class Lifespan:
+    """ASGI lifespan: ``lifespan_startup`` / ``lifespan_shutdown`` around the application.
+
+    A server without lifespan events (daphne, some test servers) never calls them: then the
+    first request or connection settles interrupted work instead. Importing this module must
+    not touch the database (tests import it), hence no work at import time.
     """
 
     def __init__(self, app: Any) -> None:
@@ -64,6 +109,9 @@ class SettleFirst:
         self._lock = asyncio.Lock()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
         if not self.settled:
             async with self._lock:
                 if not self.settled:
@@ -71,8 +119,30 @@ class SettleFirst:
                     self.settled = True
         await self.app(scope, receive, send)
 
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await lifespan_startup()
+                except Exception as exc:
+                    logger.exception("OpsDash could not start")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                self.settled = True
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    await lifespan_shutdown()
+                except Exception as exc:
+                    logger.exception("OpsDash did not shut down cleanly")
+                    await send({"type": "lifespan.shutdown.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
-application = SettleFirst(
+
+application = Lifespan(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,

@@ -1,8 +1,8 @@
 """The process's one model supervisor.
 
 ``inference.supervisor.Supervisor`` runs its own event loop in a thread and may be called from
-any loop (daphne's, a sync view's ``async_to_sync``, a test's), so one shared instance per
-process is all Django needs.
+any loop (the server's, a sync view's ``async_to_sync``, a test's), so one shared instance per
+process is all Django needs. The server's lifespan shutdown (``opsdash.asgi``) ends it.
 """
 
 from __future__ import annotations
@@ -13,6 +13,10 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 
 from inference.supervisor import Supervisor
+
+#: How long a runner gets to exit at shutdown before it is killed. A runner leaves within a
+#: token; one stuck in native code must not hold the server past its 10 s stop.
+SHUTDOWN_GRACE_SECONDS = 3.0
 
 _lock = threading.Lock()
 _supervisor: Supervisor | None = None
@@ -31,10 +35,30 @@ def get_supervisor() -> Supervisor:
         return _supervisor
 
 
-def stop_supervisor() -> None:
-    """Stop every runner (tests; the supervisor also cleans up at process exit)."""
+def interrupt_supervisor() -> None:
+    """The first step of a shutdown: end every generation in flight now, each run recorded
+    ``interrupted`` with its text so far by the request that started it, and start no runner.
+
+    Takes no lock and does not wait, so a signal handler may call it.
+    """
+    current = _supervisor
+    if current is not None:
+        current.interrupt()
+
+
+async def close_supervisor(grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
+    """The last step of a shutdown (or of a test): end the generations in flight, then stop
+    every runner, killing one still there after ``grace`` seconds, and the supervisor's thread.
+
+    The next ``get_supervisor()`` starts a new one.
+    """
     global _supervisor
     with _lock:
         current, _supervisor = _supervisor, None
     if current is not None:
-        async_to_sync(current.close)()
+        await current.close(grace)
+
+
+def stop_supervisor() -> None:
+    """``close_supervisor`` for sync code (tests, management commands)."""
+    async_to_sync(close_supervisor)()

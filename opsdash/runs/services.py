@@ -11,14 +11,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
-import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import psutil
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -31,6 +28,7 @@ from inference.backends.base import GenerationParams
 from inference.errors import InferenceError
 from inference.supervisor import GenerateRequest, ModelSpec, SupervisorBusy
 from opsdash.catalog.models import LocalModel, ModelStatus
+from opsdash.core.processes import current_process, is_alive
 from opsdash.runs.models import Run, RunSource, RunStatus, Workflow
 from opsdash.runs.runtime import get_supervisor
 
@@ -39,6 +37,7 @@ logger = logging.getLogger(__name__)
 PLAYGROUND_SLUG = "playground"
 PARAM_NAMES = ("max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "seed", "stop")
 MAX_PROMPT_CHARS = 200_000
+SHUTDOWN_REASON = "The server was shut down while this run was generating; the text so far is kept."
 
 
 class RunRefused(Exception):
@@ -124,6 +123,7 @@ def start_run(
             raise RunRefused(f"There is no workflow “{request.workflow}”.", status=404)
     else:
         workflow = default_workflow()
+    me = current_process()
     return Run.objects.create(
         model=model,
         workflow=workflow,
@@ -133,8 +133,9 @@ def start_run(
         messages=request.messages,
         params={name: getattr(params, name) for name in PARAM_NAMES} | {"stop": list(params.stop)},
         group=group,
-        host=socket.gethostname(),
-        pid=os.getpid(),
+        host=me.host,
+        pid=me.pid,
+        pid_started_at=me.started_at,
     )
 
 
@@ -195,7 +196,9 @@ async def execute_run(
 
     ``on_token`` receives each piece of text as it arrives. Setting ``cancel`` stops the
     generation within one token and records ``cancelled`` with the text so far; cancelling the
-    task (a client went away) finalizes the run the same way.
+    task (a client went away) finalizes the run the same way. A server shutdown ends it
+    ``interrupted``, with the text so far and ``SHUTDOWN_REASON``: the same status a crash
+    leaves, because in both the server, not the person, stopped it.
     """
     model = await LocalModel.objects.aget(pk=run.model_id)
     prompt, messages = (run.prompt, None) if run.messages is None else (None, run.messages)
@@ -207,10 +210,9 @@ async def execute_run(
     )
     parts: list[str] = []
     final: dict[str, Any] | None = None
+    supervisor = get_supervisor()
     try:
-        async for event in get_supervisor().generate(
-            model_spec(model), request, cancel_event=cancel
-        ):
+        async for event in supervisor.generate(model_spec(model), request, cancel_event=cancel):
             if event["type"] == "token":
                 parts.append(event["text"])
                 if on_token is not None:
@@ -225,7 +227,11 @@ async def execute_run(
         code = {"finish_reason": exc.code} if exc.code else None
         return await _finish(run, RunStatus.ERROR, "".join(parts), exc.reason, code)
     except asyncio.CancelledError:
-        await asyncio.shield(_finish(run, RunStatus.CANCELLED, "".join(parts), "", final))
+        # The server cancels the requests it could not finish in its shutdown grace period.
+        status, error = RunStatus.CANCELLED, ""
+        if supervisor.shutting_down:
+            status, error = RunStatus.INTERRUPTED, SHUTDOWN_REASON
+        await asyncio.shield(_finish(run, status, "".join(parts), error, final))
         raise
     except Exception as exc:
         logger.exception("run %s failed unexpectedly", run.pk)
@@ -234,8 +240,12 @@ async def execute_run(
         return await _finish(
             run, RunStatus.ERROR, "".join(parts), "The model stopped without a result."
         )
-    status = RunStatus.CANCELLED if final.get("finish_reason") == "cancelled" else RunStatus.OK
-    return await _finish(run, status, "".join(parts), "", final)
+    if final.get("finish_reason") != "cancelled":
+        return await _finish(run, RunStatus.OK, "".join(parts), "", final)
+    if cancel is not None and cancel.is_set():
+        return await _finish(run, RunStatus.CANCELLED, "".join(parts), "", final)
+    # Cancelled, but not by the caller: the supervisor is shutting down.
+    return await _finish(run, RunStatus.INTERRUPTED, "".join(parts), SHUTDOWN_REASON, final)
 
 
 async def _finish(
@@ -247,10 +257,14 @@ async def _finish(
 
 
 def mark_interrupted_runs() -> int:
-    """Runs left ``running`` by a process of this host that is gone become ``interrupted``."""
-    host, count = socket.gethostname(), 0
+    """Runs left ``running`` by a process of this host that is gone become ``interrupted``.
+
+    "Gone" includes a pid now held by another process (see ``opsdash.core.processes``); runs
+    of this very process, and of other live processes sharing the database, are left alone.
+    """
+    host, count = current_process().host, 0
     for run in Run.objects.filter(status=RunStatus.RUNNING, host=host):
-        if run.pid and run.pid != os.getpid() and psutil.pid_exists(run.pid):
+        if is_alive(host=run.host, pid=run.pid, started_at=run.pid_started_at):
             continue
         finish_run(
             run_id=run.pk,

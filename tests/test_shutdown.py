@@ -1,0 +1,209 @@
+"""SIGTERM to a real uvicorn serving OpsDash, in the middle of a blocking ``POST /api/runs``.
+
+Everything is real: a data folder of its own, ``manage.py`` to migrate, create users and a token
+and install the model, uvicorn as a child process, the runner it starts, and the SQLite ledger
+read back after the server is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from opsdash.runs.services import SHUTDOWN_REASON
+from tests.fixtures import tinymodels
+
+REPO = Path(__file__).resolve().parent.parent
+#: What the Makefile's `run` target gives uvicorn: requests the interrupt cannot end (none
+#: today) are cut after this, leaving the runners' grace inside the 10 s stop.
+GRACEFUL_SECONDS = 5
+EXIT_DEADLINE_SECONDS = 10.0
+
+
+@pytest.fixture(scope="module")
+def slow_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny llama, widened to about 80 MB of f32 weights.
+
+    A long generation by construction: the tiny llama never ends by itself (its logits keep
+    ``</s>`` out), so a large ``max_tokens`` runs to the 2048-token context, and every token
+    reads all the weights: seconds of work on any CPU, against the ~1 s the tiny one takes.
+    """
+    path = tmp_path_factory.mktemp("slow-model") / "slow-llama.gguf"
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {
+            "TINY_LLAMA_EMBEDDING_LENGTH": 512,
+            "TINY_LLAMA_FEED_FORWARD_LENGTH": 1536,
+            "TINY_LLAMA_BLOCK_COUNT": 6,
+            "TINY_LLAMA_HEAD_COUNT": 8,
+            "TINY_LLAMA_HEAD_COUNT_KV": 8,
+        }.items():
+            patch.setattr(tinymodels, name, value)
+        return tinymodels.write_tiny_gguf_llama(path)
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[bytes]
+    url: str
+    token: str
+    model_id: int
+    database: Path
+    log: Path
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.load(response)
+
+
+def _manage(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_until_serving(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"uvicorn exited while starting:\n{log.read_text()}"
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    pytest.fail(f"uvicorn did not start within 60 s:\n{log.read_text()}")
+
+
+@pytest.fixture
+def served(tmp_path: Path, slow_model_path: Path) -> Iterator[Served]:
+    data, root = tmp_path / "data", slow_model_path.parent
+    env = os.environ | {
+        "OPSDASH_DATA_DIR": str(data),
+        "OPSDASH_MODEL_ROOTS": str(root),
+        "OPSDASH_DEMO_PASSWORD": "correct horse battery staple",
+        "OPSDASH_IDLE_UNLOAD_SECONDS": "0",
+        "DJANGO_SETTINGS_MODULE": "opsdash.settings",
+    }
+    _manage(env, "migrate", "--no-input")
+    _manage(env, "bootstrap", "--demo")
+    _manage(env, "install_model", str(slow_model_path))
+    token = _manage(env, "create_token", "admin").strip().splitlines()[-1]
+    database = data / "opsdash.sqlite3"
+    with sqlite3.connect(database) as db:
+        ready = "SELECT id FROM catalog_localmodel WHERE status = 'ready'"
+        (model_id,) = db.execute(ready).fetchone()
+
+    port, log = _free_port(), tmp_path / "uvicorn.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "uvicorn", "opsdash.asgi:application"),
+                *("--host", "127.0.0.1", "--port", str(port)),
+                *("--timeout-graceful-shutdown", str(GRACEFUL_SECONDS)),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_serving(process, url, log)
+        yield Served(process, url, token, model_id, database, log)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _wait_for_busy_runner(served: Served) -> list[psutil.Process]:
+    """Poll ``/api/runtime`` until the model's runner is generating; its process."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        loaded = served.request("GET", "/api/runtime")["loaded"]
+        if any(entry["state"] == "busy" for entry in loaded):
+            return [psutil.Process(entry["pid"]) for entry in loaded]
+        time.sleep(0.05)
+    pytest.fail(f"the run never started generating:\n{served.log.read_text()}")
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.slow
+def test_sigterm_mid_run_records_it_interrupted_ends_the_runner_and_exits_within_10_s(served):
+    answer: dict[str, Any] = {}
+
+    def post_run() -> None:
+        body = {"model": served.model_id, "prompt": "hello", "max_tokens": 100_000}
+        try:
+            answer["json"] = served.request("POST", "/api/runs", body)
+        except (urllib.error.URLError, OSError) as exc:
+            answer["error"] = exc
+
+    client = threading.Thread(target=post_run)
+    client.start()
+    runners = _wait_for_busy_runner(served)
+    server = psutil.Process(served.process.pid)
+    assert {r.pid for r in runners} <= {c.pid for c in server.children(recursive=True)}
+
+    sent = time.monotonic()
+    served.process.send_signal(signal.SIGTERM)
+    try:
+        served.process.wait(timeout=EXIT_DEADLINE_SECONDS)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the server did not exit within 10 s of SIGTERM:\n{served.log.read_text()}")
+    took = time.monotonic() - sent
+    client.join(timeout=10)
+
+    assert took < EXIT_DEADLINE_SECONDS
+    assert not [r.pid for r in runners if _alive(r)], "a runner outlived the server"
+    with sqlite3.connect(served.database) as db:
+        status, error, output, completion_tokens = db.execute(
+            "SELECT status, error, output, completion_tokens FROM runs_run"
+        ).fetchone()
+    assert (status, error) == ("interrupted", SHUTDOWN_REASON)
+    assert output and completion_tokens and completion_tokens < 2048, "the text so far is kept"
+    # The request itself was answered before the server went: the client learns what happened.
+    assert "error" not in answer, answer.get("error")
+    assert answer["json"]["status"] == "interrupted" and answer["json"]["text"] == output

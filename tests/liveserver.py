@@ -34,6 +34,13 @@ class LiveServer:
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1])
 
+    def written(self) -> int:
+        """Bytes the server process has passed to write() so far, to files and sockets alike:
+        how a test tells that a body was stored once, twice or not at all."""
+        import psutil
+
+        return int(psutil.Process(self.pid).io_counters().write_chars)
+
 
 def prepare_server_process() -> None:
     """Runs in the forked child: use the test database, start afresh what a fork cannot keep."""
@@ -48,7 +55,8 @@ def prepare_server_process() -> None:
     set_database_connection()
     # Threads do not survive a fork: start the pools the child inherited afresh.
     runtime._supervisor = None
-    jobs._executor = None
+    jobs._executors.clear()
+    jobs._pending.clear()
     SyncToAsync.single_thread_executor = ThreadPoolExecutor(max_workers=1)
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import os
+import time
 
 import pytest
 from django.conf import settings
@@ -10,7 +14,9 @@ from django.conf import settings
 from opsdash.accounts.services import create_token
 from opsdash.catalog import jobs
 from opsdash.catalog.models import LocalModel, ModelStatus
-from tests.catalog.helpers import model_files, partial_files
+from tests.catalog.helpers import fresh, model_files, partial_files
+from tests.httpwire import connect, head, multipart, read_answer
+from tests.liveserver import serve
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -84,3 +90,86 @@ def test_a_session_upload_without_the_csrf_token_is_refused_and_leaves_nothing(
 
     assert response.status_code == 403
     assert partial_files(settings.MODELS_DIR) == [] and not LocalModel.objects.exists()
+
+
+# ----------------------------------------------------------------------------- the real server
+
+
+@pytest.fixture
+def server(settings, admin):  # type: ignore[no-untyped-def]
+    """The live uvicorn server, and a personal token of the admin's to upload with."""
+    settings.ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+    token = create_token(user=admin, name="wire").secret
+    with serve() as live:
+        yield live, token
+
+
+def _start_upload(port: int, token: str, size: int, filename: str):  # type: ignore[no-untyped-def]
+    before, after = multipart({"name": "streamed"}, filename=filename)
+    sock = connect(
+        port,
+        head(
+            "POST",
+            "/api/models/upload",
+            {
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "multipart/form-data; boundary=opsdashboundary",
+                "Content-Length": str(len(before) + size + len(after)),
+            },
+        ),
+    )
+    sock.sendall(before)
+    return sock, after
+
+
+def _wait_for(condition, seconds: float = 20) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def test_an_upload_is_written_to_disk_once_by_the_real_server(server):
+    live, token = server
+    data = os.urandom(32 * 1024 * 1024)
+    sock, after = _start_upload(live.port, token, len(data), "big.gguf")
+    before = live.written()
+    sock.sendall(data + after)
+    answer = read_answer(sock, timeout=60)
+    written = live.written() - before
+
+    assert answer.status == 202, answer.body
+    # The file's bytes went to write() once: into the partial file, not first into a spool.
+    assert len(data) <= written < len(data) * 1.25, f"{written} bytes written for {len(data)}"
+    model = LocalModel.objects.get(pk=json.loads(answer.body)["id"])
+    assert model.bytes_total == len(data)
+
+
+def test_an_upload_through_the_real_server_keeps_its_sha256(server, tiny_gguf_path):
+    live, token = server
+    data = tiny_gguf_path.read_bytes()
+    sock, after = _start_upload(live.port, token, len(data), "tiny.gguf")
+    sock.sendall(data + after)
+    answer = read_answer(sock, timeout=30)
+
+    assert answer.status == 202, answer.body
+    model = LocalModel.objects.get(pk=json.loads(answer.body)["id"])
+    assert _wait_for(lambda: fresh(model).status != ModelStatus.INSTALLING, 60)
+    assert model.status == ModelStatus.READY, model.error
+    assert model.name == "streamed" and model.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_a_client_that_leaves_mid_upload_leaves_no_partial_file_and_no_record(server):
+    live, token = server
+    sock, _ = _start_upload(live.port, token, 64 * 1024 * 1024, "leaving.gguf")
+    sock.sendall(b"GGUF" + b"\0" * (8 * 1024 * 1024))
+
+    # The bytes stream into the partial file as they arrive, before the body is complete...
+    assert _wait_for(lambda: partial_files(settings.MODELS_DIR) != [], 10)
+    sock.close()
+
+    # ...and a client that walks away takes them with it.
+    assert _wait_for(lambda: partial_files(settings.MODELS_DIR) == [], 10)
+    assert not LocalModel.objects.exists()

@@ -4,11 +4,9 @@ anything stores them: against the real server, by raw sockets, measuring what it
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import psutil
 import pytest
 from django.contrib.auth.models import User
 from websockets.sync.client import connect as websocket_connect
@@ -16,8 +14,8 @@ from websockets.sync.client import connect as websocket_connect
 from opsdash.accounts.services import create_token
 from tests.catalog.helpers import partial_files
 from tests.conftest import client_for
-from tests.httpwire import Sender, closed_by_server, connect, head, multipart, read_answer
-from tests.liveserver import serve
+from tests.httpwire import Sender, closed_by_server, connect, head, read_answer
+from tests.liveserver import LiveServer, serve
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,16 +24,9 @@ GIB = 1024 * MIB
 
 
 @dataclass(frozen=True)
-class Server:
-    url: str
-    port: int
-    pid: int
+class Server(LiveServer):
     token: str
     session: str
-
-    def written(self) -> int:
-        """Bytes the server process has passed to write() so far, files and sockets alike."""
-        return psutil.Process(self.pid).io_counters().write_chars
 
 
 @pytest.fixture
@@ -45,7 +36,7 @@ def server(settings, admin: User) -> Iterator[Server]:  # type: ignore[no-untype
     token = create_token(user=admin, name="wire").secret
     session = client_for(admin).cookies["sessionid"].value
     with serve() as live:
-        yield Server(live.url, live.port, live.pid, token, session)
+        yield Server(live.url, live.pid, token, session)
 
 
 def test_an_anonymous_gigabyte_post_to_healthz_is_refused_before_the_body_is_read(server):
@@ -92,9 +83,7 @@ def test_an_oversized_v1_body_is_refused_in_openais_error_shape(server):
     assert set(error) == {"message", "type", "param", "code"} and "larger" in error["message"]
 
 
-def test_an_admins_upload_over_the_limit_is_refused_before_any_of_it_is_written(
-    server, settings
-):
+def test_an_admins_upload_over_the_limit_is_refused_before_any_of_it_is_written(server, settings):
     before = server.written()
     sock = connect(
         server.port,

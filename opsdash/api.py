@@ -6,6 +6,7 @@ from ninja import NinjaAPI
 
 from opsdash.accounts.permissions import requires
 from opsdash.accounts.roles import Cap
+from opsdash.api_errors import StrictJsonParser, install_error_handlers
 from opsdash.catalog.api import router as catalog_router
 from opsdash.runs.api import router as runs_router
 from opsdash.savings.api import router as savings_router
@@ -18,7 +19,9 @@ api = NinjaAPI(
     openapi_url="/openapi.json",
     # Any signed-in role may read the schema; scripts get 401, not a login page.
     docs_decorator=requires(Cap.USE_API_TOKENS, api=True),
+    parser=StrictJsonParser(),
 )
+install_error_handlers(api)
 api.add_router("/models", catalog_router)
 api.add_router("", runs_router)
 api.add_router("/savings", savings_router)

@@ -1,9 +1,9 @@
 """API authentication and the role check, run before django-ninja parses the request body.
 
 Each operation declares ``auth=api_auth(Cap.…)``: a personal bearer token or the browser's
-session (with CSRF) identifies the user (none → 401), then the capability is checked
-(missing → 403). Doing both here, not in the operation, means a caller without the right gets
-403 before any body validation can tell them anything.
+session (with CSRF, checked only when a session is signed in) identifies the user (none →
+401), then the capability is checked (missing → 403). Doing both here, not in the operation,
+means a caller without the right gets 403 before any body validation can tell them anything.
 """
 
 from __future__ import annotations
@@ -40,6 +40,13 @@ class RoleSessionAuth(SessionAuth):
     def __init__(self, cap: Cap) -> None:
         super().__init__()
         self.cap = cap
+
+    def __call__(self, request: HttpRequest) -> Any:
+        # CSRF protects a signed-in browser session; without one there is nothing to protect
+        # and the caller simply has no credentials: 401 (README), not "CSRF check failed".
+        if not request.user.is_authenticated:
+            return None
+        return super().__call__(request)
 
     def authenticate(self, request: HttpRequest, key: str | None) -> Any:
         return _checked(request, super().authenticate(request, key), self.cap)

@@ -14,6 +14,7 @@ from ninja.errors import HttpError
 
 from opsdash.accounts.api_auth import api_auth
 from opsdash.accounts.roles import Cap
+from opsdash.api_errors import BODY_STATUSES, DbId, responses
 from opsdash.catalog import services
 from opsdash.catalog.models import LocalModel, SourceKind
 from opsdash.typing import AuthedRequest
@@ -63,16 +64,12 @@ class InstallIn(Schema):
     model_type: str | None = None
 
 
-class ErrorOut(Schema):
-    detail: str
-
-
 def model_json(model: LocalModel) -> dict[str, object]:
     """The stable model shape, for endpoints outside this router (the upload view)."""
     return ModelOut.from_orm(model).dict()
 
 
-@router.get("", response=ModelList, auth=api_auth(Cap.VIEW_MODELS))
+@router.get("", response=responses({200: ModelList}, 422), auth=api_auth(Cap.VIEW_MODELS))
 def list_models(request: HttpRequest, status: str | None = None) -> dict[str, object]:
     models = LocalModel.objects.all()
     if status:
@@ -82,7 +79,9 @@ def list_models(request: HttpRequest, status: str | None = None) -> dict[str, ob
 
 
 @router.post(
-    "", response={202: ModelOut, 400: ErrorOut, 409: ErrorOut}, auth=api_auth(Cap.MANAGE_MODELS)
+    "",
+    response=responses({202: ModelOut}, *BODY_STATUSES, 409),
+    auth=api_auth(Cap.MANAGE_MODELS),
 )
 def install(request: AuthedRequest, payload: InstallIn) -> Status:
     location = payload.path if payload.source == "path" else payload.url
@@ -103,8 +102,14 @@ def install(request: AuthedRequest, payload: InstallIn) -> Status:
     return Status(202, model)
 
 
-@router.get("/{model_id}", response=ModelOut, auth=api_auth(Cap.VIEW_MODELS))
-def get_model(request: HttpRequest, model_id: int) -> LocalModel:
+# Path ids are DbId: a 20-digit id would otherwise reach the database and fail there (a 500).
+LIFECYCLE = responses({200: ModelOut}, 404, 409, 422)
+
+
+@router.get(
+    "/{model_id}", response=responses({200: ModelOut}, 404, 422), auth=api_auth(Cap.VIEW_MODELS)
+)
+def get_model(request: HttpRequest, model_id: DbId) -> LocalModel:
     return get_object_or_404(LocalModel, pk=model_id)
 
 
@@ -122,27 +127,23 @@ def _lifecycle(request: AuthedRequest, model_id: int, verb: str) -> LocalModel:
         raise HttpError(409, exc.reason) from exc
 
 
-@router.post("/{model_id}/retire", response=ModelOut, auth=api_auth(Cap.MANAGE_MODELS))
-def retire(request: AuthedRequest, model_id: int) -> LocalModel:
+@router.post("/{model_id}/retire", response=LIFECYCLE, auth=api_auth(Cap.MANAGE_MODELS))
+def retire(request: AuthedRequest, model_id: DbId) -> LocalModel:
     return _lifecycle(request, model_id, "retire")
 
 
-@router.post("/{model_id}/restore", response=ModelOut, auth=api_auth(Cap.MANAGE_MODELS))
-def restore(request: AuthedRequest, model_id: int) -> LocalModel:
+@router.post("/{model_id}/restore", response=LIFECYCLE, auth=api_auth(Cap.MANAGE_MODELS))
+def restore(request: AuthedRequest, model_id: DbId) -> LocalModel:
     return _lifecycle(request, model_id, "restore")
 
 
-@router.delete("/{model_id}", response=ModelOut, auth=api_auth(Cap.MANAGE_MODELS))
-def delete(request: AuthedRequest, model_id: int) -> LocalModel:
+@router.delete("/{model_id}", response=LIFECYCLE, auth=api_auth(Cap.MANAGE_MODELS))
+def delete(request: AuthedRequest, model_id: DbId) -> LocalModel:
     return _lifecycle(request, model_id, "delete")
 
 
-@router.post(
-    "/{model_id}/cancel",
-    response={200: ModelOut, 404: ErrorOut, 409: ErrorOut},
-    auth=api_auth(Cap.MANAGE_MODELS),
-)
-def cancel(request: AuthedRequest, model_id: int) -> LocalModel:
+@router.post("/{model_id}/cancel", response=LIFECYCLE, auth=api_auth(Cap.MANAGE_MODELS))
+def cancel(request: AuthedRequest, model_id: DbId) -> LocalModel:
     """Cancel an install: the model ends ``failed``, "Cancelled by <you>."; 409 if it is not
     installing."""
     return _lifecycle(request, model_id, "cancel")

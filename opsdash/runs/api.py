@@ -9,11 +9,12 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 from django.utils.text import slugify
-from ninja import Query, Router, Schema, Status
+from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError
 
 from opsdash.accounts.api_auth import api_auth
 from opsdash.accounts.roles import Cap
+from opsdash.api_errors import BODY_STATUSES, MAX_DB_INT, DbId, ErrorOut, responses
 from opsdash.runs.models import Run, RunSource, Workflow
 from opsdash.runs.runtime import get_supervisor
 from opsdash.runs.services import RunRefused, RunRequest, execute_run, start_run
@@ -44,13 +45,53 @@ def run_json(run: Run) -> dict[str, Any]:
     }
 
 
+class Usage(Schema):
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+
+class Timings(Schema):
+    ttft_ms: float | None
+    tokens_per_second: float | None
+    total_ms: float | None
+
+
+class RunOut(Schema):
+    id: int
+    text: str
+    status: str
+    error: str
+    finish_reason: str
+    model: int | None
+    workflow: str | None
+    source: str
+    usage: Usage
+    timings: Timings
+    started_at: str | None
+    finished_at: str | None
+
+
+class RunList(Schema):
+    items: list[RunOut]
+    count: int
+
+
+class BusyOut(ErrorOut):
+    """A 429: the model's queue was full; the refused call is still a run in the ledger."""
+
+    run: RunOut
+
+
+RETRY_AFTER_SECONDS = 2
+
+
 class Message(Schema):
     role: str
     content: str
 
 
 class RunIn(Schema):
-    model: int
+    model: DbId
     prompt: str | None = None
     messages: list[Message] | None = None
     workflow: str | None = None
@@ -64,17 +105,33 @@ class RunIn(Schema):
 
 
 class RunFilters(Schema):
-    model: int | None = None
+    model: DbId | None = None
     workflow: str | None = None
     user: str | None = None
     status: str | None = None
     since: datetime | None = None
     until: datetime | None = None
-    limit: int = 50
-    offset: int = 0
+    limit: int = Field(50, description="at most 500")
+    offset: int = Field(0, ge=0, le=MAX_DB_INT)
 
 
-@router.post("/runs", auth=api_auth(Cap.RUN_PROMPTS))
+@router.post(
+    "/runs",
+    response=responses({200: RunOut, 429: BusyOut}, *BODY_STATUSES, 404, 409),
+    auth=api_auth(Cap.RUN_PROMPTS),
+    openapi_extra={
+        "responses": {
+            429: {
+                "headers": {
+                    "Retry-After": {
+                        "description": "seconds to wait before trying again",
+                        "schema": {"type": "integer"},
+                    }
+                }
+            }
+        }
+    },
+)
 async def create_run(request: AuthedRequest, payload: RunIn, response: HttpResponse) -> Any:
     """Run a prompt to the end and answer with the text, token counts and timings."""
     params = payload.dict(
@@ -101,12 +158,12 @@ async def create_run(request: AuthedRequest, payload: RunIn, response: HttpRespo
     run = await execute_run(run)
     run = await Run.objects.select_related("workflow").aget(pk=run.pk)
     if run.finish_reason == "busy":
-        response["Retry-After"] = "2"
-        return Status(429, run_json(run))
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return Status(429, {"detail": run.error, "run": run_json(run)})
     return run_json(run)
 
 
-@router.get("/runs", auth=api_auth(Cap.RUN_PROMPTS))
+@router.get("/runs", response=responses({200: RunList}, 422), auth=api_auth(Cap.RUN_PROMPTS))
 def list_runs(request: HttpRequest, filters: Query[RunFilters]) -> dict[str, Any]:
     """Runs, newest first. Operators see their own; admins see everyone's."""
     runs = Run.objects.select_related("workflow")
@@ -151,7 +208,7 @@ def runtime_json() -> dict[str, Any]:
     return {"loaded": loaded, "memory_budget_bytes": supervisor.memory_budget_bytes}
 
 
-@router.get("/runtime", auth=api_auth(Cap.RUN_PROMPTS))
+@router.get("/runtime", response=responses({200: dict[str, Any]}), auth=api_auth(Cap.RUN_PROMPTS))
 def runtime_status(request: HttpRequest) -> dict[str, Any]:
     """Loaded models (pid, RSS, load time, last use, queue) and the memory budget."""
     return runtime_json()
@@ -183,14 +240,25 @@ def workflow_json(workflow: Workflow) -> dict[str, Any]:
     }
 
 
-@router.get("/workflows", auth=api_auth(Cap.VIEW_WORKFLOWS))
+class WorkflowList(Schema):
+    items: list[WorkflowOut]
+    count: int
+
+
+@router.get(
+    "/workflows", response=responses({200: WorkflowList}), auth=api_auth(Cap.VIEW_WORKFLOWS)
+)
 def list_workflows(request: HttpRequest) -> dict[str, Any]:
     items = [workflow_json(w) for w in Workflow.objects.all()]
     return {"items": items, "count": len(items)}
 
 
-# The 201 needs its schema declared: without it django-ninja refuses the answer (a 500).
-@router.post("/workflows", response={201: WorkflowOut}, auth=api_auth(Cap.MANAGE_WORKFLOWS))
+# Every status needs its schema declared: without it django-ninja refuses the answer (a 500).
+@router.post(
+    "/workflows",
+    response=responses({201: WorkflowOut}, *BODY_STATUSES, 409),
+    auth=api_auth(Cap.MANAGE_WORKFLOWS),
+)
 def create_workflow(request: HttpRequest, payload: WorkflowIn) -> Any:
     slug = slugify(payload.slug or payload.name)
     if not slug:

@@ -17,6 +17,7 @@ from ninja.errors import HttpError
 
 from opsdash.accounts.api_auth import api_auth
 from opsdash.accounts.roles import Cap
+from opsdash.api_errors import BODY_STATUSES, responses
 from opsdash.savings import export, pricebook, reports
 from opsdash.savings.filters import FilterError, Filters, parse_filters
 from opsdash.savings.models import Price
@@ -43,13 +44,23 @@ def _filters(request: HttpRequest) -> Filters:
         raise HttpError(exc.status, str(exc)) from exc
 
 
-@router.get("/summary", auth=api_auth(Cap.VIEW_SAVINGS))
+# The filters are parsed by the pages' parser: a bad date or range is a 400, an unknown workflow
+# a 404.
+FILTERED = responses({200: dict[str, Any]}, 400, 404, 422)
+
+
+@router.get("/summary", response=FILTERED, auth=api_auth(Cap.VIEW_SAVINGS))
 def summary(request: HttpRequest, filters: Query[SavingsFilters]) -> dict[str, Any]:
     """Avoided API spend, local energy cost and net saving, overall and per workflow."""
     return reports.overview(_filters(request)).as_json()
 
 
-@router.get("/export.csv", auth=api_auth(Cap.VIEW_SAVINGS))
+@router.get(
+    "/export.csv",
+    response=responses({200: str}, 400, 404, 422),
+    auth=api_auth(Cap.VIEW_SAVINGS),
+    openapi_extra={"responses": {200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}},
+)
 def export_csv(request: HttpRequest, filters: Query[SavingsFilters]) -> HttpResponse:
     """One row per day × workflow × local model, then a TOTAL row equal to the summary."""
     selected = _filters(request)
@@ -90,7 +101,26 @@ class PriceFilters(Schema):
     current: bool = False
 
 
-@router.get("/prices", auth=api_auth(Cap.VIEW_WORKFLOWS))
+class PriceOut(Schema):
+    id: int
+    provider: str
+    model: str
+    currency: str
+    input_usd_per_mtok: str
+    output_usd_per_mtok: str
+    cached_input_usd_per_mtok: str | None
+    effective_from: str
+    effective_to: str | None
+    source: str
+    note: str
+
+
+class PriceList(Schema):
+    items: list[PriceOut]
+    count: int
+
+
+@router.get("/prices", response=responses({200: PriceList}, 422), auth=api_auth(Cap.VIEW_WORKFLOWS))
 def list_prices(request: HttpRequest, filters: Query[PriceFilters]) -> dict[str, Any]:
     """The price book; ``current=true`` keeps the rows in effect now."""
     rows = Price.objects.all()
@@ -119,21 +149,11 @@ class PriceIn(Schema):
     note: str = ""
 
 
-class PriceOut(Schema):
-    id: int
-    provider: str
-    model: str
-    currency: str
-    input_usd_per_mtok: str
-    output_usd_per_mtok: str
-    cached_input_usd_per_mtok: str | None
-    effective_from: str
-    effective_to: str | None
-    source: str
-    note: str
-
-
-@router.post("/prices", response={201: PriceOut}, auth=api_auth(Cap.MANAGE_WORKFLOWS))
+@router.post(
+    "/prices",
+    response=responses({201: PriceOut}, *BODY_STATUSES),
+    auth=api_auth(Cap.MANAGE_WORKFLOWS),
+)
 def add_price(request: AuthedRequest, payload: PriceIn) -> Any:
     """Add an admin price row (closing the open admin row of that model at its start)."""
     try:

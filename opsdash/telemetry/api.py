@@ -10,6 +10,7 @@ from ninja.errors import HttpError
 
 from opsdash.accounts.api_auth import api_auth
 from opsdash.accounts.roles import Cap
+from opsdash.api_errors import responses
 from opsdash.telemetry import services
 from opsdash.telemetry.models import AlertEpisode
 
@@ -21,7 +22,7 @@ RangeName = Literal["5m", "15m", "1h", "24h", "7d"]
 @router.get(
     "/snapshot",
     auth=api_auth(Cap.VIEW_TELEMETRY),
-    response=dict[str, Any],
+    response=responses({200: dict[str, Any]}, 503),
     url_name="telemetry_snapshot",
 )
 def snapshot(request: Any) -> dict[str, Any]:
@@ -35,7 +36,7 @@ def snapshot(request: Any) -> dict[str, Any]:
 @router.get(
     "/history",
     auth=api_auth(Cap.VIEW_TELEMETRY),
-    response=dict[str, Any],
+    response=responses({200: dict[str, Any]}, 422, 503),
     url_name="telemetry_history",
 )
 def history(request: Any, range: RangeName = "1h", host: str | None = None) -> dict[str, Any]:
@@ -51,7 +52,7 @@ def history(request: Any, range: RangeName = "1h", host: str | None = None) -> d
 @router.get(
     "/alerts",
     auth=api_auth(Cap.VIEW_TELEMETRY),
-    response=dict[str, Any],
+    response=responses({200: dict[str, Any]}, 422),
     url_name="telemetry_alerts",
 )
 def alerts(request: Any, limit: int = 50) -> dict[str, Any]:

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
+from django.test import Client
 
 from opsdash.accounts.services import create_token
+from opsdash.catalog.models import LocalModel
 from opsdash.runs.models import Run, RunStatus
+from opsdash.runs.runtime import get_supervisor
+from tests.fixtures import tinymodels
+from tests.runs.conftest import install_ready
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -49,6 +57,8 @@ def test_the_same_seed_gives_the_same_answer(client, bearer, tiny_model):
     second = post_run(
         client, bearer, model=tiny_model.pk, prompt="hello", max_tokens=8, seed=3
     ).json()
+    assert first["status"] == second["status"] == "ok", (first["error"], second["error"])
+    assert first["usage"]["completion_tokens"] == 8 and first["text"]
     assert first["text"] == second["text"]
 
 
@@ -83,6 +93,30 @@ def test_bad_requests_get_a_clear_error_and_no_run(client, bearer, tiny_model, b
     assert response.status_code == status
     assert words in response.json()["detail"].lower()
     assert not Run.objects.exists()
+
+
+def test_a_lone_surrogate_in_a_prompt_gets_400_with_a_sentence_and_no_run(
+    client, bearer, tiny_model
+):
+    body = f'{{"model": {tiny_model.pk}, "prompt": "hi \\ud800 there"}}'
+    response = client.post("/api/runs", body, content_type="application/json", **bearer)
+    assert response.status_code == 400, response.content
+    assert "not valid unicode" in response.json()["detail"].lower()
+    assert not Run.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("offset=-1", "offset"),
+        ("offset=12345678901234567890", "offset"),
+        ("model=9223372036854775808", "model"),
+    ],
+)
+def test_run_filters_out_of_range_get_a_4xx_with_a_sentence(client, bearer, query, field):
+    response = client.get(f"/api/runs?{query}", **bearer)
+    assert response.status_code == 422, response.content
+    assert response.json()["detail"].startswith(f"{field}: ")
 
 
 def test_an_unknown_or_retired_model_is_refused(client, bearer, tiny_model):
@@ -162,3 +196,47 @@ def test_a_finished_run_records_the_runner_and_its_cpu_time(client, bearer, tiny
     body = post_run(client, bearer, model=tiny_model.pk, prompt="hello", max_tokens=8).json()
     run = Run.objects.get(pk=body["id"])
     assert run.runner_pid and run.cpu_seconds is not None and run.cpu_seconds > 0
+
+
+@pytest.fixture
+def long_model(db, settings, model_root, tmp_path, supervisor_cleanup) -> LocalModel:  # type: ignore[no-untyped-def]
+    """The tiny llama widened to ~80 MB of f32 weights, and one place per model (running or
+    waiting).
+
+    A long generation by construction: the tiny llama never ends by itself, so a large
+    ``max_tokens`` runs to its context, and every token reads all the weights: seconds of work
+    on any CPU, against the milliseconds the refused request needs.
+    """
+    settings.QUEUE_DEPTH = 1
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {
+            "TINY_LLAMA_EMBEDDING_LENGTH": 512,
+            "TINY_LLAMA_FEED_FORWARD_LENGTH": 1536,
+            "TINY_LLAMA_BLOCK_COUNT": 6,
+            "TINY_LLAMA_HEAD_COUNT": 8,
+            "TINY_LLAMA_HEAD_COUNT_KV": 8,
+        }.items():
+            patch.setattr(tinymodels, name, value)
+        path = tinymodels.write_tiny_gguf_llama(tmp_path / "long-llama.gguf")
+    return install_ready(path, model_root)
+
+
+def test_a_full_queue_answers_429_with_retry_after_a_sentence_and_the_run(bearer, long_model):
+    # Each request in its own thread, as a server serves them (one thread per request).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(
+            post_run, Client(), bearer, model=long_model.pk, prompt="hello", max_tokens=300
+        )
+        deadline = time.monotonic() + 60
+        while not any(s.queue_length and s.loaded_at for s in get_supervisor().status()):
+            assert time.monotonic() < deadline, "the first run never started"
+            assert not first.done(), first.result().content
+            time.sleep(0.02)
+        busy = post_run(Client(), bearer, model=long_model.pk, prompt="hi", max_tokens=1)
+        assert first.result().status_code == 200
+    assert busy.status_code == 429, busy.content
+    assert busy["Retry-After"] == "2"
+    body = busy.json()
+    assert "busy" in body["detail"].lower()
+    assert body["run"]["status"] == "error" and body["run"]["finish_reason"] == "busy"
+    assert Run.objects.filter(pk=body["run"]["id"], finish_reason="busy").exists()

@@ -6,7 +6,7 @@ import http.client
 import json
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -76,16 +76,27 @@ class OpenStream:
         self.connection.close()
 
 
-def hang_up_while_waiting(url: str, body: dict[str, Any], *, key: str, after: float) -> None:
-    """Send a request, wait ``after`` seconds for nothing, and hang up (a client timeout)."""
-    connection, path = _connection(url, timeout=after + 5)
+def hang_up_while_waiting(
+    url: str,
+    body: dict[str, Any],
+    *,
+    key: str,
+    until: Callable[[], bool],
+    timeout: float = 30,
+) -> None:
+    """Send a request, wait (polling, within ``timeout``) until ``until()`` says the server
+    has it, and hang up without reading a byte: a client that gave up waiting."""
+    connection, path = _connection(url, timeout=timeout + 5)
     connection.request(
         "POST",
         path,
         body=json.dumps(body).encode(),
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
     )
-    time.sleep(after)
+    deadline = time.monotonic() + timeout
+    while not until():
+        assert time.monotonic() < deadline, "the server never took the request"
+        time.sleep(0.05)
     assert connection.sock is not None
     connection.sock.shutdown(socket.SHUT_RDWR)
     connection.close()

@@ -87,9 +87,10 @@ def test_a_prompt_longer_than_the_context_is_refused_by_the_model_with_400(gatew
         gateway, {"model": tiny_model.slug, "messages": [HELLO[0] | {"content": "hello " * 3000}]}
     )
     assert reply.status == 400, reply.body
-    assert "context" in reply.error["message"]
+    assert reply.error["code"] == "context_length_exceeded" and reply.error["param"] == "messages"
     run = Run.objects.get()
     assert run.status == RunStatus.ERROR and "context" in run.error
+    assert reply.headers["x-opsdash-run"] == str(run.pk), "a refusal that wrote a run names it"
 
 
 @pytest.fixture
@@ -105,6 +106,7 @@ def test_a_busy_model_answers_429_with_retry_after(queue_of_one, gateway, smol_m
         LONG_ANSWER | {"model": smol_model.slug},
         key=gateway.key,
     )
+    named: list[int] = []
     try:
         assert long.status == 200
         next(long.events())  # the model is generating for it now
@@ -116,12 +118,14 @@ def test_a_busy_model_answers_429_with_retry_after(queue_of_one, gateway, smol_m
             assert busy.status == 429, busy.body
             assert busy.headers["retry-after"] == "2"
             assert busy.error["type"] == "rate_limit_error" and "busy" in busy.error["message"]
+            named.append(int(busy.headers["x-opsdash-run"]))
     finally:
         long.close()
     refused = Run.objects.filter(finish_reason="busy")
     assert refused.count() == 2 and {r.status for r in refused} == {RunStatus.ERROR}, (
         "a refused call is still a run in the ledger"
     )
+    assert sorted(named) == sorted(r.pk for r in refused), "and its answer names that run"
 
 
 def test_a_model_that_cannot_load_answers_503_and_its_run_says_why(gateway, tiny_model):
@@ -136,7 +140,10 @@ def test_a_model_that_cannot_load_answers_503_and_its_run_says_why(gateway, tiny
     streamed = chat(gateway, {"model": tiny_model.slug, "messages": HELLO, "stream": True})
     assert streamed.status == 503, "a stream is not begun for a model that cannot load"
 
-    runs = Run.objects.all()
+    runs = Run.objects.order_by("id")
     assert runs.count() == 2
     for run in runs:
         assert run.status == RunStatus.ERROR and "load" in run.error, run.error
+    assert [reply.headers["x-opsdash-run"], streamed.headers["x-opsdash-run"]] == [
+        str(run.pk) for run in runs
+    ]

@@ -41,14 +41,20 @@ def test_a_client_that_disconnects_mid_stream_leaves_a_cancelled_run_with_its_te
         if len(seen) > 40:
             break
 
-    # A second client waits behind the first, gives up before its first token, and hangs up.
+    # A second client waits behind the first, gives up before its first token, and hangs up:
+    # once its run is written (not after a guessed delay), so the run below is surely its own.
+    def second_run() -> Run | None:
+        return Run.objects.filter(pk__gt=stream.run_id).first()
+
     hang_up_while_waiting(
         f"{gateway.base_url}/completions",
         {"model": smol_model.slug, "prompt": "Once upon a time", "max_tokens": 50},
         key=gateway.key,
-        after=1.0,
+        until=lambda: second_run() is not None,
     )
-    queued = finished(Run.objects.latest("id").pk)
+    waiting = second_run()
+    assert waiting is not None
+    queued = finished(waiting.pk)
     assert queued.status == RunStatus.CANCELLED and queued.output == ""
     assert Run.objects.get(pk=stream.run_id).status == RunStatus.RUNNING, "the first goes on"
 

@@ -4,7 +4,7 @@ Both servers run at once on this machine, each with the SmolLM2-135M-Instruct GG
 same OpenAI client code (``openai.AsyncOpenAI``, streaming chat completions, temperature 0, the
 same prompts and max_tokens) is pointed at each in turn:
 
-1. OpsDash: daphne serving ``opsdash.asgi:application`` from a temporary data dir, the model
+1. OpsDash: uvicorn serving ``opsdash.asgi:application`` from a temporary data dir, the model
    installed with ``manage.py install_model`` and a key made with ``create_api_key``; each call
    is a run in the ledger, generated in the model's runner process.
 2. Peer: ``python -m llama_cpp.server`` (llama-cpp-python's ``server`` extra: FastAPI, uvicorn).
@@ -305,9 +305,10 @@ def main() -> None:
         )
 
         ours_port, peer_port = free_port(), free_port()
-        daphne = str(Path(sys.executable).parent / "daphne")
+        uvicorn = str(Path(sys.executable).parent / "uvicorn")
         ours = subprocess.Popen(
-            [daphne, "-b", "127.0.0.1", "-p", str(ours_port), "opsdash.asgi:application"],
+            [uvicorn, "--host", "127.0.0.1", "--port", str(ours_port), "--log-level", "warning"]
+            + ["opsdash.asgi:application"],
             cwd=REPO,
             env=env,
             stdout=subprocess.DEVNULL,

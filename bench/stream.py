@@ -4,7 +4,7 @@ The same prompt, seed and max tokens on SmolLM2-135M-Instruct, measured twice in
 
 1. direct: ``llama_cpp.Llama.create_completion(stream=True)`` in this process (with the same
    load options the llama.cpp backend uses, AMX workaround included);
-2. OpsDash: a real daphne server in a child process, a real websocket client signed in as an
+2. OpsDash: a real uvicorn server in a child process, a real websocket client signed in as an
    operator, the run streamed through ``/ws/playground/`` (runner process, supervisor,
    consumer, JSON frames).
 
@@ -161,11 +161,13 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         server = subprocess.Popen(
             [
-                str(Path(sys.executable).parent / "daphne"),
-                "-b",
+                str(Path(sys.executable).parent / "uvicorn"),
+                "--host",
                 "127.0.0.1",
-                "-p",
+                "--port",
                 str(port),
+                "--log-level",
+                "warning",
                 "opsdash.asgi:application",
             ],
             cwd=REPO,

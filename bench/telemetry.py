@@ -8,7 +8,7 @@
    Reported: CPU seconds per hour, % of one core, and the ratio OpsDash / Glances.
    Goal: under 0.5% of one core and at most half of Glances.
 
-2. Fan-out. A real daphne serving OpsDash (embedded sampler, in-memory channel layer) and 200
+2. Fan-out. A real uvicorn serving OpsDash (embedded sampler, in-memory channel layer) and 200
    websocket clients signed in as an operator, each acknowledging every message as the page
    does, for N seconds. Reported: frames per client, the delay of each frame from its ``t``
    (sampling time) to its arrival, p50 / p99 / max, and clients that got fewer than 90% of the
@@ -210,11 +210,13 @@ def run_fan_out(env: dict[str, str], clients: int, seconds: float) -> None:
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         [
-            str(Path(sys.executable).parent / "daphne"),
-            "-b",
+            str(Path(sys.executable).parent / "uvicorn"),
+            "--host",
             "127.0.0.1",
-            "-p",
+            "--port",
             str(port),
+            "--log-level",
+            "warning",
             "opsdash.asgi:application",
         ],
         cwd=REPO,
@@ -245,7 +247,7 @@ def run_fan_out(env: dict[str, str], clients: int, seconds: float) -> None:
     closed: list[int] = result["closed"]  # type: ignore[assignment]
     expected = seconds  # one frame a second
     starved = [c for c in counts if c < 0.9 * expected]
-    print(f"\n2. Fan-out: {clients} websocket clients on a live daphne for {seconds:g} s")
+    print(f"\n2. Fan-out: {clients} websocket clients on a live uvicorn for {seconds:g} s")
     print(
         f"  frames per client: min {min(counts)}, median {statistics.median(counts):g}, "
         f"max {max(counts)} (one a second: {expected:g})"
@@ -261,7 +263,7 @@ def run_fan_out(env: dict[str, str], clients: int, seconds: float) -> None:
     )
     span = seconds + 2
     print(
-        f"  CPU meanwhile: daphne {100 * server_cpu / span:.1f}% of one core, the clients "
+        f"  CPU meanwhile: uvicorn {100 * server_cpu / span:.1f}% of one core, the clients "
         f"{100 * clients_cpu / span:.1f}%, other processes on this {psutil.cpu_count()}-core "
         f"host {100 * max(others_cpu, 0) / span:.1f}% (they delay frames too)"
     )

@@ -88,7 +88,7 @@ def test_the_page_streams_explains_the_gpus_and_reconnects(
     expect(page.locator('[data-role="updated"]')).not_to_contain_text("unavailable")
     page.get_by_role("radio", name="5 min", exact=True).click()
 
-    # The connection drops (a restart, daphne's 24 h limit): the page comes back by itself.
+    # The connection drops (a restart, a proxy's time limit): the page comes back by itself.
     page.evaluate("window.openedSockets[0].close()")
     expect(page.locator('[data-role="conn"]')).to_contain_text("reconnecting")
     expect(page.locator('[data-role="conn"]')).to_have_text("live", timeout=10_000)

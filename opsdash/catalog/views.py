@@ -237,11 +237,11 @@ def upload(request: AuthedRequest) -> HttpResponse:
             return refused
     if not request.META.get("CONTENT_LENGTH"):
         # Django's multipart parser reads nothing without a length (curl -F and browsers send one).
-        response = JsonResponse(
+        chunked = JsonResponse(
             {"detail": "Send the upload with a Content-Length header (not chunked)."}, status=411
         )
-        response["Connection"] = "close"
-        return response
+        chunked["Connection"] = "close"
+        return chunked
     # The handler must be in place before anything reads the body.
     handler = PartialFileUploadHandler(request, services.new_partial_path())
     request.upload_handlers = [handler]

@@ -78,6 +78,24 @@ async def test_a_prompt_longer_than_the_context_answers_context_length_exceeded(
         assert run.status == RunStatus.ERROR and run.source == "gateway"
 
 
+async def test_a_legacy_ggml_model_reports_its_context_overflow_with_the_same_code(
+    api_key, tiny_ggml_path, model_root, supervisor_cleanup
+):
+    from tests.runs.conftest import install_ready
+
+    gpt2 = await sync_to_async(install_ready)(tiny_ggml_path, model_root, model_type="gpt2")
+    assert gpt2.backend == "ctransformers"
+    response = await AsyncClient().post(
+        "/v1/completions",
+        {"model": gpt2.slug, "prompt": "hello " * 3000},
+        content_type="application/json",
+        headers=key_header(api_key),
+    )
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["code"] == "context_length_exceeded" and error["param"] == "prompt"
+
+
 async def test_every_body_and_chunk_names_the_backend_build_as_a_string_fingerprint(
     tiny_model, api_key
 ):

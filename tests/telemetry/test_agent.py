@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 
 import pytest
 from django.core.management import call_command
@@ -17,17 +19,27 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 async def test_pages_get_the_agents_history_and_frames_and_scripts_its_snapshot(operator, settings):
     settings.TELEMETRY_EMBEDDED = False  # this process samples nothing itself
-    agent = asyncio.create_task(Command().serve(3.0, handle_signals=False))
-    await asyncio.sleep(0.5)
+    # Long enough for any machine; the test ends it when it is done, not the clock.
+    agent = asyncio.create_task(Command().serve(60.0, handle_signals=False))
+    # Until the agent has sampled three frames (a loaded machine may take longer than usual).
+    deadline = time.monotonic() + 10
+    while True:
+        answers = await services.ask_agents("history", first_only=True)
+        if answers and len(json.loads(answers[0])["frames"]) >= 3:
+            break
+        assert time.monotonic() < deadline, "the agent did not sample three frames"
+        await asyncio.sleep(0.05)
 
-    [latest] = await services.ask_agents("latest")
+    [latest] = await services.ask_agents("latest", first_only=True)
     ws = await telemetry_socket(operator)
     assert (await ws.connect())[0]
     history = json.loads(await ws.receive_from(timeout=3))
     await ws.send_json_to({"type": "ack"})
     frame = json.loads(await ws.receive_from(timeout=3))
     await ws.disconnect()
-    await agent
+    agent.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await agent
 
     assert json.loads(latest)["type"] == "frame"
     assert history["type"] == "history" and len(history["frames"]) >= 3

@@ -130,10 +130,19 @@ def test_a_bad_threshold_is_refused_with_the_reason(as_admin):
     assert not AlertRule.objects.exists()
 
 
-def test_default_thresholds_are_sensible():
-    assert alerts.DEFAULT_THRESHOLDS == {
-        "gpu_temperature": 85.0,
-        "gpu_memory": 95.0,
-        "ram": 90.0,
-        "disk_free": 10.0 * GIB,
-    }
+@pytest.mark.django_db
+def test_with_no_thresholds_stored_a_fresh_install_alerts_at_the_documented_defaults(tmp_path):
+    from opsdash.telemetry.services import alert_rules
+
+    def kinds(temperature: float, gpu_used_gib: float, ram_ratio: float, free_gib: float):  # type: ignore[no-untyped-def]
+        nvml = FakeNvml(gpus=1, temperature=temperature, memory_used=int(gpu_used_gib * GIB))
+        sampler = Sampler(tick_seconds=1.0, host="h", models_dir=tmp_path, nvml=nvml, persist=False)
+        frame = sampler.tick()
+        total = frame["memory"]["total_bytes"]
+        frame["memory"]["used_bytes"] = int(total * ram_ratio)
+        frame["disk"]["models_free_bytes"] = int(free_gib * GIB)
+        return sorted(b.kind for b in alerts.breaches(frame, alert_rules()))
+
+    # 85 °C, 95% of GPU memory (80 GiB here), 90% of RAM, 10 GiB free for models.
+    assert kinds(84, 75.0, 0.89, 11) == []
+    assert kinds(86, 77.0, 0.91, 9) == ["disk_free", "gpu_memory", "gpu_temperature", "ram"]

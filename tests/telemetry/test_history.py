@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,6 +12,7 @@ from opsdash.telemetry import sampler as sampler_module
 from opsdash.telemetry import services
 from opsdash.telemetry.history import RANGES, MinuteAccumulator, MinuteRow, from_rows
 from opsdash.telemetry.models import AlertEpisode, MinuteFigures
+from tests.telemetry.test_sampler import wait_for
 
 MINUTE = 60_000
 
@@ -63,8 +63,9 @@ def test_saving_the_same_minute_twice_merges_it():
 
 @pytest.mark.django_db(transaction=True)
 def test_the_sampler_stores_its_minute_in_the_database():
-    sampler_module.get_sampler().latest(wait=3)
-    time.sleep(0.5)
+    sampler = sampler_module.get_sampler()
+    sampler.latest(wait=3)
+    wait_for(lambda: sampler.ticks >= 5)
     sampler_module.stop_sampler()  # stores the minute so far
 
     rows = list(MinuteFigures.objects.filter(host="testhost"))

@@ -107,3 +107,32 @@ def test_a_revoked_token_gets_401(client, admin):
     revoke_token(token=issued.token)
     response = client.get("/api/models", HTTP_AUTHORIZATION=f"Bearer {issued.secret}")
     assert response.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("source", "field"),
+    [("path", "path"), ("url", "url")],
+    ids=["path", "url"],
+)
+def test_a_nul_byte_in_an_install_location_answers_400_with_a_sentence(
+    client, bearer, model_root, source, field
+):
+    location = f"{model_root}/model\x00.gguf" if source == "path" else "http://127.0.0.1/a\x00b"
+    response = client.post(
+        "/api/models", {"source": source, field: location}, "application/json", **bearer
+    )
+    assert response.status_code == 400, response.content
+    assert "NUL byte" in response.json()["detail"]
+    assert not LocalModel.objects.exists()
+
+
+def test_only_a_real_duplicate_answers_409_whatever_the_sentence_says(client, bearer):
+    # The refusal quotes the path, which here happens to contain the words "already installed".
+    response = client.post(
+        "/api/models",
+        {"source": "path", "path": "/etc/already installed.gguf"},
+        "application/json",
+        **bearer,
+    )
+    assert response.status_code == 400, response.content
+    assert "outside the folders" in response.json()["detail"]

@@ -95,9 +95,7 @@ def test_a_server_that_dribbles_bytes_fails_below_the_minimum_rate_and_keeps_not
     assert partial_files(settings.MODELS_DIR) == [] and model_files(settings.MODELS_DIR) == []
 
 
-def test_a_download_still_running_at_its_deadline_fails_with_the_deadline(
-    admin, settings, server
-):
+def test_a_download_still_running_at_its_deadline_fails_with_the_deadline(admin, settings, server):
     settings.DOWNLOAD_MIN_BYTES_PER_SECOND = 0
     settings.DOWNLOAD_DEADLINE_SECONDS = 2
     server.mode = "dribble"
@@ -110,9 +108,7 @@ def test_a_download_still_running_at_its_deadline_fails_with_the_deadline(
     assert partial_files(settings.MODELS_DIR) == [] and model_files(settings.MODELS_DIR) == []
 
 
-def test_a_silent_server_cannot_stretch_the_deadline_past_its_read_timeout(
-    admin, settings, server
-):
+def test_a_silent_server_cannot_stretch_the_deadline_past_its_read_timeout(admin, settings, server):
     settings.DOWNLOAD_TIMEOUT_SECONDS = 30  # one read could wait this long
     settings.DOWNLOAD_DEADLINE_SECONDS = 1
     server.mode = "hang"  # answers nothing for 4 s

@@ -193,3 +193,24 @@ def test_a_restart_fails_interrupted_installs_and_removes_their_partial_files(ad
     dead.refresh_from_db()
     assert dead.status == ModelStatus.FAILED and "interrupted" in dead.error
     assert not leftover.exists()
+
+
+def test_a_nul_byte_in_a_path_is_refused_with_a_sentence_by_every_entry_point(
+    admin, as_admin, model_root
+):
+    from django.core.management import CommandError, call_command
+
+    path = f"{model_root}/model\x00.gguf"
+    with pytest.raises(services.InstallRefused, match="NUL byte"):
+        install(path, admin)  # type: ignore[arg-type]
+
+    page = as_admin.post("/models/install/", {"source": "path", "path": path})
+    assert page.status_code == 400
+    assert "NUL byte" in page.content.decode()
+
+    with pytest.raises(CommandError, match="NUL byte"):
+        call_command("install_model", path)
+    assert not LocalModel.objects.exists()
+    refusals = AuditEntry.objects.filter(outcome="refused")
+    assert refusals.count() == 3
+    assert all("\x00" not in entry.detail for entry in refusals), "no NUL reaches the database"

@@ -157,3 +157,23 @@ def test_a_queued_install_cancelled_before_a_worker_is_free_never_starts(admin, 
     assert jobs.drain(timeout=10)
     assert "/queued.gguf" not in server.paths, "the cancelled install never connected"
     assert partial_files(settings.MODELS_DIR) == []
+
+
+def test_a_cancel_during_the_trial_load_stops_the_child_and_removes_the_file(
+    admin, model_root, tiny_gguf_path, monkeypatch
+):
+    from inference.trial import CRASH_FOR_TESTS_ENV
+
+    # The trial child stops itself (SIGSTOP) after importing the backend: a load that hangs.
+    monkeypatch.setenv(CRASH_FOR_TESTS_ENV, "SIGSTOP")
+    source = services.InstallSource(SourceKind.PATH, str(place(tiny_gguf_path, model_root)))
+    model = services.start_install(source=source, user=admin)
+    wait_until(lambda: fresh(model).stage == "trial load", "the trial load to start")
+
+    started = time.monotonic()
+    services.cancel_install(model=model, user=admin)
+
+    assert jobs.drain(timeout=10)
+    assert time.monotonic() - started < 5, "the trial load timeout was not waited out"
+    assert fresh(model).status == ModelStatus.FAILED and model.error == "Cancelled by ada."
+    assert partial_files(settings.MODELS_DIR) == [] and model_files(settings.MODELS_DIR) == []

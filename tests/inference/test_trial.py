@@ -121,6 +121,22 @@ def test_it_gives_up_after_the_timeout(
     assert 1.5 <= result.seconds < 30
 
 
+def test_a_stop_request_ends_a_hanging_trial_load_with_its_reason(
+    tiny_gguf_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CRASH_FOR_TESTS_ENV, "SIGSTOP")
+    asked: list[int] = []
+
+    def should_stop() -> str | None:
+        asked.append(1)
+        return "Cancelled by ada." if len(asked) >= 2 else None
+
+    result = trial_load(tiny_gguf_path, backend="llama_cpp", timeout=60, should_stop=should_stop)
+    assert not result.ok
+    assert result.error == "Cancelled by ada."
+    assert result.seconds < 10, "it did not wait for the timeout"
+
+
 def test_it_says_when_the_backend_library_is_not_installed(
     tiny_gguf_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -20,6 +20,7 @@ class Role(StrEnum):
 class Cap(StrEnum):
     VIEW_TELEMETRY = "view_telemetry"
     RUN_PROMPTS = "run_prompts"
+    MANAGE_SUITES = "manage_suites"
     VIEW_MODELS = "view_models"
     MANAGE_MODELS = "manage_models"
     VIEW_WORKFLOWS = "view_workflows"
@@ -33,6 +34,8 @@ class Cap(StrEnum):
 MATRIX: dict[Cap, frozenset[Role]] = {
     Cap.VIEW_TELEMETRY: frozenset({Role.OPERATOR, Role.ADMIN}),
     Cap.RUN_PROMPTS: frozenset({Role.OPERATOR, Role.ADMIN}),
+    # Operators are the ones who test models, so they write the suites as well as run them.
+    Cap.MANAGE_SUITES: frozenset({Role.OPERATOR, Role.ADMIN}),
     # Operators pick models in the playground, so they may see the catalog, not change it.
     Cap.VIEW_MODELS: frozenset({Role.OPERATOR, Role.ADMIN}),
     Cap.MANAGE_MODELS: frozenset({Role.ADMIN}),

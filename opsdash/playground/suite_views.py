@@ -1,5 +1,5 @@
-"""Suite pages: the list, create/edit (admins), a suite with its runs, a run's results, and
-each model's suite history."""
+"""Suite pages: the list, create/edit (operators and admins), a suite with its runs, a run's
+results, and each model's suite history."""
 
 from __future__ import annotations
 
@@ -195,17 +195,17 @@ def suite_list(request: AuthedRequest) -> HttpResponse:
         [s.latest_run_id for s in found if s.latest_run_id]
     )
     rows = [{"suite": s, "cases": s.case_total, "latest": runs.get(s.latest_run_id)} for s in found]
-    context = {"rows": rows, "can_edit": can(request.user, Cap.MANAGE_MODELS)}
+    context = {"rows": rows, "can_edit": can(request.user, Cap.MANAGE_SUITES)}
     return render(request, "playground/suites/list.html", context)
 
 
-@requires(Cap.MANAGE_MODELS)
+@requires(Cap.MANAGE_SUITES)
 @require_http_methods(["GET", "POST"])
 def suite_create(request: AuthedRequest) -> HttpResponse:
     return _edit(request, None)
 
 
-@requires(Cap.MANAGE_MODELS)
+@requires(Cap.MANAGE_SUITES)
 @require_http_methods(["GET", "POST"])
 def suite_edit(request: AuthedRequest, pk: int) -> HttpResponse:
     return _edit(request, _suite(pk))
@@ -221,7 +221,7 @@ def suite_detail(request: AuthedRequest, pk: int) -> HttpResponse:
         "cases": suite.cases.all(),
         "models": _ready_models(),
         "page": Paginator(runs, 30).get_page(request.GET.get("page")),
-        "can_edit": can(request.user, Cap.MANAGE_MODELS),
+        "can_edit": can(request.user, Cap.MANAGE_SUITES),
     }
     return render(request, "playground/suites/detail.html", context)
 

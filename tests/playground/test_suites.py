@@ -338,7 +338,7 @@ def _a_model() -> LocalModel:
 def test_an_operator_runs_a_suite_and_sees_the_pass_fail_table(as_operator, operator, tiny_model):
     suite = make_suite(PASSING, FAILING)
     detail = as_operator.get(reverse("suites:suite", args=[suite.pk])).content.decode()
-    assert f'<option value="{tiny_model.pk}">' in detail and "Edit suite" not in detail
+    assert f'<option value="{tiny_model.pk}">' in detail and "Edit suite" in detail
 
     response = as_operator.post(reverse("suites:run", args=[suite.pk]), {"model": tiny_model.pk})
 
@@ -393,16 +393,22 @@ def test_a_suite_run_orphaned_by_a_dead_process_is_shown_as_an_error(as_operator
 
 
 @pytest.mark.django_db
-def test_an_operator_cannot_create_or_edit_suites(as_operator):
-    suite = make_suite(PASSING)
-    assert as_operator.get(reverse("suites:create")).status_code == 403
-    assert as_operator.get(reverse("suites:edit", args=[suite.pk])).status_code == 403
-    posted = as_operator.post(
-        reverse("suites:edit", args=[suite.pk]),
-        form_data("Hijacked", {"name": "x", "prompt": "y"}),
+def test_an_operator_creates_and_edits_suites(as_operator, operator):
+    assert as_operator.get(reverse("suites:create")).status_code == 200
+    created = as_operator.post(
+        reverse("suites:create"), form_data("Mine", {"name": "x", "prompt": "y"})
     )
-    assert posted.status_code == 403
-    assert Suite.objects.get().name == "Smoke"
+    suite = Suite.objects.get()
+    assert created.status_code == 302 and suite.created_by == operator
+    assert (
+        "Edit suite" in as_operator.get(reverse("suites:suite", args=[suite.pk])).content.decode()
+    )
+
+    edited = as_operator.post(
+        reverse("suites:edit", args=[suite.pk]), form_data("Renamed", {"name": "x", "prompt": "z"})
+    )
+    assert edited.status_code == 302
+    assert Suite.objects.get().name == "Renamed"
 
 
 @pytest.mark.django_db

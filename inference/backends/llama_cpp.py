@@ -24,7 +24,7 @@ from inference.backends.base import (
     render_chat_template,
     stream_tokens,
 )
-from inference.errors import CONTEXT_FULL, BackendError
+from inference.errors import CONTEXT_FULL, BackendError, InferenceError
 
 if TYPE_CHECKING:
     import llama_cpp
@@ -35,6 +35,11 @@ logger = logging.getLogger(__name__)
 #: cache of a typical 7B model stays a few hundred MB; callers who know the model's trained
 #: context and the memory budget pass their own.
 DEFAULT_CONTEXT_LENGTH = 2048
+
+#: ...except that a model whose KV cache for its whole trained context fits in this many bytes
+#: gets that whole context: it costs next to nothing, and small long-context models are made
+#: for it. (SmolLM2-135M at 8192 tokens needs 180 MiB, a 7B model at 2048 already 1 GiB.)
+SMALL_KV_CACHE_BYTES = 32 * 2**20
 
 NOT_INSTALLED = (
     "llama-cpp-python is not installed, so GGUF models cannot run; "
@@ -136,7 +141,7 @@ class LlamaCppBackend:
             with _without_extra_buffer_types(llama_cpp) if avoid_amx else contextlib.nullcontext():
                 llm = llama_cpp.Llama(
                     model_path=str(path),
-                    n_ctx=options.context_length or DEFAULT_CONTEXT_LENGTH,
+                    n_ctx=options.context_length or default_context_length(path),
                     n_threads=options.threads,
                     n_threads_batch=options.threads,
                     n_gpu_layers=gpu_layers,
@@ -153,6 +158,23 @@ class LlamaCppBackend:
         for notice in notices:
             logger.warning("%s: %s", path.name, notice)
         return LlamaCppModel(llm, seed=seed, notices=tuple(notices))
+
+
+def default_context_length(path: Path) -> int:
+    """The context a model gets when none is asked for: ``DEFAULT_CONTEXT_LENGTH`` tokens, or
+    its whole trained context when that is longer and its KV cache stays within
+    ``SMALL_KV_CACHE_BYTES``."""
+    from inference.formats import estimate_memory, read_metadata
+
+    try:
+        metadata = read_metadata(path)
+    except InferenceError:
+        return DEFAULT_CONTEXT_LENGTH  # llama.cpp's own load error will say what is wrong
+    trained = metadata.context_length or 0
+    if trained <= DEFAULT_CONTEXT_LENGTH:
+        return DEFAULT_CONTEXT_LENGTH
+    kv_bytes = estimate_memory(metadata, context_length=trained).kv_cache_bytes
+    return trained if 0 < kv_bytes <= SMALL_KV_CACHE_BYTES else DEFAULT_CONTEXT_LENGTH
 
 
 def _cpu_has_amx(llama_cpp: Any) -> bool:

@@ -7,15 +7,21 @@ from playwright.sync_api import Page, expect
 
 from opsdash.runs.models import Run, RunStatus
 from tests.e2e.conftest import screenshot, sign_in
+from tests.fixtures.tinymodels import write_tiny_gguf_llama
 from tests.runs.conftest import install_ready
 
 pytestmark = [pytest.mark.e2e]
 
+#: The most the page's Max tokens field takes.
+PAGE_MAX_TOKENS = 8192
+
 
 def test_an_answer_grows_token_by_token_and_stop_cancels_the_next(
-    page: Page, asgi_server: str, operator, model_root, tiny_gguf_path
+    page: Page, asgi_server: str, operator, model_root, tmp_path
 ):
-    install_ready(tiny_gguf_path, model_root)
+    # A tiny model that never writes </s>, with a context far longer than any answer here:
+    # every answer runs to its max tokens, and a long one outlasts the click on Stop.
+    install_ready(write_tiny_gguf_llama(tmp_path / "tiny-long.gguf", long_context=True), model_root)
     sign_in(page, asgi_server, "otto")
     page.goto(f"{asgi_server}/playground/")
     expect(page.get_by_text("connected", exact=True)).to_be_visible(timeout=30_000)
@@ -42,11 +48,27 @@ def test_an_answer_grows_token_by_token_and_stop_cancels_the_next(
     expect(page.locator('[data-stat="completion"]')).to_have_text("60")
     screenshot(page, "playground-done")
 
-    page.get_by_label("Max tokens").fill("5000")
+    # Press Stop the moment the second answer's first text renders, from inside the page, so
+    # no polling interval of the test stands between the first token and the click.
+    page.evaluate("""() => {
+        window.stoppedAt = null;
+        const observer = new MutationObserver(() => {
+            const streaming = document.querySelector('.msg.assistant .bubble.streaming');
+            if (streaming && streaming.textContent.length > 0) {
+                observer.disconnect();
+                window.stoppedAt = streaming.textContent.length;
+                document.querySelector('[data-role="stop"]').click();
+            }
+        });
+        observer.observe(document.querySelector('[data-role=transcript]'),
+                         {subtree: true, childList: true, characterData: true});
+    }""")
+    page.get_by_label("Max tokens").fill(str(PAGE_MAX_TOKENS))
     page.get_by_label("Message", exact=True).fill("hello again")
     page.get_by_role("button", name="Run").click()
-    expect(page.locator(".msg.assistant .bubble").last).not_to_be_empty()
-    page.get_by_role("button", name="Stop").click()
     expect(page.locator('[data-stat="status"]')).to_have_text("cancelled", timeout=30_000)
+    assert page.evaluate("window.stoppedAt"), "Stop was pressed once text had appeared"
+    expect(page.locator(".msg.assistant .bubble").last).not_to_be_empty()
     run = Run.objects.order_by("-id").first()
-    assert run is not None and run.status == RunStatus.CANCELLED and run.completion_tokens < 5000
+    assert run is not None and run.status == RunStatus.CANCELLED
+    assert 0 < run.completion_tokens < PAGE_MAX_TOKENS

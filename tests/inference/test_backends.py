@@ -25,9 +25,10 @@ from inference.backends.base import (
     render_chat_template,
     stream_tokens,
 )
-from inference.backends.llama_cpp import DEFAULT_CONTEXT_LENGTH
+from inference.backends.llama_cpp import DEFAULT_CONTEXT_LENGTH, default_context_length
 from inference.errors import BackendError
 from inference.formats import read_metadata
+from tests.fixtures.tinymodels import TINY_LLAMA_LONG_CONTEXT_LENGTH, write_tiny_gguf_llama
 from tests.inference.conftest import RunPython
 from tests.inference.peers import llama_cpp_peer
 
@@ -624,3 +625,17 @@ print(json.dumps(out))
     assert result["amx"] == ("AMX_INT8 = 1" in result["info"])
     assert (result["inside"], result["after"], result["restored"]) == (False, True, True)
     assert result["completion_tokens"] == 4  # a multi-token prompt, where AMX used to crash
+
+
+def test_llama_cpp_gives_a_model_its_whole_context_only_when_that_costs_little_memory(
+    tmp_path: Path, tiny_gguf_path: Path, smollm2_path: Path
+) -> None:
+    long_path = write_tiny_gguf_llama(tmp_path / "tiny-long.gguf", long_context=True)
+    garbage = tmp_path / "garbage.gguf"
+    garbage.write_bytes(b"NOPE" * 100)
+    # 32 MiB of KV cache for 262,144 tokens: the whole context. SmolLM2 would need 180 MiB for
+    # its 8192, so it gets the usual 2048; so does a model trained on fewer.
+    assert default_context_length(long_path) == TINY_LLAMA_LONG_CONTEXT_LENGTH
+    assert default_context_length(smollm2_path) == DEFAULT_CONTEXT_LENGTH
+    assert default_context_length(tiny_gguf_path) == DEFAULT_CONTEXT_LENGTH
+    assert default_context_length(garbage) == DEFAULT_CONTEXT_LENGTH

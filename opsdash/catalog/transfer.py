@@ -78,7 +78,7 @@ class Guard:
         self._reason: str | None = None
         self._wake = threading.Event()
         self._lock = threading.Lock()
-        self._fileno: int | None = None
+        self._socket: socket.socket | None = None
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline, or None without one."""
@@ -91,15 +91,28 @@ class Guard:
         with self._lock:
             self._reason = reason
             self._wake.set()
-            if self._fileno is not None:
-                _shut_down(self._fileno)
+            if self._socket is not None:
+                _shut_down(self._socket)
 
     def attach(self, fileno: int | None) -> None:
-        """The socket a blocked read waits on (None: none now); ``interrupt`` shuts it down."""
+        """The socket a blocked read waits on (None: none now); ``interrupt`` shuts it down.
+
+        The guard keeps its own duplicate of the descriptor while attached: the response may
+        close its own at the end of the body, and a number closed and reused by another thread
+        must never be shut down by mistake.
+        """
         with self._lock:
-            self._fileno = fileno
-            if fileno is not None and self._reason is not None:
-                _shut_down(fileno)
+            if self._socket is not None:
+                self._socket.close()
+                self._socket = None
+            if fileno is None:
+                return
+            try:
+                self._socket = socket.socket(fileno=os.dup(fileno))
+            except OSError:
+                return  # not a socket we can reach: cancelling waits for the next chunk
+            if self._reason is not None:
+                _shut_down(self._socket)
 
     def wait(self, seconds: float) -> None:
         """Sleep up to ``seconds`` (never past the deadline), waking at once on ``interrupt``."""
@@ -158,16 +171,11 @@ def _seconds(value: float) -> str:
     return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s".replace(".0 s", " s")
 
 
-def _shut_down(fileno: int) -> None:
+def _shut_down(sock: socket.socket) -> None:
     # shutdown() acts on the connection, so doing it through a duplicate descriptor wakes the
     # thread blocked reading the original one, which close() from another thread would not.
-    try:
-        sock = socket.socket(fileno=os.dup(fileno))
-    except OSError:
-        return
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    sock.close()
 
 
 @dataclass(frozen=True)

@@ -8,27 +8,43 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
 from opsdash.catalog import jobs, services
 from opsdash.catalog.models import LocalModel, ModelStatus, SourceKind
+from opsdash.catalog.transfer import PartialWriter
 from tests.catalog.helpers import model_files, partial_files, place
 
 
+def _uploaded(admin: User, tiny_gguf_path: Path, name: str) -> LocalModel:
+    # What the upload view does once the body is in: the bytes sit in a partial file.
+    partial = services.new_partial_path()
+    writer = PartialWriter(partial, reserve=0)
+    writer.write(tiny_gguf_path.read_bytes())
+    written = writer.finish()
+    return services.install_uploaded(
+        partial=partial, written=written, filename=name, name="", model_type="", user=admin
+    )
+
+
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("kind", [SourceKind.PATH, SourceKind.URL])
+@pytest.mark.parametrize("kind", [SourceKind.PATH, SourceKind.URL, SourceKind.UPLOAD])
 def test_two_installs_of_one_file_at_once_end_with_one_ready_copy(
     admin, model_root, tiny_gguf_path, server, kind
 ):
-    if kind == SourceKind.PATH:
-        locations = [str(place(tiny_gguf_path, model_root, f"copy-{i}.gguf")) for i in range(2)]
-    else:
-        locations = [server.url(f"copy-{i}.gguf") for i in range(2)]
     # Both go to the same pool of two workers, so they run side by side.
-    models = [
-        services.start_install(source=services.InstallSource(kind, where), user=admin)
-        for where in locations
-    ]
+    if kind == SourceKind.UPLOAD:
+        models = [_uploaded(admin, tiny_gguf_path, f"copy-{i}.gguf") for i in range(2)]
+    else:
+        if kind == SourceKind.PATH:
+            locations = [str(place(tiny_gguf_path, model_root, f"c-{i}.gguf")) for i in range(2)]
+        else:
+            locations = [server.url(f"copy-{i}.gguf") for i in range(2)]
+        models = [
+            services.start_install(source=services.InstallSource(kind, where), user=admin)
+            for where in locations
+        ]
     assert jobs.drain(timeout=120)
 
     for model in models:

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+from typing import Any
+
+from axes.helpers import get_cool_off
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
-from django.http import HttpResponse
+from django.contrib.auth.forms import AuthenticationForm
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -18,6 +22,24 @@ login = public(
     )
 )
 logout = public(auth_views.LogoutView.as_view())
+
+
+def locked_out(
+    request: HttpRequest,
+    original_response: HttpResponse | None = None,
+    credentials: dict[str, Any] | None = None,
+) -> HttpResponse:
+    """django-axes' lockout answer (``AXES_LOCKOUT_CALLABLE``): the sign-in page, saying the
+    account is locked and for how long, with 429 for scripts."""
+    cool_off = get_cool_off(request)
+    minutes = max(1, round(cool_off.total_seconds() / 60)) if cool_off else None
+    username = (credentials or {}).get("username") or request.POST.get("username", "")
+    context = {
+        "form": AuthenticationForm(request, initial={"username": username}),
+        "locked_out_minutes": minutes,
+        "next": request.POST.get("next", ""),
+    }
+    return render(request, "accounts/login.html", context, status=429)
 
 
 @requires(Cap.USE_API_TOKENS)

@@ -639,3 +639,36 @@ def test_llama_cpp_gives_a_model_its_whole_context_only_when_that_costs_little_m
     assert default_context_length(smollm2_path) == DEFAULT_CONTEXT_LENGTH
     assert default_context_length(tiny_gguf_path) == DEFAULT_CONTEXT_LENGTH
     assert default_context_length(garbage) == DEFAULT_CONTEXT_LENGTH
+
+
+ORDER_SCENARIO = r"""
+import json, sys
+from pathlib import Path
+import llama_cpp
+from inference.backends.base import GenerationParams, LoadOptions, get_backend
+
+model = get_backend("llama_cpp").load(Path(sys.argv[1]), LoadOptions(threads=1, seed=0))
+llm = model._llm
+out = []
+a, b = "hello world the tiny model", "hello world the tiny says ok"
+list(model.generate("ok", GenerationParams(max_tokens=2)))  # llama.cpp's counters start here
+for prompt in (a, b, a):
+    before = llama_cpp.llama_perf_context(llm.ctx).n_p_eval
+    events = list(model.generate(prompt, GenerationParams(max_tokens=8, temperature=0)))
+    after = llama_cpp.llama_perf_context(llm.ctx).n_p_eval
+    out.append({"prompt_tokens": events[-1].prompt_tokens, "evaluated": after - before,
+                "text": "".join(e.text for e in events[:-1])})
+print(json.dumps(out))
+"""
+
+
+def test_llama_cpp_computes_every_prompt_afresh_not_from_the_last_requests_cache(
+    run_python: RunPython, tiny_gguf_path: Path
+) -> None:
+    # llama-cpp-python reuses the prefix a prompt shares with the previous request, computed in
+    # another batch; with llama.cpp's batch-dependent kernels that can change the text (A, B, A
+    # with two different A's). llama.cpp's own counters show each prompt evaluated in full.
+    first_a, b, second_a = run_python(ORDER_SCENARIO, str(tiny_gguf_path))
+    for answer in (first_a, b, second_a):
+        assert answer["evaluated"] == answer["prompt_tokens"], answer
+    assert second_a["text"] == first_a["text"]

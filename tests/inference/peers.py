@@ -64,11 +64,12 @@ def llama_cpp_peer(
     params: GenerationParams,
     messages: list[dict[str, Any]] | None = None,
     prompt: str | None = None,
-    threads: int = 1,
+    threads: int | None = 1,
     seed: int = 0xFFFFFFFF,  # llama_cpp.LLAMA_DEFAULT_SEED, what a runner loads with by default
 ) -> dict[str, Any]:
     """llama_cpp.Llama, loaded with these options, answering ``messages`` (through its own chat
-    formatter and the GGUF's template) or a raw ``prompt``: prompt, text, counts, finish."""
+    formatter and the GGUF's template) or a raw ``prompt``: prompt, text, counts, finish.
+    ``threads`` None is llama-cpp-python's default, as for a runner loaded without a count."""
     job = {
         "path": str(path),
         "n_ctx": n_ctx,

@@ -387,12 +387,13 @@ async def test_a_model_is_refused_while_busy_models_hold_the_budget(
 
 
 async def test_an_idle_model_is_unloaded_after_the_idle_time(tiny_gguf_path: Path) -> None:
-    supervisor = Supervisor(memory_budget_bytes=GIB, idle_unload_seconds=1, queue_depth=2)
+    supervisor = Supervisor(memory_budget_bytes=GIB, idle_unload_seconds=2, queue_depth=2)
     try:
         status = await supervisor.load(tiny(tiny_gguf_path))
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(1.2)
         await collect(supervisor.generate(tiny(tiny_gguf_path), prompt("hi", 2)))
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(1.2)
+        # 2.4 s since it loaded, 1.2 s since it was used: both well away from the 2 s limit.
         assert [s.pid for s in supervisor.status()] == [status.pid]  # use resets the clock
         deadline = time.monotonic() + 5
         while supervisor.status() and time.monotonic() < deadline:

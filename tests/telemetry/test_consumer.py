@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -15,6 +16,13 @@ from tests.telemetry.conftest import telemetry_socket
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ACK = {"type": "ack"}
+
+
+async def until(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not hold in time"
+        await asyncio.sleep(0.02)
 
 
 async def next_frame(ws, timeout: float = 3.0) -> dict:  # type: ignore[no-untyped-def]
@@ -42,7 +50,8 @@ async def test_a_page_gets_history_then_a_frame_every_tick(operator):
     assert all(f["type"] == "frame" and f["host"] == "testhost" for f in frames)
     times = [f["t"] for f in frames]
     assert times == sorted(set(times)), "each frame is a new tick"
-    assert 50 <= (times[-1] - times[0]) / 4 <= 250, "about one frame per 100 ms tick"
+    # One frame per 100 ms tick; a loaded machine makes ticks late, never much early.
+    assert 50 <= (times[-1] - times[0]) / 4 <= 1000, "about one frame per 100 ms tick"
     assert frames[-1]["gpu_state"] in {"ok", "no_library", "no_driver", "no_devices"} or frames[-1][
         "gpu_state"
     ].startswith("error: ")
@@ -125,15 +134,19 @@ async def test_one_sampler_however_many_pages_are_open(operator):
 async def test_a_slow_page_skips_to_the_latest_frame(operator):
     ws = await opened(operator)
     await next_frame(ws)
-    json.loads(await ws.receive_from(timeout=3))  # a frame, not acknowledged yet
-    await asyncio.sleep(0.55)  # five ticks pass
+    unacked = json.loads(await ws.receive_from(timeout=3))  # a frame, not acknowledged yet
+    sampler = sampler_module.get_sampler()
+    start = sampler.ticks
+    await until(lambda: sampler.ticks >= start + 5)  # five ticks pass
+    newest = sampler.latest()
 
     await ws.send_json_to(ACK)
     caught_up = await next_frame(ws)
-    following = await next_frame(ws)
     await ws.disconnect()
 
-    assert following["t"] - caught_up["t"] < 250, "the next one is current, no backlog replayed"
+    assert newest is not None and newest["t"] > unacked["t"]
+    # A replayed backlog would send the tick after the unacknowledged one: older than this.
+    assert caught_up["t"] >= newest["t"], "the next one is current, no backlog replayed"
 
 
 @pytest.mark.parametrize("persona", ["manager", "outsider"])

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from axes.models import AccessAttempt
+from axes.utils import reset as reset_axes_attempts
+from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import transaction
+from django.db.models import Max, Sum
 from django.utils import timezone
 
 from opsdash.accounts.models import ApiToken
 from opsdash.accounts.roles import Role
+
+log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "ops_"
 # Writing last_used_at on every request would turn every API read into a write.
@@ -80,3 +87,39 @@ def create_demo_users(*, password: str) -> list[DemoUser]:
         user.groups.add(Group.objects.get(name=role.value))
         result.append(DemoUser(username=role.value, created=created))
     return result
+
+
+@dataclass(frozen=True)
+class Lockout:
+    username: str
+    failures: int
+    last_try: datetime
+    until: datetime
+
+
+def locked_out_accounts() -> list[Lockout]:
+    """Usernames django-axes refuses now: enough wrong passwords within the cool-off time."""
+    cool_off: timedelta = settings.AXES_COOLOFF_TIME
+    rows = (
+        AccessAttempt.objects.filter(attempt_time__gte=timezone.now() - cool_off)
+        .values("username")
+        .annotate(failures=Sum("failures_since_start"), last_try=Max("attempt_time"))
+        .filter(failures__gte=settings.AXES_FAILURE_LIMIT)
+        .order_by("username")
+    )
+    return [
+        Lockout(
+            username=row["username"],
+            failures=row["failures"],
+            last_try=row["last_try"],
+            until=row["last_try"] + cool_off,
+        )
+        for row in rows
+    ]
+
+
+def unlock_account(*, username: str, user: User) -> int:
+    """Forget the username's failed sign-ins so it may sign in at once; how many were dropped."""
+    dropped = reset_axes_attempts(username=username)
+    log.info("%s unlocked sign-in for %r (%d failed tries forgotten)", user, username, dropped)
+    return dropped

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from axes.helpers import get_cool_off
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.forms import AuthenticationForm
@@ -61,3 +62,16 @@ def revoke_token(request: AuthedRequest, pk: int) -> HttpResponse:
     services.revoke_token(token=token)
     messages.success(request, f"Token “{token.name}” revoked. Scripts using it now get 401.")
     return redirect("accounts:tokens")
+
+
+@requires(Cap.MANAGE_USERS)
+@require_http_methods(["GET", "POST"])
+def lockouts(request: AuthedRequest) -> HttpResponse:
+    """Accounts locked by too many wrong passwords; POST ``username`` unlocks one."""
+    if request.method == "POST":
+        username = request.POST.get("username", "")
+        services.unlock_account(username=username, user=request.user)
+        messages.success(request, f"“{username}” may sign in again.")
+        return redirect("accounts:lockouts")
+    context = {"lockouts": services.locked_out_accounts(), "limit": settings.AXES_FAILURE_LIMIT}
+    return render(request, "accounts/lockouts.html", context)

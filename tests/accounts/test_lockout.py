@@ -58,3 +58,23 @@ def test_api_tokens_keep_working_while_sign_in_is_throttled(admin, settings):
     lock_out("ada", settings)
     response = Client().get("/api/models", HTTP_AUTHORIZATION=f"Bearer {secret}")
     assert response.status_code == 200
+
+
+def test_an_admin_sees_the_locked_account_and_unlocks_it_with_a_button(
+    as_admin, operator, settings
+):
+    lock_out("otto", settings)
+    page = as_admin.get("/accounts/lockouts/").content.decode()
+    table = page.split('data-testid="lockouts"')[1]
+    assert "otto" in table and f"<td>{settings.AXES_FAILURE_LIMIT}</td>" in table
+
+    response = as_admin.post("/accounts/lockouts/", {"username": "otto"})
+    assert response.status_code == 302
+    assert "otto" not in as_admin.get("/accounts/lockouts/").content.decode().split("<tbody>")[1]
+    assert sign_in(Client(), "otto", PASSWORD).status_code == 302
+
+
+def test_only_admins_may_unlock_accounts(as_operator, admin, settings):
+    lock_out("ada", settings)
+    assert as_operator.post("/accounts/lockouts/", {"username": "ada"}).status_code == 403
+    assert sign_in(Client(), "ada", PASSWORD).status_code == 429

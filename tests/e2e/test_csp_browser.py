@@ -24,6 +24,7 @@ PAGES = [
     "/savings/prices/",
     "/gateway/",
     "/accounts/tokens/",
+    "/accounts/lockouts/",
     "/api/docs",
 ]
 

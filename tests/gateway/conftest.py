@@ -59,10 +59,10 @@ def fresh_sync_thread() -> Iterator[None]:
     """Give the server about to be forked an asgiref shared thread it can start itself.
 
     An async test that used the ORM started asgiref's one shared thread (``sync_to_async``
-    outside a request) in this process. A forked server inherits the executor but not its
-    thread, so its first such call (``opsdash.asgi.SettleFirst``) would wait forever. The e2e
-    harness's ``_prepare_server_process`` resets it in the child too (a change not yet
-    committed when this was written); until then, this does it before the fork.
+    outside a request) in this process; a forked child inherits the executor but not its
+    thread. The live server's child now starts a fresh one itself
+    (``tests.liveserver.prepare_server_process``), so this is belt and braces for tests that
+    still ask for it.
     """
     old, SyncToAsync.single_thread_executor = (
         SyncToAsync.single_thread_executor,

@@ -190,7 +190,9 @@ class Supervisor:
 
     @property
     def shutting_down(self) -> bool:
-        """True from ``interrupt()`` until ``close()`` has finished."""
+        """True from ``interrupt()`` or ``close()`` until the supervisor is used again.
+
+        Still true once ``close()`` returns: the requests it ended may be recording that."""
         return self._shutting_down
 
     def interrupt(self) -> None:
@@ -210,14 +212,11 @@ class Supervisor:
         with self._guard:
             loop, thread, pool = self._loop, self._thread, self._pool
             self._loop = self._thread = self._pool = None
-        try:
-            if loop is None or thread is None or pool is None:
-                return
-            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(pool.close(grace), loop))
-            loop.call_soon_threadsafe(loop.stop)
-            await asyncio.get_running_loop().run_in_executor(None, thread.join)
-        finally:
-            self._shutting_down = False
+        if loop is None or thread is None or pool is None:
+            return
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(pool.close(grace), loop))
+        loop.call_soon_threadsafe(loop.stop)
+        await asyncio.get_running_loop().run_in_executor(None, thread.join)
 
     # --- the supervisor's own loop -----------------------------------------------------------
 
@@ -237,6 +236,7 @@ class Supervisor:
                 thread.start()
                 loop.call_soon_threadsafe(pool.start_idle_unloader)
                 self._loop, self._thread, self._pool = loop, thread, pool
+                self._shutting_down = False
             return self._loop, self._pool
 
     async def _call(self, work: Callable[[RunnerPool], Coroutine[Any, Any, T]]) -> T:

@@ -62,7 +62,7 @@ async def test_interrupt_ends_a_generation_in_flight_with_its_text_so_far(
     assert 0 < done["completion_tokens"] < LONG_CONTEXT and first["text"] + text
     assert supervisor.shutting_down
     await supervisor.close(grace=2)
-    assert _gone(runner.pid) and not supervisor.shutting_down
+    assert _gone(runner.pid)
 
 
 async def test_a_request_after_interrupt_ends_at_once_without_starting_a_runner(

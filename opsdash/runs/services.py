@@ -242,10 +242,11 @@ async def execute_run(
         )
     if final.get("finish_reason") != "cancelled":
         return await _finish(run, RunStatus.OK, "".join(parts), "", final)
-    if cancel is not None and cancel.is_set():
-        return await _finish(run, RunStatus.CANCELLED, "".join(parts), "", final)
-    # Cancelled, but not by the caller: the supervisor is shutting down.
-    return await _finish(run, RunStatus.INTERRUPTED, "".join(parts), SHUTDOWN_REASON, final)
+    # Cancelled by the supervisor's shutdown, or by the caller. A shutdown wins: the caller's
+    # cancel may be its consequence (the server closing the playground's websocket).
+    if supervisor.shutting_down or cancel is None or not cancel.is_set():
+        return await _finish(run, RunStatus.INTERRUPTED, "".join(parts), SHUTDOWN_REASON, final)
+    return await _finish(run, RunStatus.CANCELLED, "".join(parts), "", final)
 
 
 async def _finish(

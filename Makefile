@@ -65,7 +65,7 @@ run: install
 	$(BIN)/python manage.py install_demo_model
 	$(BIN)/python manage.py collectstatic --no-input -v 0
 	@echo "OpsDash: http://$(HOST):$(PORT)/"
-	$(BIN)/uvicorn opsdash.asgi:application --host $(HOST) --port $(PORT) --lifespan on
+	$(BIN)/uvicorn opsdash.asgi:application --host $(HOST) --port $(PORT) --lifespan on --timeout-graceful-shutdown 4
 
 bench: install
 	$(BIN)/python bench/install.py

@@ -40,6 +40,10 @@ from inference.supervisor_api import (
 
 logger = logging.getLogger(__name__)
 
+#: ``code`` of the error a request gets when the supervisor shuts down under it (its runner
+#: stopped before it could end the generation itself): the caller records it as interrupted.
+SHUT_DOWN = "shutdown"
+
 
 @dataclass(eq=False)
 class _Slot:
@@ -197,11 +201,13 @@ class RunnerPool:
             message = await runner.inbox.get()
             if isinstance(message, Exited):
                 runner.inbox.put_nowait(message)  # later readers learn of the death too
+                if runner.stopping and self._closing:
+                    raise InferenceError(
+                        "The inference supervisor shut down during this request.", code=SHUT_DOWN
+                    )
                 if runner.stopping:
                     raise InferenceError(
                         "The model was unloaded while it was working on this request."
-                        if not self._closing
-                        else "The inference supervisor shut down during this request."
                     )
                 await runner.collect_output()
                 reason = describe_exit(message.returncode, doing)
@@ -253,7 +259,9 @@ class RunnerPool:
                 return runner, 0.0
             await runner.stop()  # a changed spec, or an unload under way: wait until it is gone
         if self._closing:
-            raise InferenceError("The inference supervisor is shutting down; try again later.")
+            raise InferenceError(
+                "The inference supervisor is shutting down; try again later.", code=SHUT_DOWN
+            )
         started = time.monotonic()
         async with self._budget_lock:
             await self._make_room(spec)
@@ -387,12 +395,13 @@ class RunnerPool:
             cancelled.set()
 
     async def close(self, grace: float = STOP_GRACE_SECONDS) -> None:
-        """End the requests in flight, then stop every runner, all within about 2 × ``grace``.
+        """End the requests in flight, then stop every runner, in about ``grace`` seconds.
 
         Generations are cancelled first, so each ends with its text so far and its counts
-        (a runner stops within a token); only then are the runners stopped, and one that
-        does not exit within ``grace`` seconds is killed.
+        (a runner stops within a token); then the runners are told to exit, and one still
+        there when ``grace`` is up (stuck in native code, say) is killed.
         """
+        deadline = time.monotonic() + grace
         self.interrupt()
         if self._idle_task is not None:
             self._idle_task.cancel()
@@ -400,11 +409,14 @@ class RunnerPool:
         requests = self._requests - {asyncio.current_task()}
         if requests:
             await asyncio.wait(requests, timeout=grace)
+        # A healthy runner exits at once when idle; the floor only spares one that was just
+        # released from being killed before it could read "shutdown".
+        left = max(deadline - time.monotonic(), 0.2)
         runners = [slot.runner for slot in self._slots.values() if slot.runner is not None]
-        await asyncio.gather(*(r.stop(grace) for r in runners), return_exceptions=True)
+        await asyncio.gather(*(r.stop(left) for r in runners), return_exceptions=True)
         requests = self._requests - {asyncio.current_task()}
-        if requests:
-            _, late = await asyncio.wait(requests, timeout=1)
+        if requests:  # their runner is gone now, so they end at once
+            _, late = await asyncio.wait(requests, timeout=0.5)
             for task in late:
                 task.cancel()
 

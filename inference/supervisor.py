@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from inference.protocol import DoneRunEvent, RunEvent, TokenRunEvent
 from inference.runner_client import STOP_GRACE_SECONDS
-from inference.runner_pool import RunnerPool
+from inference.runner_pool import SHUT_DOWN, RunnerPool
 from inference.supervisor_api import (
     GenerateRequest,
     MemoryBudgetExceeded,
@@ -44,6 +44,7 @@ __all__ = [
     "RunnerCrashed",
     "RunnerState",
     "RunnerStatus",
+    "SHUT_DOWN",
     "Supervisor",
     "SupervisorBusy",
     "TokenRunEvent",

@@ -33,9 +33,12 @@ from opsdash.core.streamed_body import StreamingBodyASGIHandler  # noqa: E402
 from opsdash.playground.suites import mark_interrupted_suite_runs  # noqa: E402
 from opsdash.routing import websocket_urlpatterns  # noqa: E402
 from opsdash.runs.runtime import close_supervisor, interrupt_supervisor  # noqa: E402
-from opsdash.runs.services import mark_interrupted_runs  # noqa: E402
+from opsdash.runs.services import mark_interrupted_runs, wait_for_runs_in_flight  # noqa: E402
 
 logger = logging.getLogger("opsdash")
+
+#: How long shutdown waits, after the runners are gone, for the runs they ended to be recorded.
+RECORD_TIMEOUT_SECONDS = 2.0
 
 # Django for HTTP, the upload's body streamed to its view, every body measured on the way in.
 django_asgi_app = BodyLimits(
@@ -91,8 +94,12 @@ async def lifespan_shutdown() -> None:
 
     Whatever is still generating is recorded ``interrupted`` by its request; a runner that does
     not exit within ``SHUTDOWN_GRACE_SECONDS`` is killed, so the server exits within 10 s.
+    A request the server cancelled records its run only once its runner is gone: wait for it.
     """
     await close_supervisor()
+    late = await wait_for_runs_in_flight(timeout=RECORD_TIMEOUT_SECONDS)
+    if late:
+        logger.warning("%s run(s) were still being recorded at shutdown.", late)
 
 
 class Lifespan:

@@ -30,9 +30,9 @@ from opsdash.runs.services import SHUTDOWN_REASON
 from tests.fixtures import tinymodels
 
 REPO = Path(__file__).resolve().parent.parent
-#: What the Makefile's `run` target gives uvicorn: requests the interrupt cannot end (none
-#: today) are cut after this, leaving the runners' grace inside the 10 s stop.
-GRACEFUL_SECONDS = 5
+#: What the Makefile's `run` target gives uvicorn: a request the stop signal could not end (its
+#: runner hung) is cancelled after this, leaving the runners' 3 s grace inside the 10 s stop.
+GRACEFUL_SECONDS = 4
 EXIT_DEADLINE_SECONDS = 10.0
 
 
@@ -163,6 +163,22 @@ def _wait_for_busy_runner(served: Served) -> list[psutil.Process]:
     pytest.fail(f"the run never started generating:\n{served.log.read_text()}")
 
 
+def _post_endless_run(served: Served, answer: dict[str, Any]) -> threading.Thread:
+    """``POST /api/runs`` in a thread, asking for more tokens than the context holds; the
+    answer, or the error, lands in ``answer``."""
+
+    def post() -> None:
+        body = {"model": served.model_id, "prompt": "hello", "max_tokens": 100_000}
+        try:
+            answer["json"] = served.request("POST", "/api/runs", body)
+        except (urllib.error.URLError, OSError) as exc:
+            answer["error"] = exc
+
+    client = threading.Thread(target=post)
+    client.start()
+    return client
+
+
 def _alive(process: psutil.Process) -> bool:
     try:
         return process.status() != psutil.STATUS_ZOMBIE
@@ -173,16 +189,7 @@ def _alive(process: psutil.Process) -> bool:
 @pytest.mark.slow
 def test_sigterm_mid_run_records_it_interrupted_ends_the_runner_and_exits_within_10_s(served):
     answer: dict[str, Any] = {}
-
-    def post_run() -> None:
-        body = {"model": served.model_id, "prompt": "hello", "max_tokens": 100_000}
-        try:
-            answer["json"] = served.request("POST", "/api/runs", body)
-        except (urllib.error.URLError, OSError) as exc:
-            answer["error"] = exc
-
-    client = threading.Thread(target=post_run)
-    client.start()
+    client = _post_endless_run(served, answer)
     runners = _wait_for_busy_runner(served)
     server = psutil.Process(served.process.pid)
     assert {r.pid for r in runners} <= {c.pid for c in server.children(recursive=True)}
@@ -207,3 +214,28 @@ def test_sigterm_mid_run_records_it_interrupted_ends_the_runner_and_exits_within
     # The request itself was answered before the server went: the client learns what happened.
     assert "error" not in answer, answer.get("error")
     assert answer["json"]["status"] == "interrupted" and answer["json"]["text"] == output
+
+
+@pytest.mark.slow
+def test_sigterm_with_a_hung_runner_still_exits_within_10_s_and_records_the_run(served):
+    # The worst case: the runner is stuck (frozen here) and cannot obey the interrupt, so the
+    # request outlives uvicorn's graceful timeout and the runner has to be killed.
+    client = _post_endless_run(served, {})
+    runners = _wait_for_busy_runner(served)
+    for runner in runners:
+        runner.suspend()
+
+    sent = time.monotonic()
+    served.process.send_signal(signal.SIGTERM)
+    try:
+        served.process.wait(timeout=EXIT_DEADLINE_SECONDS)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the server did not exit within 10 s of SIGTERM:\n{served.log.read_text()}")
+    took = time.monotonic() - sent
+    client.join(timeout=10)
+
+    assert GRACEFUL_SECONDS <= took < EXIT_DEADLINE_SECONDS
+    assert not [r.pid for r in runners if _alive(r)], "a runner outlived the server"
+    with sqlite3.connect(served.database) as db:
+        status, error = db.execute("SELECT status, error FROM runs_run").fetchone()
+    assert (status, error) == ("interrupted", SHUTDOWN_REASON)

@@ -15,7 +15,8 @@ from django.conf import settings
 from inference.supervisor import Supervisor
 
 #: How long a runner gets to exit at shutdown before it is killed. A runner leaves within a
-#: token; one stuck in native code must not hold the server past its 10 s stop.
+#: token; one stuck in native code must not hold the server past its 10 s stop, which is
+#: uvicorn's --timeout-graceful-shutdown (4 s, the Makefile) plus this plus moments.
 SHUTDOWN_GRACE_SECONDS = 3.0
 
 _lock = threading.Lock()

@@ -26,7 +26,7 @@ from django.utils.module_loading import import_string
 from inference import chat_formats
 from inference.backends.base import GenerationParams
 from inference.errors import InferenceError
-from inference.supervisor import GenerateRequest, ModelSpec, SupervisorBusy
+from inference.supervisor import SHUT_DOWN, GenerateRequest, ModelSpec, SupervisorBusy
 from opsdash.catalog.models import LocalModel, ModelStatus
 from opsdash.core.processes import current_process, is_alive
 from opsdash.runs.models import Run, RunSource, RunStatus, Workflow
@@ -200,6 +200,32 @@ async def execute_run(
     ``interrupted``, with the text so far and ``SHUTDOWN_REASON``: the same status a crash
     leaves, because in both the server, not the person, stopped it.
     """
+    recorded = asyncio.get_running_loop().create_future()
+    _in_flight.add(recorded)
+    try:
+        return await _execute_run(run, on_token=on_token, cancel=cancel)
+    finally:
+        _in_flight.discard(recorded)
+        recorded.set_result(None)
+
+
+#: One future per ``execute_run`` under way, done once its run is recorded: what a shutdown
+#: waits for, so the process does not exit with a run still ``running``.
+_in_flight: set[asyncio.Future[None]] = set()
+
+
+async def wait_for_runs_in_flight(*, timeout: float) -> int:
+    """Wait until every run this event loop is executing has been recorded, or ``timeout``
+    seconds pass; how many were still unrecorded then."""
+    loop = asyncio.get_running_loop()
+    pending = [future for future in _in_flight if future.get_loop() is loop]
+    if not pending:
+        return 0
+    _, late = await asyncio.wait(pending, timeout=timeout)
+    return len(late)
+
+
+async def _execute_run(run: Run, *, on_token: OnToken | None, cancel: asyncio.Event | None) -> Run:
     model = await LocalModel.objects.aget(pk=run.model_id)
     prompt, messages = (run.prompt, None) if run.messages is None else (None, run.messages)
     if messages is not None and model.prompt_format in chat_formats.FORMATS:
@@ -223,6 +249,8 @@ async def execute_run(
         busy = {"finish_reason": "busy"}  # the API answers 429 with Retry-After for these
         return await _finish(run, RunStatus.ERROR, "".join(parts), exc.reason, busy)
     except InferenceError as exc:
+        if exc.code == SHUT_DOWN:  # its runner was stopped under it by the shutdown
+            return await _finish(run, RunStatus.INTERRUPTED, "".join(parts), SHUTDOWN_REASON)
         # Its code (``CONTEXT_FULL``, say) is kept as the finish reason, as "busy" is above.
         code = {"finish_reason": exc.code} if exc.code else None
         return await _finish(run, RunStatus.ERROR, "".join(parts), exc.reason, code)

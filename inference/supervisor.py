@@ -22,6 +22,7 @@ import threading
 from collections.abc import AsyncGenerator, Callable, Coroutine
 from typing import Any, TypeVar
 
+from inference.errors import InferenceError
 from inference.protocol import DoneRunEvent, RunEvent, TokenRunEvent
 from inference.runner_client import STOP_GRACE_SECONDS
 from inference.runner_pool import SHUT_DOWN, RunnerPool
@@ -99,6 +100,7 @@ class Supervisor:
         self._thread: threading.Thread | None = None
         self._pool: RunnerPool | None = None
         self._shutting_down = False
+        self._final = False
 
     # --- the public API ----------------------------------------------------------------------
 
@@ -206,10 +208,13 @@ class Supervisor:
             with contextlib.suppress(RuntimeError):  # the loop has just been closed
                 loop.call_soon_threadsafe(pool.interrupt)
 
-    async def close(self, grace: float = STOP_GRACE_SECONDS) -> None:
+    async def close(self, grace: float = STOP_GRACE_SECONDS, *, final: bool = False) -> None:
         """End the generations in flight, stop every runner (killing one that has not exited
-        after ``grace`` seconds) and the supervisor's thread. Using it again starts afresh."""
+        after ``grace`` seconds) and the supervisor's thread. Using it again starts afresh,
+        unless ``final``: then every later request fails at once (a process shutting down
+        must not start runners that would outlive it)."""
         self._shutting_down = True
+        self._final = self._final or final
         with self._guard:
             loop, thread, pool = self._loop, self._thread, self._pool
             self._loop = self._thread = self._pool = None
@@ -222,6 +227,10 @@ class Supervisor:
     # --- the supervisor's own loop -----------------------------------------------------------
 
     def _ensure_started(self) -> tuple[asyncio.AbstractEventLoop, RunnerPool]:
+        if self._final:
+            raise InferenceError(
+                "The inference supervisor has shut down: the server is stopping.", code=SHUT_DOWN
+            )
         with self._guard:
             if self._loop is None or self._pool is None:
                 loop = asyncio.new_event_loop()

@@ -96,7 +96,7 @@ async def lifespan_shutdown() -> None:
     not exit within ``SHUTDOWN_GRACE_SECONDS`` is killed, so the server exits within 10 s.
     A request the server cancelled records its run only once its runner is gone: wait for it.
     """
-    await close_supervisor()
+    await close_supervisor(final=True)
     late = await wait_for_runs_in_flight(timeout=RECORD_TIMEOUT_SECONDS)
     if late:
         logger.warning("%s run(s) were still being recorded at shutdown.", late)

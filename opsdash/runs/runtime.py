@@ -47,17 +47,21 @@ def interrupt_supervisor() -> None:
         current.interrupt()
 
 
-async def close_supervisor(grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
+async def close_supervisor(grace: float = SHUTDOWN_GRACE_SECONDS, *, final: bool = False) -> None:
     """The last step of a shutdown (or of a test): end the generations in flight, then stop
     every runner, killing one still there after ``grace`` seconds, and the supervisor's thread.
 
-    The next ``get_supervisor()`` starts a new one.
+    The next ``get_supervisor()`` starts a new one; after a ``final`` close (the server's) it
+    returns the closed one, which refuses every request, so nothing starts a runner again.
     """
     global _supervisor
-    with _lock:
-        current, _supervisor = _supervisor, None
+    if final:
+        current: Supervisor | None = get_supervisor()
+    else:
+        with _lock:
+            current, _supervisor = _supervisor, None
     if current is not None:
-        await current.close(grace)
+        await current.close(grace, final=final)
 
 
 def stop_supervisor() -> None:

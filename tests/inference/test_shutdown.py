@@ -14,7 +14,7 @@ import pytest
 
 from inference.backends.base import GenerationParams
 from inference.errors import InferenceError
-from inference.supervisor import GenerateRequest, ModelSpec, Supervisor
+from inference.supervisor import SHUT_DOWN, GenerateRequest, ModelSpec, Supervisor
 from tests.inference.test_supervisor import collect
 
 GIB = 2**30
@@ -95,3 +95,16 @@ async def test_close_kills_a_runner_that_does_not_stop_within_the_grace(
     assert took < 0.5 + 3, f"close took {took:.1f} s"
     with pytest.raises(InferenceError, match="shut down during this request"):
         await consumer
+
+
+async def test_after_a_final_close_requests_are_refused_and_no_runner_starts(
+    supervisor: Supervisor, tiny_gguf_path: Path
+) -> None:
+    await supervisor.load(long_running(tiny_gguf_path))
+    await supervisor.close(grace=2, final=True)
+
+    with pytest.raises(InferenceError) as refused:
+        await collect(supervisor.generate(long_running(tiny_gguf_path), endless()))
+
+    assert refused.value.code == SHUT_DOWN
+    assert supervisor.status() == []

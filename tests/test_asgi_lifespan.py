@@ -37,9 +37,9 @@ async def _lifespan(communicator: ApplicationCommunicator, phase: str) -> str:
 
 
 async def test_startup_settles_a_run_whose_pid_was_reused_and_shutdown_ends_the_runners(
-    tiny_model,
+    tiny_model,  # noqa: F811
     operator,
-    reused_pid,  # noqa: F811
+    reused_pid,
 ):
     request = RunRequest(model_id=tiny_model.pk, prompt="hello", params={"max_tokens": 2})
     orphan = await sync_to_async(start_run)(request=request, user=operator, source=RunSource.API)

@@ -31,6 +31,14 @@ def tiny_gguf_path(model_files: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_long_gguf_path(model_files: Path) -> Path:
+    """The tiny llama with a 262,144-token context that never writes </s>: a generation asked
+    for many tokens in a large context outlasts any test, so tests that need a long or ongoing
+    generation get one by construction (give it an explicit context length, then stop it)."""
+    return write_tiny_gguf_llama(model_files / "tiny-llama-long.gguf", long_context=True)
+
+
+@pytest.fixture(scope="session")
 def tiny_ggml_path(model_files: Path) -> Path:
     return write_tiny_ggml_gpt2(model_files / "tiny-gpt2.bin")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from opsdash.catalog import services
+from opsdash.catalog import install, services
 from opsdash.catalog.models import LocalModel, ModelStatus, SourceKind
 from tests.catalog.helpers import model_files, partial_files
 
@@ -156,7 +156,7 @@ def test_a_full_disk_mid_download_fails_cleanly_without_root(admin, server, monk
         pytest.skip("this system has no /dev/full to stand in for a full disk")
     link = services.partial_dir() / "full"
     link.symlink_to(full)
-    monkeypatch.setattr(services, "new_partial_path", lambda: link)
+    monkeypatch.setattr(install, "new_partial_path", lambda: link)
     server.mode = "no-length"
     server.payload = os.urandom(3 * 1024 * 1024)
     model = download(server.url(), admin)

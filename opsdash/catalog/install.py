@@ -1,0 +1,600 @@
+"""Installing a model file: the source, the bytes, the checks, the trial load, the rename.
+
+Install path (DESIGN.md): bytes → ``<models>/.partial/<uuid>`` with sha256 in the same pass →
+format sniffed → metadata → backend chosen → trial load in a subprocess → atomic rename →
+``ready``. Any failure removes the partial file and leaves a ``failed`` record whose ``error``
+says what to do. Duplicates (one live record per sha256) and cancelling a running install live
+here too; what happens to a model once installed is in ``lifecycle``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.text import slugify
+
+from inference import formats
+from inference.errors import InferenceError
+from inference.runtime.trial import trial_load
+from opsdash.catalog import hooks, jobs
+from opsdash.catalog.errors import InstallRefused, LifecycleCode, LifecycleError, RefusalCode
+from opsdash.catalog.models import AuditAction, AuditEntry, LocalModel, ModelStatus, SourceKind
+from opsdash.catalog.transfer import (
+    Guard,
+    PartialWriter,
+    TransferCancelled,
+    TransferError,
+    Written,
+    check_free_space,
+    copy_file,
+    download,
+)
+from opsdash.core.processes import current_process, is_alive
+
+logger = logging.getLogger(__name__)
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# NUL and the other C0 controls: no file name or address has a use for them, and PostgreSQL
+# refuses NUL in text, so they are refused with a sentence before anything is stored.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Records that hold their sha256: at most one of them per file (the database enforces it).
+LIVE_STATUSES = (ModelStatus.INSTALLING, ModelStatus.READY, ModelStatus.RETIRED)
+
+
+@dataclass(frozen=True)
+class InstallSource:
+    """What to install: ``kind`` path or url (uploads arrive through ``install_uploaded``)."""
+
+    kind: SourceKind
+    location: str
+    expected_sha256: str = ""
+    name: str = ""
+    model_type: str = ""
+
+
+def partial_dir() -> Path:
+    folder = settings.MODELS_DIR / ".partial"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def new_partial_path() -> Path:
+    return partial_dir() / uuid.uuid4().hex
+
+
+def audit(
+    *,
+    action: AuditAction,
+    outcome: str,
+    model: LocalModel | None = None,
+    actor: User | None = None,
+    detail: str = "",
+) -> AuditEntry:
+    return AuditEntry.objects.create(
+        action=action, outcome=outcome, model=model, actor=actor, detail=detail
+    )
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def resolve_server_path(raw: str, *, roots: Sequence[Path] | None = None) -> Path:
+    """The real file behind ``raw``, which must lie inside one of ``OPSDASH_MODEL_ROOTS``.
+
+    The check is made on the fully resolved path, so a symlink inside a root that points
+    elsewhere is refused as firmly as a path outside it.
+    """
+    if "\x00" in raw:
+        raise InstallRefused(
+            f"The path {_shown(raw)} contains a NUL byte (\\0), which no file name can hold; "
+            f"give the file's full path."
+        )
+    given = list(settings.MODEL_ROOTS if roots is None else roots)
+    if not given:
+        raise InstallRefused(
+            "Installing from a server path is turned off: set OPSDASH_MODEL_ROOTS to the folders "
+            "admins may install from."
+        )
+    real_roots = [root.resolve() for root in given]
+    allowed = ", ".join(str(root) for root in given)
+    candidate = Path(raw.strip()).expanduser()
+    if ".." in candidate.parts:
+        raise InstallRefused(f"The path {raw!r} contains '..'; give the file's full path instead.")
+    if not candidate.is_absolute():
+        raise InstallRefused(f"The path {raw!r} is not absolute; give the file's full path.")
+    inside = any(candidate.is_relative_to(root) for root in [*given, *real_roots])
+    if not inside:
+        raise InstallRefused(
+            f"{candidate} is outside the folders admins may install from ({allowed})."
+        )
+    try:
+        real = candidate.resolve(strict=True)
+    except (FileNotFoundError, NotADirectoryError, RuntimeError):
+        raise InstallRefused(f"There is no file at {candidate}.") from None
+    if not any(real.is_relative_to(root) for root in real_roots):
+        raise InstallRefused(
+            f"{candidate} is a link that leads outside the allowed folders (to {real}); "
+            f"copy the file into one of {allowed} instead."
+        )
+    if not real.is_file():
+        raise InstallRefused(f"{candidate} is not a regular file.")
+    return real
+
+
+def _shown(text: str) -> str:
+    """``text`` quoted with control characters escaped, safe in a sentence and in the audit."""
+    return repr(text[:300] + ("…" if len(text) > 300 else ""))
+
+
+def _validate(source: InstallSource, *, roots: Sequence[Path] | None = None) -> InstallSource:
+    for label, value in (("name", source.name), ("model type", source.model_type)):
+        if _CONTROL.search(value):
+            raise InstallRefused(f"The {label} {_shown(value)} contains control characters.")
+    sha = source.expected_sha256.strip().lower()
+    if sha and not _SHA256.fullmatch(sha):
+        raise InstallRefused("The expected sha256 must be 64 hexadecimal characters.")
+    model_type = source.model_type.strip()
+    if model_type and model_type not in formats.CTRANSFORMERS_MODEL_TYPES:
+        known = ", ".join(formats.CTRANSFORMERS_MODEL_TYPES)
+        raise InstallRefused(f"Unknown model type {model_type!r}; choose one of {known}.")
+    location = source.location.strip()
+    if source.kind == SourceKind.PATH:
+        location = str(resolve_server_path(location, roots=roots))
+    elif source.kind == SourceKind.URL:
+        if _CONTROL.search(location):
+            raise InstallRefused(
+                f"The address {_shown(location)} contains control characters (a NUL byte or a "
+                f"line break); give the address alone."
+            )
+        parts = urlsplit(location)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise InstallRefused(f"{location!r} is not an http:// or https:// address.")
+    if sha:
+        _refuse_duplicate(sha)
+    return InstallSource(source.kind, location, sha, source.name.strip(), model_type)
+
+
+def _refuse_duplicate(sha256: str, *, exclude: int | None = None) -> None:
+    installed = LocalModel.objects.filter(sha256=sha256, status__in=LIVE_STATUSES)
+    existing = (installed.exclude(pk=exclude) if exclude else installed).first()
+    if existing:
+        raise _duplicate(existing)
+
+
+def _duplicate(existing: LocalModel) -> InstallRefused:
+    url = reverse("catalog:detail", args=[existing.pk])
+    return InstallRefused(
+        f"This file is already installed as “{existing.name}” ({existing.status}): {url}",
+        code=RefusalCode.DUPLICATE,
+    )
+
+
+def _claim_sha256(pk: int, sha256: str) -> None:
+    """Record the file's sha256 on the installing record, or refuse it as a duplicate.
+
+    A partial unique index (one live record per sha256, migration 0005) makes this atomic:
+    of two installs of the same file that get here together, exactly one claim succeeds,
+    whatever the timing, in SQLite and PostgreSQL alike.
+    """
+    for _ in range(3):
+        try:
+            with transaction.atomic():
+                LocalModel.objects.filter(pk=pk).update(sha256=sha256)
+            return
+        except IntegrityError:
+            holder = (
+                LocalModel.objects.filter(sha256=sha256, status__in=LIVE_STATUSES)
+                .exclude(pk=pk)
+                .first()
+            )
+            if holder is not None:
+                raise _duplicate(holder) from None
+            # The holder failed or was deleted in between: the sha256 is free again.
+    raise InstallRefused(
+        "Another install of this file kept starting and stopping; try again.",
+        code=RefusalCode.DUPLICATE,
+    )
+
+
+def _unique_slug(name: str) -> str:
+    base = slugify(name)[:180] or "model"
+    slug, n = base, 2
+    while LocalModel.objects.filter(slug=slug).exists():
+        slug, n = f"{base}-{n}", n + 1
+    return slug
+
+
+def _default_name(location: str) -> str:
+    tail = urlsplit(location).path if "://" in location else location
+    stem = Path(tail).name
+    for suffix in (".gguf", ".ggml", ".bin"):
+        stem = stem.removesuffix(suffix)
+    return stem or "model"
+
+
+def _new_record(source: InstallSource, *, user: User | None) -> LocalModel:
+    name = source.name or _default_name(source.location)
+    me = current_process()
+    with transaction.atomic():
+        model = LocalModel.objects.create(
+            name=name,
+            slug=_unique_slug(name),
+            source_kind=source.kind,
+            source_ref=source.location,
+            expected_sha256=source.expected_sha256,
+            model_type=source.model_type,
+            stage="queued",
+            install_host=me.host,
+            install_pid=me.pid,
+            install_pid_started_at=me.started_at,
+            installed_by=user,
+        )
+        audit(
+            action=AuditAction.INSTALL,
+            outcome="started",
+            model=model,
+            actor=user,
+            detail=f"from {source.kind}: {source.location}",
+        )
+    return model
+
+
+# ----------------------------------------------------------------------------- install
+
+
+def _printable(text: str) -> str:
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def start_install(*, source: InstallSource, user: User | None) -> LocalModel:
+    """Validate, create the ``installing`` record and run the install in the background.
+
+    URL downloads run on their own lane of the job pool, so slow servers never hold up
+    installs from a server path or an upload (see ``jobs``).
+    """
+    try:
+        source = _validate(source)
+    except InstallRefused as exc:
+        audit(
+            action=AuditAction.INSTALL,
+            outcome="refused",
+            actor=user,
+            detail=_printable(f"{source.kind} {source.location}: {exc.reason}"),
+        )
+        raise
+    model = _new_record(source, user=user)
+    lane = jobs.Lane.DOWNLOAD if source.kind == SourceKind.URL else jobs.Lane.LOCAL
+    jobs.submit(_acquire_and_finish, model.pk, source, lane=lane)
+    return model
+
+
+def install_model(
+    *, source: InstallSource, user: User | None, roots: Sequence[Path] | None = None
+) -> LocalModel:
+    """The same install, run to the end in the calling thread (management commands).
+
+    ``roots`` replaces ``OPSDASH_MODEL_ROOTS`` for files OpsDash itself fetched (the demo model).
+    """
+    try:
+        source = _validate(source, roots=roots)
+    except InstallRefused as exc:
+        audit(
+            action=AuditAction.INSTALL,
+            outcome="refused",
+            actor=user,
+            detail=_printable(f"{source.kind} {source.location}: {exc.reason}"),
+        )
+        raise
+    model = _new_record(source, user=user)
+    _acquire_and_finish(model.pk, source)
+    model.refresh_from_db()
+    return model
+
+
+def install_uploaded(
+    *,
+    partial: Path,
+    written: Written,
+    filename: str,
+    name: str,
+    model_type: str,
+    user: User | None,
+) -> LocalModel:
+    """Finish an upload whose bytes ``UploadHandler`` already streamed into ``partial``."""
+    source = InstallSource(SourceKind.UPLOAD, filename, "", name, model_type)
+    try:
+        source = _validate(source)
+    except InstallRefused:
+        partial.unlink(missing_ok=True)
+        raise
+    model = _new_record(source, user=user)
+    LocalModel.objects.filter(pk=model.pk).update(bytes_done=written.size, bytes_total=written.size)
+    jobs.submit(_finish_upload, model.pk, partial, written, lane=jobs.Lane.LOCAL)
+    return model
+
+
+# Guards of the installs this process runs, so that a cancel made here interrupts a read
+# blocked on the network at once; a cancel made by another process is seen by the guard's
+# poll of the record (about once a second).
+_running_lock = threading.Lock()
+_running: dict[int, Guard] = {}
+
+
+def _cancel_reason(pk: int) -> str | None:
+    row = LocalModel.objects.filter(pk=pk).values_list("status", "error").first()
+    if row is None:
+        return "The install's record is gone."
+    status, error = row
+    if status == ModelStatus.INSTALLING:
+        return None
+    return error or f"The install was ended ({status})."
+
+
+@contextmanager
+def _guarded(pk: int, *, source: str = "", download: bool = False) -> Iterator[Guard]:
+    """A guard for install ``pk``: cancellation always, deadline and minimum rate for URLs."""
+    guard = Guard(
+        source=source,
+        deadline_seconds=settings.DOWNLOAD_DEADLINE_SECONDS if download else 0,
+        min_bytes_per_second=settings.DOWNLOAD_MIN_BYTES_PER_SECOND if download else 0,
+        window_seconds=settings.DOWNLOAD_RATE_WINDOW_SECONDS,
+        cancelled=lambda: _cancel_reason(pk),
+    )
+    with _running_lock:
+        _running[pk] = guard
+    try:
+        yield guard
+    finally:
+        with _running_lock:
+            _running.pop(pk, None)
+
+
+class _ProgressReporter:
+    """Writes progress to the record at most twice a second, however fast bytes arrive."""
+
+    def __init__(self, pk: int, stage: str) -> None:
+        self.pk, self.stage, self._last = pk, stage, 0.0
+
+    def __call__(self, done: int, total: int | None) -> None:
+        now = timezone.now().timestamp()
+        if now - self._last >= 0.5 or (total is not None and done >= total):
+            self._last = now
+            LocalModel.objects.filter(pk=self.pk, status=ModelStatus.INSTALLING).update(
+                bytes_done=done, bytes_total=total, stage=self.stage
+            )
+
+
+def _acquire_and_finish(pk: int, source: InstallSource) -> None:
+    is_url = source.kind == SourceKind.URL
+    with _guarded(pk, source=source.location, download=is_url) as guard:
+        _acquire(pk, source, guard)
+
+
+def _finish_upload(pk: int, partial: Path, written: Written) -> None:
+    with _guarded(pk) as guard:
+        _finish(pk, partial, written, guard)
+
+
+def _acquire(pk: int, source: InstallSource, guard: Guard) -> None:
+    try:
+        guard.check_cancelled()  # cancelled while it waited for a worker
+    except TransferCancelled:
+        return
+    partial = new_partial_path()
+    try:
+        if source.kind == SourceKind.PATH:
+            src = Path(source.location)
+            check_free_space(
+                partial.parent, needed=src.stat().st_size, reserve=settings.MIN_FREE_BYTES
+            )
+            writer = PartialWriter(
+                partial, reserve=settings.MIN_FREE_BYTES, progress=_ProgressReporter(pk, "copying")
+            )
+            try:
+                written = copy_file(src, writer, guard=guard)
+            finally:
+                writer.close()
+        else:
+            check_free_space(partial.parent, needed=0, reserve=settings.MIN_FREE_BYTES)
+            writer = PartialWriter(
+                partial,
+                reserve=settings.MIN_FREE_BYTES,
+                progress=_ProgressReporter(pk, "downloading"),
+            )
+            try:
+                written = download(
+                    source.location,
+                    writer,
+                    timeout=settings.DOWNLOAD_TIMEOUT_SECONDS,
+                    attempts=settings.DOWNLOAD_ATTEMPTS,
+                    guard=guard,
+                )
+            finally:
+                writer.close()
+    except (TransferError, OSError) as exc:
+        # A cancelled install is already failed with who cancelled it; _fail leaves it so.
+        partial.unlink(missing_ok=True)
+        reason = (
+            exc.reason if isinstance(exc, TransferError) else f"Could not read the file: {exc}."
+        )
+        _fail(pk, reason)
+        return
+    _finish(pk, partial, written, guard)
+
+
+def _finish(pk: int, partial: Path, written: Written, guard: Guard) -> None:
+    """Check, inspect and trial-load the partial file, then move it into place."""
+    model = LocalModel.objects.get(pk=pk)
+    try:
+        guard.check_cancelled()
+        _set_stage(pk, "checking")
+        if model.expected_sha256 and written.sha256 != model.expected_sha256:
+            raise InstallRefused(
+                f"The sha256 of the file is {written.sha256}, not the expected "
+                f"{model.expected_sha256}. The file is corrupt or not the one you meant."
+            )
+        _claim_sha256(pk, written.sha256)
+        metadata = formats.read_metadata(partial, model_type=model.model_type or None)
+        verdict = formats.choose_backend(metadata)
+        if verdict.backend is None:
+            raise InstallRefused(verdict.reason)
+        guard.check_cancelled()
+        _set_stage(pk, "trial load")
+        trial = trial_load(
+            partial,
+            backend=verdict.backend,
+            model_type=model.model_type or None,
+            timeout=settings.TRIAL_LOAD_TIMEOUT_SECONDS,
+            should_stop=guard.cancel_reason,
+        )
+        guard.check_cancelled()
+        if not trial.ok:
+            raise InstallRefused(f"The trial load in {verdict.backend} failed: {trial.error}")
+        extension = ".gguf" if metadata.format == "gguf" else ".bin"
+        final = settings.MODELS_DIR / f"{model.slug}{extension}"
+        os.replace(partial, final)  # atomic on one filesystem: .partial lives inside MODELS_DIR
+    except (InstallRefused, InferenceError, TransferError) as exc:
+        partial.unlink(missing_ok=True)
+        _fail(pk, exc.reason)
+        return
+    except Exception as exc:  # noqa: BLE001 - any surprise must still leave a failed record
+        logger.exception("install %s failed unexpectedly", pk)
+        partial.unlink(missing_ok=True)
+        _fail(pk, f"The install failed unexpectedly ({exc.__class__.__name__}: {exc}).")
+        return
+    with transaction.atomic():
+        # Only an install still running becomes ready: one cancelled at the last moment stays
+        # failed, and its file goes.
+        became_ready = LocalModel.objects.filter(pk=pk, status=ModelStatus.INSTALLING).update(
+            status=ModelStatus.READY,
+            stage="",
+            error="",
+            file_path=str(final),
+            size_bytes=written.size,
+            sha256=written.sha256,
+            bytes_done=written.size,
+            bytes_total=written.size,
+            format=metadata.format,
+            format_version=metadata.format_version,
+            architecture=metadata.architecture or "",
+            parameter_count=metadata.parameter_count,
+            quantization=metadata.quantization or "",
+            context_length=metadata.context_length,
+            vocab_size=metadata.vocab_size,
+            tokenizer_model=metadata.tokenizer_model or "",
+            chat_template=metadata.chat_template or "",
+            metadata=metadata.as_dict(),
+            backend=verdict.backend,
+            backend_reason=verdict.reason,
+            trial_seconds=trial.seconds,
+            trial_sample=trial.sample_text or "",
+            installed_at=timezone.now(),
+        )
+        if became_ready:
+            audit(
+                action=AuditAction.INSTALL,
+                outcome="ok",
+                model=model,
+                actor=model.installed_by,
+                detail=f"sha256 {written.sha256}, {written.size} bytes, runs on {verdict.backend}",
+            )
+    if not became_ready:
+        final.unlink(missing_ok=True)
+        return
+    # Other apps act on the new model (suites run against it) without the catalog importing
+    # them; a failing hook is logged and never fails the install (hooks.py).
+    hooks.run_after_install(model_id=pk)
+
+
+def _set_stage(pk: int, stage: str) -> None:
+    LocalModel.objects.filter(pk=pk, status=ModelStatus.INSTALLING).update(stage=stage)
+
+
+def _fail(pk: int, reason: str) -> None:
+    """Fail install ``pk`` unless it already ended (a cancel, or recovery, got there first)."""
+    with transaction.atomic():
+        failed = LocalModel.objects.filter(pk=pk, status=ModelStatus.INSTALLING).update(
+            status=ModelStatus.FAILED, stage="", error=reason
+        )
+        if not failed:
+            return
+        model = LocalModel.objects.get(pk=pk)
+        audit(
+            action=AuditAction.INSTALL,
+            outcome="failed",
+            model=model,
+            actor=model.installed_by,
+            detail=reason,
+        )
+
+
+def recover_interrupted_installs() -> int:
+    """Fail installs whose process died, and remove partial files no live install owns.
+
+    Only records started on this host by a process that is no longer running (or whose pid
+    another process now holds) are touched, so several web processes sharing one database do
+    not fail each other's installs, nor this process its own.
+    """
+    host = current_process().host
+    recovered = 0
+    for model in LocalModel.objects.filter(status=ModelStatus.INSTALLING, install_host=host):
+        started_at = model.install_pid_started_at
+        if is_alive(host=model.install_host, pid=model.install_pid, started_at=started_at):
+            continue
+        _fail(
+            model.pk,
+            "The install was interrupted (the server stopped while it ran). "
+            "Install the file again.",
+        )
+        recovered += 1
+    if not LocalModel.objects.filter(status=ModelStatus.INSTALLING, install_host=host).exists():
+        for leftover in partial_dir().iterdir():
+            leftover.unlink(missing_ok=True)
+    return recovered
+
+
+def cancel_install(*, model: LocalModel, user: User | None) -> LocalModel:
+    """Stop an install: the record ends ``failed`` saying who cancelled, at once.
+
+    The worker running it notices between chunks (at once in this process, within about a
+    second from another one), stops its download, copy or trial load and removes its partial
+    file. A queued install never starts.
+    """
+    with transaction.atomic():
+        model = LocalModel.objects.select_for_update().get(pk=model.pk)
+        if model.status != ModelStatus.INSTALLING:
+            raise LifecycleError(
+                f"“{model.name}” is {model.status}, not installing: there is no install to cancel.",
+                code=LifecycleCode.NOT_INSTALLING,
+            )
+        who = user.get_username() if user is not None else "the system"
+        reason = f"Cancelled by {who}."
+        stage = model.stage or "queued"
+        model.status, model.stage, model.error = ModelStatus.FAILED, "", reason
+        model.save(update_fields=["status", "stage", "error"])
+        audit(
+            action=AuditAction.CANCEL,
+            outcome="ok",
+            model=model,
+            actor=user,
+            detail=f"while {stage}, after {model.bytes_done} bytes",
+        )
+    with _running_lock:
+        guard = _running.get(model.pk)
+    if guard is not None:
+        guard.interrupt(reason)
+    return model

@@ -222,11 +222,6 @@ DOWNLOAD_WORKERS = envint("OPSDASH_DOWNLOAD_WORKERS", 2, minimum=1)
 TRIAL_LOAD_TIMEOUT_SECONDS = envint("OPSDASH_TRIAL_LOAD_TIMEOUT_SECONDS", 180, minimum=5)
 # Called with the new model's id once an install succeeds; the catalog imports no other app.
 CATALOG_AFTER_INSTALL_HOOKS = ["opsdash.playground.suites.run_suites_after_install"]
-# Called as hook(run=run) inside finish_run's transaction, after the run is saved: savings prices
-# the run and updates its daily rollup there, so a run is never finalized without its cost.
-RUN_FINALIZE_HOOKS = ["opsdash.savings.services.price_run"]
-# Extra prometheus_client collectors served at /metrics beside telemetry's own.
-METRICS_EXTRA_COLLECTORS = ["opsdash.savings.metrics.SavingsCollector"]
 
 MEMORY_BUDGET_BYTES = envbytes(
     "OPSDASH_MEMORY_BUDGET_BYTES", int(psutil.virtual_memory().total * 0.6)

@@ -9,7 +9,6 @@ finalized: ``ok``, ``error`` (with the reason), ``cancelled`` (with the text so 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -17,11 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
 from inference import chat_formats
 from inference.backends.base import GenerationParams
@@ -29,6 +26,7 @@ from inference.errors import InferenceError
 from inference.supervisor import SHUT_DOWN, GenerateRequest, ModelSpec, SupervisorBusy
 from opsdash.catalog.models import LocalModel, ModelStatus
 from opsdash.core.processes import current_process, is_alive
+from opsdash.runs import finalizers
 from opsdash.runs.models import Run, RunSource, RunStatus, Workflow
 from opsdash.runs.runtime import get_supervisor
 
@@ -165,15 +163,10 @@ def finish_run(
         run.finished_at = timezone.now()
         run.save()
         # Other apps act on the finalized run in this same transaction (savings prices it and
-        # updates its daily rollup) without runs importing them.
-        for hook in _finalize_hooks():
-            hook(run=run)
+        # updates its daily rollup) without runs importing them; none of them can stop the run
+        # being finalized (finalizers.py).
+        finalizers.run_finalizers(run=run)
     return run
-
-
-@functools.cache
-def _finalize_hooks() -> tuple[Callable[..., Any], ...]:
-    return tuple(import_string(path) for path in settings.RUN_FINALIZE_HOOKS)
 
 
 def model_spec(model: LocalModel) -> ModelSpec:

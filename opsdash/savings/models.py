@@ -110,7 +110,9 @@ class RunCost(models.Model):
     ``avoided`` is what the baseline API would have charged for the run's tokens; ``local`` the
     energy it used at the electricity price; ``net = avoided − local``. An unpriced run (no
     baseline, or no price for it when the run started) has ``priced=False``, avoided and net 0,
-    and still its real local cost.
+    and still its real local cost. A run whose costing raised has ``error`` (why), is unpriced
+    and has no local cost: it is counted among the unpriced runs and ``recompute_savings`` can
+    cost it again.
     """
 
     run = models.OneToOneField(Run, on_delete=models.CASCADE, primary_key=True, related_name="cost")
@@ -133,6 +135,7 @@ class RunCost(models.Model):
     )
     priced_at = models.DateTimeField()
     revision = models.PositiveIntegerField(default=1, help_text="1 + times recomputed")
+    error = models.CharField(max_length=300, blank=True, help_text="why costing failed")
 
     def __str__(self) -> str:
         return f"cost of run {self.run_id}"

@@ -1,6 +1,7 @@
 """Costing runs: what a workflow is compared against, and ``price_run`` at finalize.
 
-``price_run`` is called by ``runs.services.finish_run`` (through ``RUN_FINALIZE_HOOKS``) inside
+``price_run`` is called by ``runs.services.finish_run`` (a run finalizer registered in
+``SavingsConfig.ready()``; ``record_pricing_failure`` records it when it raises) inside
 the transaction that finalizes the run, so a finalized run always has its frozen ``RunCost`` and
 its day's rollups include it (``rollups.py``). Nothing re-prices a run silently: only
 ``recompute.recompute_savings`` rewrites costs, for a range someone asked for, with an audit
@@ -320,4 +321,32 @@ def price_run(*, run: Run) -> RunCost | None:
             cost.revision = previous.revision + 1
         cost.save()
         bump_rollup(run, cost, +1)
+    return cost
+
+
+def record_pricing_failure(*, run: Run, error: Exception) -> RunCost:
+    """The cost of a run whose pricing raised (``price_run``'s writes already rolled back).
+
+    The run is unpriced with the reason in ``error``, counted in its day's rollup as an unpriced
+    run, so the failure shows on the run page and in savings instead of the run going missing.
+    """
+    previous = RunCost.objects.select_for_update().filter(run_id=run.pk).first()
+    if previous is not None:
+        bump_rollup(run, previous, -1)
+    cost = RunCost(
+        run=run,
+        priced=False,
+        electricity_nusd_per_kwh=global_electricity_nusd_per_kwh(),
+        avoided_nusd=0,
+        local_nusd=0,
+        net_nusd=0,
+        energy_mj=0,
+        energy_source=EnergySource.ESTIMATED,
+        energy_basis="not known: costing failed",
+        priced_at=timezone.now(),
+        revision=previous.revision + 1 if previous is not None else 1,
+        error=(f"{type(error).__name__}: {error}")[:300],
+    )
+    cost.save()
+    bump_rollup(run, cost, +1)
     return cost

@@ -9,7 +9,6 @@ from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils.module_loading import import_string
 from django.views.decorators.http import require_GET, require_POST
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -17,6 +16,7 @@ from opsdash.accounts.permissions import requires
 from opsdash.accounts.roles import Cap, can
 from opsdash.telemetry import metrics as prometheus
 from opsdash.telemetry import services
+from opsdash.telemetry.collectors import extra_collectors
 from opsdash.telemetry.forms import ThresholdsForm
 from opsdash.telemetry.sampler import current_sampler
 from opsdash.typing import AuthedRequest
@@ -81,9 +81,8 @@ def _metrics_response() -> HttpResponse:
         collector = prometheus.TelemetryCollector(
             services.snapshots, services.run_totals, services.model_slugs
         )
-        # Other apps' collectors (savings) come from a setting: telemetry imports none of them.
-        extra = [import_string(path)() for path in settings.METRICS_EXTRA_COLLECTORS]
-        body = prometheus.render(collector, *extra)
+        # Other apps' collectors (savings) are registered with telemetry, which imports none.
+        body = prometheus.render(collector, *extra_collectors())
     except services.TelemetryUnavailable as exc:
         return HttpResponse(exc.reason, status=503, content_type="text/plain")
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "template_partials",
     "ninja",
     "axes",
+    "opsdash.core",
     "opsdash.accounts",
     "opsdash.catalog",
     "opsdash.runs",
@@ -220,8 +221,6 @@ DOWNLOAD_RATE_WINDOW_SECONDS = envint("OPSDASH_DOWNLOAD_RATE_WINDOW_SECONDS", 60
 INSTALL_WORKERS = envint("OPSDASH_INSTALL_WORKERS", 2, minimum=1)
 DOWNLOAD_WORKERS = envint("OPSDASH_DOWNLOAD_WORKERS", 2, minimum=1)
 TRIAL_LOAD_TIMEOUT_SECONDS = envint("OPSDASH_TRIAL_LOAD_TIMEOUT_SECONDS", 180, minimum=5)
-# Called with the new model's id once an install succeeds; the catalog imports no other app.
-CATALOG_AFTER_INSTALL_HOOKS = ["opsdash.playground.suites.run_suites_after_install"]
 
 MEMORY_BUDGET_BYTES = envbytes(
     "OPSDASH_MEMORY_BUDGET_BYTES", int(psutil.virtual_memory().total * 0.6)

@@ -346,7 +346,7 @@ def run_suite(
     return suite_run
 
 
-def run_suites_after_install(model_id: int) -> None:
+def run_suites_after_install(*, model_id: int) -> None:
     """The catalog's after-install hook: every suite marked for it runs against the new model."""
     model = LocalModel.objects.get(pk=model_id)
     for suite in Suite.objects.filter(auto_run_after_install=True):

@@ -99,5 +99,5 @@ def test_each_app_registers_its_extensions_in_ready() -> None:
 
 
 def test_settings_hold_no_dotted_hook_lists(settings) -> None:  # type: ignore[no-untyped-def]
-    for name in ("RUN_FINALIZE_HOOKS", "METRICS_EXTRA_COLLECTORS"):
+    for name in ("RUN_FINALIZE_HOOKS", "METRICS_EXTRA_COLLECTORS", "CATALOG_AFTER_INSTALL_HOOKS"):
         assert not hasattr(settings, name)

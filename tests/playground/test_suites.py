@@ -9,7 +9,7 @@ import pytest
 from django.urls import reverse
 from django.utils.html import escape
 
-from opsdash.catalog import jobs
+from opsdash.catalog import hooks, jobs
 from opsdash.catalog.models import LocalModel, ModelStatus
 from opsdash.catalog.services import retire_model
 from opsdash.playground import suites
@@ -219,16 +219,15 @@ def test_suites_marked_for_it_run_by_themselves_after_an_install(
     assert not SuiteRun.objects.filter(suite=manual).exists()
 
 
-def explode(model_id: int) -> None:
+def explode(*, model_id: int) -> None:
     raise RuntimeError("hook broke")
 
 
 def test_a_failing_after_install_hook_never_fails_the_install(
-    db, model_root, tiny_gguf_path, supervisor_cleanup, settings
+    db, model_root, tiny_gguf_path, supervisor_cleanup
 ):
-    settings.CATALOG_AFTER_INSTALL_HOOKS = [f"{__name__}.explode"]
-
-    model = install_ready(tiny_gguf_path, model_root)
+    with hooks.after_install.override(explode):
+        model = install_ready(tiny_gguf_path, model_root)
 
     assert model.status == ModelStatus.READY
 

@@ -26,3 +26,15 @@ class FormatError(InferenceError):
 
 class BackendError(InferenceError):
     """A backend could not load or run a model."""
+
+
+class SupervisorBusy(InferenceError):
+    """The model's queue (requests running plus waiting) is full. HTTP answers 429."""
+
+
+class RunnerCrashed(InferenceError):
+    """The model's process died during a request; the next request starts a fresh one."""
+
+
+class MemoryBudgetExceeded(InferenceError):
+    """The model does not fit in the memory budget, even after unloading idle models."""

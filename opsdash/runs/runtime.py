@@ -1,8 +1,8 @@
 """The process's one model supervisor.
 
-``inference.supervisor.Supervisor`` runs its own event loop in a thread and may be called from
-any loop (the server's, a sync view's ``async_to_sync``, a test's), so one shared instance per
-process is all Django needs. The server's lifespan shutdown (``opsdash.asgi``) ends it.
+``inference.runtime.supervisor.Supervisor`` runs its own event loop in a thread and may be
+called from any loop (the server's, a sync view's ``async_to_sync``, a test's), so one shared
+instance per process is all Django needs. The server's lifespan shutdown (``opsdash.asgi``) ends it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import threading
 from asgiref.sync import async_to_sync
 from django.conf import settings
 
-from inference.supervisor import Supervisor
+from inference.runtime.supervisor import Supervisor
 
 #: How long a runner gets to exit at shutdown before it is killed. A runner leaves within a
 #: token; one stuck in native code must not hold the server past its 10 s stop, which is

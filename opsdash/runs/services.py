@@ -23,7 +23,7 @@ from django.utils import timezone
 from inference import chat_formats
 from inference.backends.base import GenerationParams
 from inference.errors import InferenceError
-from inference.supervisor import SHUT_DOWN, GenerateRequest, ModelSpec, SupervisorBusy
+from inference.runtime.supervisor import SHUT_DOWN, GenerateRequest, ModelSpec, SupervisorBusy
 from opsdash.catalog.models import LocalModel, ModelStatus
 from opsdash.core.processes import current_process, is_alive
 from opsdash.runs import finalizers

@@ -162,7 +162,7 @@ def test_a_queued_install_cancelled_before_a_worker_is_free_never_starts(admin, 
 def test_a_cancel_during_the_trial_load_stops_the_child_and_removes_the_file(
     admin, model_root, tiny_gguf_path, monkeypatch
 ):
-    from inference.trial import CRASH_FOR_TESTS_ENV
+    from inference.runtime.trial import CRASH_FOR_TESTS_ENV
 
     # The trial child stops itself (SIGSTOP) after importing the backend: a load that hangs.
     monkeypatch.setenv(CRASH_FOR_TESTS_ENV, "SIGSTOP")

@@ -591,7 +591,7 @@ def test_importing_the_backends_and_trial_does_not_load_native_libraries(
 import json, sys
 import inference.backends.llama_cpp
 import inference.backends.ctransformers
-import inference.trial
+import inference.runtime.trial
 from inference.backends.base import get_backend
 get_backend("llama_cpp"); get_backend("ctransformers")
 native = ("llama_cpp", "ctransformers")

@@ -38,7 +38,7 @@ class Runner:
             [
                 sys.executable,
                 "-m",
-                "inference.runner",
+                "inference.runtime.runner",
                 "--commands-fd",
                 str(commands_read),
                 "--events-fd",

@@ -14,7 +14,7 @@ import pytest
 
 from inference.backends.base import GenerationParams
 from inference.errors import InferenceError
-from inference.supervisor import SHUT_DOWN, GenerateRequest, ModelSpec, Supervisor
+from inference.runtime.supervisor import SHUT_DOWN, GenerateRequest, ModelSpec, Supervisor
 from tests.inference.test_supervisor import collect
 
 GIB = 2**30

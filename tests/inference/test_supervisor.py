@@ -16,8 +16,8 @@ import pytest
 
 from inference.backends.base import GenerationParams
 from inference.errors import BackendError
-from inference.runner_client import describe_exit
-from inference.supervisor import (
+from inference.runtime.process import describe_exit
+from inference.runtime.supervisor import (
     DoneRunEvent,
     GenerateRequest,
     MemoryBudgetExceeded,
@@ -108,7 +108,8 @@ def runner_pids() -> set[int]:
     pids = set()
     for child in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):
-            if child.status() != psutil.STATUS_ZOMBIE and "inference.runner" in child.cmdline():
+            runner = "inference.runtime.runner" in child.cmdline()
+            if child.status() != psutil.STATUS_ZOMBIE and runner:
                 pids.add(child.pid)
     return pids
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from inference.trial import (
+from inference.runtime.trial import (
     CRASH_FOR_TESTS_ENV,
     STDERR_TAIL_CHARS,
     TrialResult,
@@ -171,7 +171,7 @@ def test_the_parent_process_never_imports_a_native_library(
     code = r"""
 import json, sys
 from pathlib import Path
-from inference.trial import trial_load
+from inference.runtime.trial import trial_load
 results = [trial_load(Path(sys.argv[1]), backend=name).ok
            for name in ("llama_cpp", "ctransformers")]
 native = ("llama_cpp", "ctransformers")

@@ -6,7 +6,7 @@ family's loader does (ctransformers vendors those loaders: ggml's examples for g
 gpt_neox, dolly-v2, starcoder, mpt and replit; llama.cpp's for llama; ggllm.cpp's for falcon).
 
 Every read is bounded by the file size; a header that does not fit raises ``FormatError``.
-Framework-free: used by ``inference.formats`` only.
+Framework-free: used by ``inference.formats.metadata`` only.
 """
 
 from __future__ import annotations

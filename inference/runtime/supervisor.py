@@ -1,6 +1,6 @@
 """The inference supervisor: the async API Django calls to run prompts on local models.
 
-One runner process per loaded model (``inference.runner``); requests to a model are served
+One runner process per loaded model (``inference.runtime.runner``); requests to a model are served
 one at a time, first come first served, with a bounded queue; different models run at the
 same time; a memory budget unloads the least recently used idle models; idle models are
 unloaded after a while; a runner that dies is noticed and replaced on the next request.
@@ -22,18 +22,20 @@ import threading
 from collections.abc import AsyncGenerator, Callable, Coroutine
 from typing import Any, TypeVar
 
-from inference.errors import InferenceError
-from inference.protocol import DoneRunEvent, RunEvent, TokenRunEvent
-from inference.runner_client import STOP_GRACE_SECONDS
-from inference.runner_pool import SHUT_DOWN, RunnerPool
-from inference.supervisor_api import (
-    GenerateRequest,
+from inference.errors import (
+    InferenceError,
     MemoryBudgetExceeded,
-    ModelSpec,
     RunnerCrashed,
-    RunnerState,
-    RunnerStatus,
     SupervisorBusy,
+)
+from inference.runtime.pool import SHUT_DOWN, RunnerPool
+from inference.runtime.process import STOP_GRACE_SECONDS, RunnerState, RunnerStatus
+from inference.runtime.protocol import (
+    DoneRunEvent,
+    GenerateRequest,
+    ModelSpec,
+    RunEvent,
+    TokenRunEvent,
 )
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 Everything here runs on the supervisor's event loop. The process is started in an executor
 thread and its pipes are read through the loop, so nothing blocks the loop. Only the
-supervisor uses this module; its public face is ``inference.supervisor``.
+supervisor uses this module; its public face is ``inference.runtime.supervisor``.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import psutil
 
 from inference.errors import BackendError
-from inference.protocol import Command, LoadedMessage, RunnerMessage, RunnerSpec
-from inference.trial import _child_environment
+from inference.runtime.protocol import Command, LoadedMessage, RunnerMessage, RunnerSpec
+from inference.runtime.trial import _child_environment
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +63,32 @@ def describe_exit(returncode: int, doing: str) -> str:
     return f"The model process exited unexpectedly with status {returncode} {doing}."
 
 
+RunnerState = Literal["starting", "idle", "busy", "stopping"]
+
+
+@dataclass(frozen=True)
+class RunnerStatus:
+    """One runner process as measured now. Times are timezone-aware UTC datetimes.
+
+    ``queue_length`` counts the model's requests running plus waiting (what ``queue_depth``
+    limits). ``loaded_at`` and ``last_used_at`` are None while the model is still loading.
+    """
+
+    model_id: int
+    pid: int
+    rss_bytes: int
+    loaded_at: datetime | None
+    last_used_at: datetime | None
+    queue_length: int
+    state: RunnerState
+    backend: str
+    context_length: int | None
+    estimated_bytes: int
+    notices: tuple[str, ...] = ()
+
+
 class RunnerProcess:
-    """One ``python -m inference.runner`` child and its pipes.
+    """One ``python -m inference.runtime.runner`` child and its pipes.
 
     Messages from the runner arrive in ``inbox`` in order, followed by one ``Exited`` when
     the process ends (crash, kill, or ``stop``). The owner reads the inbox one request at a
@@ -101,7 +125,7 @@ class RunnerProcess:
         argv = [
             sys.executable,
             "-m",
-            "inference.runner",
+            "inference.runtime.runner",
             "--commands-fd",
             str(commands_read),
             "--events-fd",

@@ -1,7 +1,7 @@
 """The runners of one event loop: per-model queues, the memory budget, eviction, idle unload.
 
 ``RunnerPool`` does the supervisor's work, and every method runs on one event loop: the
-supervisor's own, in its own thread (see ``inference.supervisor``, the public face).
+supervisor's own, in its own thread (see ``inference.runtime.supervisor``, the public face).
 Requests to one model wait on that model's lock, which asyncio hands out first come, first
 served; different models have different locks and run at the same time.
 """
@@ -16,23 +16,29 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from inference.errors import BackendError, InferenceError
-from inference.protocol import (
+from inference.errors import (
+    BackendError,
+    InferenceError,
+    MemoryBudgetExceeded,
+    RunnerCrashed,
+    SupervisorBusy,
+)
+from inference.runtime.process import (
+    STOP_GRACE_SECONDS,
+    Exited,
+    RunnerProcess,
+    RunnerState,
+    RunnerStatus,
+    describe_exit,
+)
+from inference.runtime.protocol import (
     ChatMessage,
     Command,
     DoneRunEvent,
+    GenerateRequest,
+    ModelSpec,
     RunEvent,
     RunnerMessage,
-)
-from inference.runner_client import STOP_GRACE_SECONDS, Exited, RunnerProcess, describe_exit
-from inference.supervisor_api import (
-    GenerateRequest,
-    MemoryBudgetExceeded,
-    ModelSpec,
-    RunnerCrashed,
-    RunnerState,
-    RunnerStatus,
-    SupervisorBusy,
     check_input,
     done_before_start,
     done_event,

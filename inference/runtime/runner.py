@@ -1,8 +1,9 @@
 """The runner: one child process per loaded model, serving requests over a pipe.
 
-Started by the supervisor as ``python -m inference.runner --commands-fd N --events-fd M SPEC``
-with the two pipe ends passed through ``pass_fds`` and ``SPEC`` a ``RunnerSpec`` as JSON. It
-loads the model, says ``loaded``, then serves the commands in ``inference.protocol``.
+Started by the supervisor as
+``python -m inference.runtime.runner --commands-fd N --events-fd M SPEC`` with the two pipe
+ends passed through ``pass_fds`` and ``SPEC`` a ``RunnerSpec`` as JSON. It loads the model,
+says ``loaded``, then serves the commands in ``inference.runtime.protocol``.
 
 Why a process per model: a malformed file or a native crash takes down this process only;
 unloading gives all of the model's memory back to the OS; and CPU, RSS and GPU memory per
@@ -36,7 +37,7 @@ from inference.backends.base import (
     get_backend,
 )
 from inference.errors import BackendError, InferenceError
-from inference.protocol import (
+from inference.runtime.protocol import (
     CancelCommand,
     ErrorMessage,
     GenerateCommand,
@@ -218,7 +219,7 @@ def _load(spec: RunnerSpec) -> LoadedModel:
 
 def main(argv: list[str] | None = None) -> int:
     """Load the model, serve until told to stop; 0 after a clean shutdown, 1 if loading failed."""
-    parser = argparse.ArgumentParser(prog="python -m inference.runner")
+    parser = argparse.ArgumentParser(prog="python -m inference.runtime.runner")
     parser.add_argument("--commands-fd", type=int, required=True)
     parser.add_argument("--events-fd", type=int, required=True)
     parser.add_argument("spec", help="a RunnerSpec as JSON")

@@ -1,55 +1,33 @@
-"""Model file formats: recognise a file, read its metadata, choose a backend, estimate memory.
+"""Reading what a model file says about itself (architecture, size, quantization, context...).
 
 Files come from admins (server path, upload, URL), so every read here is bounded by the file's
 size and every malformed input raises ``FormatError`` with a sentence a person can act on: no
 other exception type, no allocation sized by what a header claims.
 
-GGUF headers are checked by ``inference.gguf_header`` before ``gguf.GGUFReader`` reads them;
-legacy GGML headers are read by ``inference.ggml_legacy`` in the layout of the admin's model type.
-
-Framework-free: this module never imports Django or ``opsdash``; ``gguf`` (and numpy) are imported
-inside the functions that read files, so choosing a backend costs no heavy import.
+GGUF headers are checked by ``inference.formats.gguf`` before ``gguf.GGUFReader`` reads them;
+legacy GGML headers are read by ``inference.formats.ggml`` in the layout of the admin's model type.
+``gguf`` (and numpy) are imported inside the functions that read files, so importing this
+costs no heavy import.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
-import struct
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from inference import ggml_legacy
 from inference.errors import FormatError
-from inference.gguf_header import Array, read_gguf_header
+from inference.formats import ggml
+from inference.formats.gguf import Array, read_gguf_header
+from inference.formats.sniff import FileFormat, FormatKind, sniff
 
-FormatKind = Literal["gguf", "ggml", "ggmf", "ggjt"]
 BackendName = Literal["llama_cpp", "ctransformers"]
-FitVerdict = Literal["fits", "tight", "does not fit"]
 
-CTRANSFORMERS_MODEL_TYPES: tuple[str, ...] = ggml_legacy.MODEL_TYPES
+CTRANSFORMERS_MODEL_TYPES: tuple[str, ...] = ggml.MODEL_TYPES
 # ctransformers 0.2.27 vendors a September 2023 llama.cpp for GGUF, which runs only these.
 CTRANSFORMERS_GGUF_ARCHITECTURES: tuple[str, ...] = ("llama", "falcon")
-
-_LEGACY_MAGICS: dict[int, FormatKind] = {0x67676D6C: "ggml", 0x67676D66: "ggmf", 0x67676A74: "ggjt"}
-_LEGACY_VERSIONS = {"ggmf": (1,), "ggjt": (1, 2, 3)}
-_GGUF_HEADER_BYTES = {1: 16, 2: 24, 3: 24}  # magic, version, tensor and key-value counts
-_ACCEPTED = "OpsDash reads GGUF (v1–v3) and legacy GGML files."
-_OVERHEAD_BYTES = 128 * 1024 * 1024  # a runner process plus llama.cpp's compute buffers
-
-
-@dataclass(frozen=True)
-class FileFormat:
-    """A model file's container format, from its first bytes."""
-
-    kind: FormatKind
-    version: int | None
-
-    @property
-    def label(self) -> str:
-        """How people write it: "GGUF v3", "GGJT v3", "GGML"."""
-        return self.kind.upper() + (f" v{self.version}" if self.version is not None else "")
 
 
 @dataclass(frozen=True)
@@ -99,94 +77,6 @@ class BackendVerdict:
     candidates: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class MemoryEstimate:
-    """Bytes a loaded model is expected to hold."""
-
-    weights_bytes: int
-    kv_cache_bytes: int
-    overhead_bytes: int
-    total_bytes: int
-
-
-def sniff(path: str | os.PathLike[str]) -> FileFormat:
-    """Recognise a model file from its magic bytes, or raise FormatError saying what it is."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(64)
-    except OSError as exc:
-        raise FormatError(f"OpsDash cannot read {Path(path).name}: {exc.strerror}.") from exc
-    return _sniff_bytes(head, os.path.getsize(path))
-
-
-def _sniff_bytes(head: bytes, size: int) -> FileFormat:
-    if size == 0:
-        raise FormatError("The file is empty (0 bytes). Was the upload or download interrupted?")
-    if size < 4:
-        raise FormatError(f"The file is only {size} bytes long, too short to be a model file.")
-    if head[:4] == b"GGUF":
-        return _sniff_gguf(head, size)
-    (magic,) = struct.unpack_from("<I", head)
-    kind = _LEGACY_MAGICS.get(magic)
-    if kind is None:
-        raise FormatError(_not_a_model(head))
-    if kind == "ggml":
-        return FileFormat("ggml", None)
-    if size < 8:
-        raise FormatError(f"The file is only {size} bytes long, too short for a {kind} header.")
-    (version,) = struct.unpack_from("<I", head, 4)
-    if version not in _LEGACY_VERSIONS[kind]:
-        raise FormatError(
-            f"This {kind} file says it is version {version}, which ggml never wrote "
-            f"({kind} versions: {', '.join(map(str, _LEGACY_VERSIONS[kind]))}). "
-            "The header is damaged."
-        )
-    return FileFormat(kind, version)
-
-
-def _sniff_gguf(head: bytes, size: int) -> FileFormat:
-    if size < 8:
-        raise FormatError(f"The file is only {size} bytes long, too short for a GGUF header.")
-    (version,) = struct.unpack_from("<I", head, 4)
-    if version & 0xFFFF == 0 and 1 <= version >> 24 <= 3:
-        raise FormatError(
-            "This is a big-endian GGUF file (made for s390x and similar machines); "
-            "OpsDash reads little-endian GGUF files. Download the little-endian version."
-        )
-    if version not in _GGUF_HEADER_BYTES:
-        hint = (
-            "It may come from a newer llama.cpp than OpsDash knows."
-            if version > 3
-            else "No GGUF writer makes that version: the header is damaged."
-        )
-        raise FormatError(f"This GGUF file says it is version {version}; {_ACCEPTED} {hint}")
-    if size < _GGUF_HEADER_BYTES[version]:
-        raise FormatError(
-            f"The file is only {size} bytes long, too short for a GGUF v{version} header "
-            f"({_GGUF_HEADER_BYTES[version]} bytes). Was the download interrupted?"
-        )
-    return FileFormat("gguf", version)
-
-
-def _not_a_model(head: bytes) -> str:
-    shown = repr(head[:4])[1:]
-    if head[:4] == b"algg":  # 'ggla' as a little-endian uint32, like the other ggml magics
-        return "This is a LoRA adapter in the legacy GGML format, not a model. " + _ACCEPTED
-    if head[:2] == b"PK":
-        hint = "a zip archive, such as a PyTorch checkpoint? Convert it to GGUF first"
-    elif head[8:10] == b'{"':
-        hint = "a safetensors file? Convert it to GGUF first"
-    elif head.lstrip()[:1] == b"<":
-        hint = "a web page? The URL may lead to a download page rather than the file"
-    elif head.startswith(b"version https://git-lfs"):
-        hint = "a Git LFS pointer? Fetch the real file with git lfs pull"
-    elif all(32 <= b < 127 or b in b"\t\r\n" for b in head[:4]):
-        hint = "a text file?"
-    else:
-        hint = "an unknown binary format"
-    return f"This is not a model file: it starts with bytes {shown} ({hint}). {_ACCEPTED}"
-
-
 def read_metadata(path: str | os.PathLike[str], *, model_type: str | None = None) -> ModelMetadata:
     """Read a model file's metadata with bounded reads; raise FormatError if it is malformed.
 
@@ -214,7 +104,7 @@ def read_metadata(path: str | os.PathLike[str], *, model_type: str | None = None
 def _read_legacy(
     buf: mmap.mmap, size: int, fmt: FileFormat, model_type: str | None
 ) -> ModelMetadata:
-    h = ggml_legacy.read_legacy_header(
+    h = ggml.read_legacy_header(
         buf, size, kind=fmt.kind, version=fmt.version, model_type=model_type
     )
     return ModelMetadata(
@@ -329,7 +219,7 @@ def choose_backend(metadata: ModelMetadata, *, pinned: str | None = None) -> Bac
     arch = metadata.architecture
     if metadata.format == "gguf":
         return _choose_for_gguf(metadata, arch, pinned)
-    model_type = ggml_legacy.normalize_model_type(arch)
+    model_type = ggml.normalize_model_type(arch)
     if pinned == "llama_cpp":
         return BackendVerdict(
             None,
@@ -384,35 +274,3 @@ def _choose_for_gguf(
             candidates,
         )
     return BackendVerdict("llama_cpp", f"llama.cpp runs GGUF {arch} models.", candidates)
-
-
-def estimate_memory(
-    metadata: ModelMetadata, *, context_length: int | None = None
-) -> MemoryEstimate:
-    """Estimate the memory a loaded model holds: weights, f16 KV cache, and a fixed overhead.
-
-    ``context_length`` is the context the runner will allocate (default: the model's own).
-    """
-    weights = metadata.size_bytes  # llama.cpp maps the tensor data, which is nearly all the file
-    ctx = context_length or metadata.context_length
-    layers, embd, heads = metadata.block_count, metadata.embedding_length, metadata.head_count
-    kv_cache = 0
-    if ctx and layers and embd and heads:
-        kv_heads = metadata.head_count_kv or heads
-        # K and V, per layer and position, kv_heads × head size values, 2 bytes each (f16).
-        kv_cache = 2 * layers * ctx * (embd * kv_heads // heads) * 2
-    return MemoryEstimate(
-        weights_bytes=weights,
-        kv_cache_bytes=kv_cache,
-        overhead_bytes=_OVERHEAD_BYTES,
-        total_bytes=weights + kv_cache + _OVERHEAD_BYTES,
-    )
-
-
-def fit_verdict(total_bytes: int, available_bytes: int) -> FitVerdict:
-    """Say whether a model fits in the memory available: within 70% fits, within 100% is tight."""
-    if total_bytes * 10 <= available_bytes * 7:
-        return "fits"
-    if total_bytes <= available_bytes:
-        return "tight"
-    return "does not fit"

@@ -1,9 +1,9 @@
 """The trial load that the install path runs before a model is accepted.
 
-``trial_load`` starts ``python -m inference.trial <json>`` as a child process, which loads the
-model with the chosen backend, tokenizes a short prompt and generates a few tokens, then prints
-one JSON line. A malformed file can crash native code; in a child that is a failed install with
-a reason, not a dead web server. The parent never imports a native library.
+``trial_load`` starts ``python -m inference.runtime.trial <json>`` as a child process, which
+loads the model with the chosen backend, tokenizes a short prompt and generates a few tokens,
+then prints one JSON line. A malformed file can crash native code; in a child that is a failed
+install with a reason, not a dead web server. The parent never imports a native library.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def trial_load(
     cancelled) the child is killed and that reason comes back as the error.
     """
     request = {"path": str(Path(path).resolve()), "backend": backend, "model_type": model_type}
-    command = [sys.executable, "-m", "inference.trial", json.dumps(request)]
+    command = [sys.executable, "-m", "inference.runtime.trial", json.dumps(request)]
     started = time.monotonic()
     try:
         child = subprocess.Popen(
@@ -128,9 +128,9 @@ def _wait(
 
 
 def _child_environment() -> dict[str, str]:
-    # The child runs ``-m inference.trial``, so the folder holding this package must be on its
-    # path whatever the parent's working directory is.
-    root = str(Path(__file__).resolve().parent.parent)
+    # The child runs ``-m inference.runtime.…``, so the folder holding this package must be on
+    # its path whatever the parent's working directory is.
+    root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     env.setdefault("PYTHONIOENCODING", "utf-8")

@@ -16,6 +16,7 @@ from ninja.security import HttpBearer, SessionAuth
 
 from opsdash.accounts.roles import Cap, can
 from opsdash.accounts.services import user_for_token
+from opsdash.core.bearer import bearer_token
 
 
 def _checked(request: HttpRequest, user: Any, cap: Cap) -> Any:
@@ -31,6 +32,11 @@ class TokenAuth(HttpBearer):
     def __init__(self, cap: Cap) -> None:
         super().__init__()
         self.cap = cap
+
+    def __call__(self, request: HttpRequest) -> Any:
+        # HttpBearer stays for the OpenAPI scheme; the header is read as everywhere else.
+        token = bearer_token(request)
+        return None if token is None else self.authenticate(request, token)
 
     def authenticate(self, request: HttpRequest, token: str) -> Any:
         return _checked(request, user_for_token(token), self.cap)

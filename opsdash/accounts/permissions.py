@@ -17,6 +17,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from opsdash.accounts.roles import Cap, can
 from opsdash.accounts.services import user_for_token
+from opsdash.core.bearer import bearer_token
 
 V = TypeVar("V", bound=Callable[..., Any])
 
@@ -32,8 +33,9 @@ def requires(cap: Cap, *, api: bool = False) -> Callable[[V], V]:
     def decorator(view: V) -> V:
         @wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if api and request.headers.get("Authorization", "").lower().startswith("bearer "):
-                user = user_for_token(request.headers["Authorization"][7:].strip())
+            token = bearer_token(request) if api else None
+            if token is not None:
+                user = user_for_token(token)
                 if user is not None:
                     request.user = user
             if not request.user.is_authenticated:

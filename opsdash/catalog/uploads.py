@@ -27,6 +27,7 @@ from opsdash.catalog.transfer import (
     Written,
     human_size,
 )
+from opsdash.core.bearer import scope_bearer_token
 from opsdash.core.bodylimits import BodyRule, Scope
 
 UPLOAD_PATH = "/api/models/upload"
@@ -141,9 +142,8 @@ async def caller_has_credentials(scope: Scope) -> bool:
     """A live signed-in session or an active personal token; read-only apart from the token's
     ``last_used_at``."""
     headers = {name.decode("latin1").lower(): value for name, value in scope.get("headers", [])}
-    authorization = headers.get("authorization", b"").decode("latin1")
-    if authorization.lower().startswith("bearer "):
-        secret = authorization[7:].strip()
+    secret = scope_bearer_token(scope)
+    if secret is not None:
         return await sync_to_async(user_for_token)(secret) is not None
     session_key = parse_cookie(headers.get("cookie", b"").decode("latin1")).get(
         settings.SESSION_COOKIE_NAME

@@ -29,6 +29,7 @@ from opsdash.catalog.uploads import (
     UploadTooLarge,
     too_large_message,
 )
+from opsdash.core.bearer import bearer_token
 from opsdash.typing import AuthedRequest
 
 
@@ -231,7 +232,7 @@ def upload(request: AuthedRequest) -> HttpResponse:
     ``PartialFileUploadHandler`` into the models disk: written once, hashed in the same pass.
     The rest of the install runs in the background (202).
     """
-    if not request.headers.get("Authorization", "").lower().startswith("bearer "):
+    if bearer_token(request) is None:
         refused = _csrf_refusal(request)
         if refused is not None:
             return refused

@@ -19,6 +19,7 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
+from opsdash.core.bearer import bearer_token
 from opsdash.gateway import services
 from opsdash.gateway.models import WorkflowKey
 from opsdash.gateway.responses import error_response
@@ -77,9 +78,8 @@ def gateway_endpoint(*methods: str) -> Callable[[AsyncView], AsyncView]:
                     f"{request.method} is not allowed here; use {' or '.join(methods)}.",
                     headers={"Allow": ", ".join(methods)},
                 )
-            header = request.headers.get("Authorization", "")
-            secret = header[7:].strip() if header[:7].lower() == "bearer " else ""
-            if not secret:
+            secret = bearer_token(request)
+            if secret is None:
                 return error_response(
                     401,
                     "You didn't provide an API key. Send a workflow API key from the OpsDash "

@@ -1,4 +1,10 @@
-"""Telemetry pages (the overview, thresholds) and the Prometheus ``/metrics`` endpoint."""
+"""Telemetry pages (the overview, thresholds) and the Prometheus ``/metrics`` endpoint.
+
+Of the other apps, telemetry reads only ``runs``, through public functions: the runner state
+(``runs.runtime.loaded_runners``, in the sampler) and the run ledger's totals for ``/metrics``
+(``runs.ledger.run_totals``). Apps that add figures to ``/metrics`` register a collector
+(``telemetry.collectors``).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from opsdash.accounts.permissions import requires
 from opsdash.accounts.roles import Cap, can
+from opsdash.core.bearer import bearer_token
+from opsdash.runs.ledger import run_totals
 from opsdash.telemetry import metrics as prometheus
 from opsdash.telemetry import services
 from opsdash.telemetry.collectors import extra_collectors
@@ -63,8 +71,7 @@ def thresholds(request: AuthedRequest) -> HttpResponse:
 def _scraper_allowed(request: HttpRequest) -> bool:
     """The configured bearer token, or an address on the allow-list."""
     token = settings.METRICS_TOKEN
-    header = request.headers.get("Authorization", "")
-    bearer = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    bearer = bearer_token(request)
     if token and bearer and hmac.compare_digest(bearer.encode(), token.encode()):
         return True
     if not settings.METRICS_ALLOW_FROM:
@@ -78,9 +85,7 @@ def _scraper_allowed(request: HttpRequest) -> bool:
 
 def _metrics_response() -> HttpResponse:
     try:
-        collector = prometheus.TelemetryCollector(
-            services.snapshots, services.run_totals, services.model_slugs
-        )
+        collector = prometheus.TelemetryCollector(services.snapshots, run_totals)
         # Other apps' collectors (savings) are registered with telemetry, which imports none.
         body = prometheus.render(collector, *extra_collectors())
     except services.TelemetryUnavailable as exc:

@@ -61,7 +61,8 @@ def direct_rate(path: Path, *, max_tokens: int, seed: int) -> tuple[int, float]:
 
 def backend_rate(path: Path, *, max_tokens: int, seed: int) -> tuple[int, float]:
     """(tokens, decode seconds) for OpsDash's llama.cpp backend called in this process."""
-    from inference.backends.base import GenerationParams, LoadOptions, TokenEvent, get_backend
+    from inference.backends import get_backend
+    from inference.backends.base import GenerationParams, LoadOptions, TokenEvent
 
     model = get_backend("llama_cpp").load(path, LoadOptions(seed=seed))
     params = GenerationParams(max_tokens=max_tokens, temperature=0, seed=seed)

@@ -5,6 +5,9 @@ from __future__ import annotations
 #: ``code`` of the error for a prompt that leaves no room in the model's context (at most 12
 #: characters: a failed run keeps the code as its ``finish_reason``).
 CONTEXT_FULL = "context_full"
+#: ``code`` of the error for a model whose runner could not load it (told apart from a loaded
+#: model refusing one request, which raises the same ``BackendError`` type).
+LOAD_FAILED = "load_failed"
 
 
 class InferenceError(Exception):

@@ -1,9 +1,10 @@
-"""The backend contract: one protocol, the shared parameter and event types, a lazy registry.
+"""The backend contract: one protocol, the shared parameter and event types.
 
 A backend turns a model file into a ``LoadedModel`` that tokenizes, renders chat messages and
 streams token events. Backends live one per module (``inference.backends.llama_cpp``,
 ``inference.backends.ctransformers``) and import their native library only inside functions,
-so importing this package, or asking the registry for a backend, never loads native code.
+so importing this package, or asking the registry (``inference.backends``) for a backend,
+never loads native code.
 
 The streaming loop that both backends share (incremental UTF-8 decoding, stop sequences,
 ``max_tokens``, cancellation) lives here too, in ``stream_tokens``: the backends only supply
@@ -13,7 +14,6 @@ token ids and the bytes of each token.
 from __future__ import annotations
 
 import codecs
-import importlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from inference.errors import BackendError
+from inference.formats.metadata import ModelMetadata
 
 FinishReason = Literal["stop", "length", "cancelled"]
 
@@ -236,17 +237,27 @@ class LoadedModel(Protocol):
         ...
 
 
+#: What ``supports`` reads: ``inference.formats.read_metadata``'s answer, or a mapping with the
+#: same keys (a model's metadata stored as JSON).
+Metadata = ModelMetadata | Mapping[str, Any]
+
+
 @runtime_checkable
 class Backend(Protocol):
     """One inference library behind the common contract."""
 
+    #: The registry's name for it (``LocalModel.backend``, ``ModelSpec.backend``).
     name: str
+    #: How people write it, in sentences: "llama.cpp".
+    title: str
+    #: The file formats this backend is the default for (DESIGN.md: GGUF → llama_cpp, legacy
+    #: GGML → ctransformers): the registry asks it first, and gives its reason when none can.
+    default_for: frozenset[str]
 
-    def supports(self, metadata: Any) -> str | None:
+    def supports(self, metadata: Metadata) -> str | None:
         """None when this backend can run a model with this metadata, else the reason why not.
 
-        ``metadata`` is what ``inference.formats.read_metadata`` returns; backends read it
-        through ``metadata_field`` so a mapping works as well.
+        Backends read ``metadata`` through ``metadata_field``, so a mapping works as well.
         """
         ...
 
@@ -255,31 +266,7 @@ class Backend(Protocol):
         ...
 
 
-_REGISTRY: dict[str, str] = {
-    "llama_cpp": "inference.backends.llama_cpp:LlamaCppBackend",
-    "ctransformers": "inference.backends.ctransformers:CTransformersBackend",
-}
-
-BACKEND_NAMES: tuple[str, ...] = tuple(_REGISTRY)
-
-
-def get_backend(name: str) -> Backend:
-    """The backend called ``name``, its module imported on first use.
-
-    Importing a backend module is cheap: native libraries load only when a model does.
-    """
-    try:
-        target = _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY))
-        raise BackendError(f"There is no backend called {name!r}; choose one of {known}.") from None
-    module_name, _, class_name = target.partition(":")
-    backend_class = getattr(importlib.import_module(module_name), class_name)
-    backend: Backend = backend_class()
-    return backend
-
-
-def metadata_field(metadata: Any, name: str) -> Any:
+def metadata_field(metadata: Metadata, name: str) -> Any:
     """Read ``name`` from metadata given as an object with attributes or as a mapping."""
     if isinstance(metadata, Mapping):
         return metadata.get(name)

@@ -18,24 +18,26 @@ from inference.backends.base import (
     Event,
     GenerationParams,
     LoadOptions,
+    Metadata,
     ShouldStop,
     metadata_field,
     render_chat_template,
     stream_tokens,
 )
 from inference.errors import CONTEXT_FULL, BackendError
+from inference.formats import ggml
 
 if TYPE_CHECKING:
     import ctransformers
 
 logger = logging.getLogger(__name__)
 
-#: Architectures ctransformers runs from legacy GGML files (its ``model_type`` names).
-GGML_MODEL_TYPES = frozenset(
-    {"gpt2", "gptj", "gpt_neox", "falcon", "llama", "mpt", "starcoder", "dolly-v2", "replit"}
-)
-#: Architectures its GGUF reader knows.
-GGUF_ARCHITECTURES = frozenset({"llama", "falcon"})
+#: Model types ctransformers runs from legacy GGML files: exactly the families whose headers
+#: ``inference.formats.ggml`` reads, since both follow the loaders ctransformers vendors.
+GGML_MODEL_TYPES: tuple[str, ...] = ggml.MODEL_TYPES
+#: GGUF architectures it runs: ctransformers 0.2.27 vendors a September 2023 llama.cpp, which
+#: runs only these.
+GGUF_ARCHITECTURES: tuple[str, ...] = ("llama", "falcon")
 
 NOT_INSTALLED = (
     "ctransformers is not installed, so legacy GGML models cannot run; "
@@ -86,8 +88,10 @@ class CTransformersBackend:
     """Runs legacy GGML files (and older GGUF llama/falcon files) through ctransformers."""
 
     name = "ctransformers"
+    title = "ctransformers"
+    default_for = frozenset({"ggml", "ggmf", "ggjt"})
 
-    def supports(self, metadata: Any) -> str | None:
+    def supports(self, metadata: Metadata) -> str | None:
         file_format = metadata_field(metadata, "format")
         architecture = metadata_field(metadata, "architecture")
         if file_format == "gguf":
@@ -97,10 +101,19 @@ class CTransformersBackend:
                 f"ctransformers runs GGUF files only for llama and falcon models, and this one "
                 f"is {architecture or 'of an unknown architecture'}; use the llama_cpp backend."
             )
-        if file_format:
-            # Legacy GGML files do not name their architecture; ``load`` asks for model_type.
+        if file_format not in self.default_for:
+            return "ctransformers cannot tell what kind of file this is."
+        if ggml.normalize_model_type(architecture) is not None:
             return None
-        return "ctransformers cannot tell what kind of file this is."
+        # Legacy files do not name their model type; the admin does, at install time.
+        usual = " ggjt files are usually llama models." if file_format != "ggml" else ""
+        given = (
+            f"'{architecture}' is not one ctransformers knows" if architecture else "none was given"
+        )
+        return (
+            f"Legacy GGML files do not record their model type and {given}. Name the model "
+            f"type (one of {', '.join(GGML_MODEL_TYPES)}).{usual}"
+        )
 
     def load(self, path: Path, options: LoadOptions) -> CTransformersModel:
         try:
@@ -114,13 +127,13 @@ class CTransformersBackend:
         gguf = _is_gguf(path)
         model_type = options.model_type
         if model_type is None and not gguf:
-            known = ", ".join(sorted(GGML_MODEL_TYPES))
+            known = ", ".join(GGML_MODEL_TYPES)
             raise BackendError(
                 f"{path.name} is a legacy GGML file, which does not say which architecture it "
                 f"holds; choose its model type ({known})."
             )
         if model_type is not None and not gguf and model_type not in GGML_MODEL_TYPES:
-            known = ", ".join(sorted(GGML_MODEL_TYPES))
+            known = ", ".join(GGML_MODEL_TYPES)
             raise BackendError(
                 f"ctransformers does not know the model type {model_type!r}; choose one of {known}."
             )

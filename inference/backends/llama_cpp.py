@@ -19,6 +19,7 @@ from inference.backends.base import (
     Event,
     GenerationParams,
     LoadOptions,
+    Metadata,
     ShouldStop,
     metadata_field,
     render_chat_template,
@@ -95,23 +96,32 @@ class LlamaCppBackend:
     """Runs GGUF files through llama-cpp-python."""
 
     name = "llama_cpp"
+    title = "llama.cpp"
+    default_for = frozenset({"gguf"})
 
-    def supports(self, metadata: Any) -> str | None:
+    def supports(self, metadata: Metadata) -> str | None:
         file_format = metadata_field(metadata, "format")
-        if file_format == "gguf":
-            if metadata_field(metadata, "format_version") == 1:
-                return (
-                    "llama.cpp no longer reads GGUF v1 files; convert the file to a current "
-                    "GGUF version, or run it with the ctransformers backend."
-                )
-            # Which architectures llama.cpp knows depends on the installed build; the trial
-            # load at install time is the real test, so any later GGUF is accepted here.
-            return None
-        described = file_format or "of unknown format"
-        return (
-            f"llama.cpp reads only GGUF files and this one is {described}; "
-            "legacy GGML files run with the ctransformers backend."
-        )
+        if file_format in ("ggml", "ggmf", "ggjt"):
+            return (
+                "llama.cpp dropped legacy GGML support in 2023; use ctransformers, "
+                "or convert the file to GGUF."
+            )
+        if file_format != "gguf":
+            described = file_format or "of unknown format"
+            return f"llama.cpp reads only GGUF files and this one is {described}."
+        if metadata_field(metadata, "format_version") == 1:
+            return (
+                "llama.cpp no longer reads GGUF v1 files; convert the file to a current "
+                "GGUF version, or run it with the ctransformers backend."
+            )
+        if not metadata_field(metadata, "architecture"):
+            return (
+                "The GGUF file names no architecture (general.architecture), so no backend "
+                "can load it."
+            )
+        # Which architectures llama.cpp knows depends on the installed build; the trial
+        # load at install time is the real test, so any later GGUF is accepted here.
+        return None
 
     def load(self, path: Path, options: LoadOptions) -> LlamaCppModel:
         try:

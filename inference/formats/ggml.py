@@ -21,28 +21,15 @@ from inference.errors import FormatError
 # The whole file, memory-mapped by the caller (bytes in tests).
 Buffer = bytes | mmap.mmap
 
-MODEL_TYPES: tuple[str, ...] = (
-    "gpt2",
-    "gptj",
-    "gpt_neox",
-    "falcon",
-    "llama",
-    "mpt",
-    "starcoder",
-    "dolly-v2",
-    "replit",
-)
-# ctransformers compares model types with everything but letters and digits removed, and also
-# accepts gpt_bigcode for starcoder; matching the same way accepts what it accepts.
-_ALIASES = {re.sub(r"[^0-9a-z]", "", t): t for t in MODEL_TYPES} | {"gptbigcode": "starcoder"}
-
-# Hyper-parameter names in file order, as each loader reads them; ":f" marks a float32.
+# The legacy model families, each with its hyper-parameter names in file order as its loader
+# reads them (":f" marks a float32). These are the families ctransformers vendors loaders for,
+# so this is also the list of model types it runs (``inference.backends.ctransformers``).
 _HPARAMS: dict[str, tuple[str, ...]] = {
     "gpt2": ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer", "ftype"),
-    "starcoder": ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer", "ftype"),
     "gptj": ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer", "n_rot", "ftype"),
     "gpt_neox": ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer", "n_rot", "par_res", "ftype"),
-    "dolly-v2": ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer", "n_rot", "par_res", "ftype"),
+    "falcon": ("n_vocab", "n_embd", "n_head", "n_head_kv", "n_layer", "n_falcon_type", "ftype"),
+    "llama": ("n_vocab", "n_embd", "n_mult", "n_head", "n_layer", "n_rot", "ftype"),
     "mpt": (
         "d_model",
         "max_seq_len",
@@ -53,10 +40,17 @@ _HPARAMS: dict[str, tuple[str, ...]] = {
         "clip_qkv:f",
         "ftype",
     ),
+    "starcoder": ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer", "ftype"),
+    "dolly-v2": ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer", "n_rot", "par_res", "ftype"),
     "replit": ("d_model", "max_seq_len", "n_heads", "n_layers", "n_vocab", "ftype"),
-    "llama": ("n_vocab", "n_embd", "n_mult", "n_head", "n_layer", "n_rot", "ftype"),
-    "falcon": ("n_vocab", "n_embd", "n_head", "n_head_kv", "n_layer", "n_falcon_type", "ftype"),
 }
+
+MODEL_TYPES: tuple[str, ...] = tuple(_HPARAMS)
+
+# ctransformers compares model types with everything but letters and digits removed, and also
+# accepts gpt_bigcode for starcoder; matching the same way accepts what it accepts.
+_ALIASES = {re.sub(r"[^0-9a-z]", "", t): t for t in MODEL_TYPES} | {"gptbigcode": "starcoder"}
+
 # gpt2, gptj and starcoder repeat n_vocab just before the vocabulary.
 _VOCAB_COUNT_PREFIX = frozenset({"gpt2", "gptj", "starcoder"})
 # llama.cpp and ggllm.cpp wrote their own container (scores in the vocabulary, ggjt alignment).

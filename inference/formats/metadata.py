@@ -16,18 +16,12 @@ import mmap
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from inference.errors import FormatError
 from inference.formats import ggml
 from inference.formats.gguf import Array, read_gguf_header
 from inference.formats.sniff import FileFormat, FormatKind, sniff
-
-BackendName = Literal["llama_cpp", "ctransformers"]
-
-CTRANSFORMERS_MODEL_TYPES: tuple[str, ...] = ggml.MODEL_TYPES
-# ctransformers 0.2.27 vendors a September 2023 llama.cpp for GGUF, which runs only these.
-CTRANSFORMERS_GGUF_ARCHITECTURES: tuple[str, ...] = ("llama", "falcon")
 
 
 @dataclass(frozen=True)
@@ -66,15 +60,6 @@ class ModelMetadata:
         values["notes"] = tuple(values.get("notes") or ())
         values["hyperparameters"] = dict(values.get("hyperparameters") or {})
         return cls(**values)
-
-
-@dataclass(frozen=True)
-class BackendVerdict:
-    """Which backend will run a model (None: neither can), why, and which could."""
-
-    backend: BackendName | None
-    reason: str
-    candidates: tuple[str, ...]
 
 
 def read_metadata(path: str | os.PathLike[str], *, model_type: str | None = None) -> ModelMetadata:
@@ -204,73 +189,3 @@ def _tensor_type_label(ttype: int) -> str:
     from gguf import GGMLQuantizationType
 
     return GGMLQuantizationType(ttype).name
-
-
-def choose_backend(metadata: ModelMetadata, *, pinned: str | None = None) -> BackendVerdict:
-    """Pick the backend that runs a model (DESIGN.md: GGUF → llama_cpp, GGML → ctransformers).
-
-    ``pinned`` is an admin's explicit choice; it is honoured when that backend can run the model
-    and otherwise answered with backend None and a reason saying why.
-    """
-    if pinned not in (None, "llama_cpp", "ctransformers"):
-        return BackendVerdict(
-            None, f"'{pinned}' is not a backend; choose llama_cpp or ctransformers.", ()
-        )
-    arch = metadata.architecture
-    if metadata.format == "gguf":
-        return _choose_for_gguf(metadata, arch, pinned)
-    model_type = ggml.normalize_model_type(arch)
-    if pinned == "llama_cpp":
-        return BackendVerdict(
-            None,
-            "llama.cpp dropped legacy GGML support in 2023; use ctransformers, "
-            "or convert the file to GGUF.",
-            ("ctransformers",) if model_type else (),
-        )
-    if model_type is None:
-        usual = " ggjt files are usually llama models." if metadata.format != "ggml" else ""
-        given = f"'{arch}' is not one ctransformers knows" if arch else "none was given"
-        return BackendVerdict(
-            None,
-            f"Legacy GGML files do not record their model type and {given}. Name the model "
-            f"type (one of {', '.join(CTRANSFORMERS_MODEL_TYPES)}).{usual}",
-            (),
-        )
-    return BackendVerdict(
-        "ctransformers", f"ctransformers runs legacy GGML {model_type} models.", ("ctransformers",)
-    )
-
-
-def _choose_for_gguf(
-    metadata: ModelMetadata, arch: str | None, pinned: str | None
-) -> BackendVerdict:
-    if arch is None:
-        return BackendVerdict(
-            None,
-            "The GGUF file names no architecture (general.architecture), so no backend "
-            "can load it.",
-            (),
-        )
-    ct_ok = arch in CTRANSFORMERS_GGUF_ARCHITECTURES
-    # llama.cpp refuses GGUF v1 since late 2023; ctransformers' older llama.cpp still reads it.
-    llama_ok = metadata.format_version != 1
-    candidates = tuple(b for b, ok in (("llama_cpp", llama_ok), ("ctransformers", ct_ok)) if ok)
-    if pinned == "ctransformers" and not ct_ok:
-        return BackendVerdict(
-            None,
-            f"ctransformers runs GGUF only for llama and falcon models, and this is {arch}. "
-            "Unpin the backend to use llama.cpp.",
-            candidates,
-        )
-    if pinned == "ctransformers" or (not llama_ok and ct_ok and pinned is None):
-        return BackendVerdict(
-            "ctransformers", f"ctransformers runs GGUF {arch} models.", candidates
-        )
-    if not llama_ok:
-        return BackendVerdict(
-            None,
-            "llama.cpp no longer reads GGUF v1 files. Convert the file to a current GGUF "
-            "version (llama.cpp's convert scripts) and install it again.",
-            candidates,
-        )
-    return BackendVerdict("llama_cpp", f"llama.cpp runs GGUF {arch} models.", candidates)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from inference.errors import (
+    LOAD_FAILED,
     BackendError,
     InferenceError,
     MemoryBudgetExceeded,
@@ -279,6 +280,9 @@ class RunnerPool:
             slot.runner, slot.spec = runner, spec
         try:
             loaded = await runner.wait_loaded(self._start_timeout)
+        except InferenceError as exc:
+            exc.code = exc.code or LOAD_FAILED
+            raise
         finally:
             if runner.loaded is None:
                 await runner.stop(grace=0)

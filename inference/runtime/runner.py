@@ -28,13 +28,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any, cast
 
+from inference.backends import get_backend
 from inference.backends.base import (
     Finished,
     GenerationParams,
     LoadedModel,
     LoadOptions,
     TokenEvent,
-    get_backend,
 )
 from inference.errors import BackendError, InferenceError
 from inference.runtime.protocol import (

@@ -198,12 +198,12 @@ def _interpret(returncode: int, stdout: bytes, stderr: bytes, waited: float) -> 
 
 
 def _run_trial(request: dict[str, Any]) -> dict[str, Any]:
+    from inference.backends import get_backend
     from inference.backends.base import (
         Finished,
         GenerationParams,
         LoadOptions,
         TokenEvent,
-        get_backend,
     )
     from inference.errors import InferenceError
 

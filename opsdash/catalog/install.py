@@ -27,7 +27,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
 
-from inference import formats
+from inference import backends, formats
 from inference.errors import InferenceError
 from inference.runtime.trial import trial_load
 from opsdash.catalog import hooks, jobs
@@ -148,8 +148,8 @@ def _validate(source: InstallSource, *, roots: Sequence[Path] | None = None) -> 
     if sha and not _SHA256.fullmatch(sha):
         raise InstallRefused("The expected sha256 must be 64 hexadecimal characters.")
     model_type = source.model_type.strip()
-    if model_type and model_type not in formats.CTRANSFORMERS_MODEL_TYPES:
-        known = ", ".join(formats.CTRANSFORMERS_MODEL_TYPES)
+    if model_type and model_type not in formats.LEGACY_MODEL_TYPES:
+        known = ", ".join(formats.LEGACY_MODEL_TYPES)
         raise InstallRefused(f"Unknown model type {model_type!r}; choose one of {known}.")
     location = source.location.strip()
     if source.kind == SourceKind.PATH:
@@ -449,7 +449,7 @@ def _finish(pk: int, partial: Path, written: Written, guard: Guard) -> None:
             )
         _claim_sha256(pk, written.sha256)
         metadata = formats.read_metadata(partial, model_type=model.model_type or None)
-        verdict = formats.choose_backend(metadata)
+        verdict = backends.choose_backend(metadata)
         if verdict.backend is None:
             raise InstallRefused(verdict.reason)
         guard.check_cancelled()

@@ -128,7 +128,7 @@ def install(request: AuthedRequest) -> HttpResponse:
         "error": error,
         "form": form,
         "roots": settings.MODEL_ROOTS,
-        "model_types": formats.CTRANSFORMERS_MODEL_TYPES,
+        "model_types": formats.LEGACY_MODEL_TYPES,
         "max_upload_bytes": settings.MAX_UPLOAD_BYTES,
         "disk": _disk(),
     }

@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
+from inference.backends import get_backend
 from inference.backends.base import (
     FALLBACK_CHAT_TEMPLATE,
     Finished,
     GenerationParams,
     LoadOptions,
     TokenEvent,
-    get_backend,
     render_chat_template,
     stream_tokens,
 )
@@ -119,8 +119,10 @@ def test_llama_cpp_refuses_gguf_v1_which_it_no_longer_reads() -> None:
 
 def test_ctransformers_supports_legacy_ggml_and_gguf_llama_but_not_other_gguf() -> None:
     backend = get_backend("ctransformers")
-    assert backend.supports({"format": "ggml", "architecture": None}) is None
+    assert backend.supports({"format": "ggml", "architecture": "gpt2"}) is None
     assert backend.supports({"format": "gguf", "architecture": "llama"}) is None
+    reason = backend.supports({"format": "ggml", "architecture": None})
+    assert reason is not None and "Name the model type" in reason
     reason = backend.supports({"format": "gguf", "architecture": "qwen2"})
     assert reason is not None and "qwen2" in reason and "llama_cpp" in reason
 
@@ -289,9 +291,8 @@ print(json.dumps({"ours": ours, "theirs": theirs.prompt}))
 SCENARIOS = r"""
 import json, sys
 from pathlib import Path
-from inference.backends.base import (
-    Finished, GenerationParams, LoadOptions, TokenEvent, get_backend,
-)
+from inference.backends import get_backend
+from inference.backends.base import Finished, GenerationParams, LoadOptions, TokenEvent
 from inference.errors import BackendError
 
 config = json.loads(sys.argv[1])
@@ -549,7 +550,8 @@ def test_ctransformers_refuses_smollm2_with_a_readable_error(
     code = r"""
 import json, sys
 from pathlib import Path
-from inference.backends.base import LoadOptions, get_backend
+from inference.backends import get_backend
+from inference.backends.base import LoadOptions
 from inference.errors import BackendError
 try:
     get_backend("ctransformers").load(Path(sys.argv[1]), LoadOptions(threads=1))
@@ -570,7 +572,8 @@ def test_ctransformers_asks_for_the_model_type_of_a_legacy_file(
     code = r"""
 import json, sys
 from pathlib import Path
-from inference.backends.base import LoadOptions, get_backend
+from inference.backends import get_backend
+from inference.backends.base import LoadOptions
 from inference.errors import BackendError
 try:
     get_backend("ctransformers").load(Path(sys.argv[1]), LoadOptions())
@@ -592,7 +595,7 @@ import json, sys
 import inference.backends.llama_cpp
 import inference.backends.ctransformers
 import inference.runtime.trial
-from inference.backends.base import get_backend
+from inference.backends import get_backend
 get_backend("llama_cpp"); get_backend("ctransformers")
 native = ("llama_cpp", "ctransformers")
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in native)))
@@ -645,7 +648,8 @@ ORDER_SCENARIO = r"""
 import json, sys
 from pathlib import Path
 import llama_cpp
-from inference.backends.base import GenerationParams, LoadOptions, get_backend
+from inference.backends import get_backend
+from inference.backends.base import GenerationParams, LoadOptions
 
 model = get_backend("llama_cpp").load(Path(sys.argv[1]), LoadOptions(threads=1, seed=0))
 llm = model._llm

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from inference.backends import choose_backend
+from inference.backends.ctransformers import GGML_MODEL_TYPES
 from inference.errors import FormatError
 from inference.formats import (
-    CTRANSFORMERS_MODEL_TYPES,
     FileFormat,
     ModelMetadata,
-    choose_backend,
     estimate_memory,
     fit_verdict,
     read_metadata,
@@ -560,7 +560,7 @@ def test_gguf_without_an_architecture_has_no_backend() -> None:
     assert verdict.backend is None and "general.architecture" in verdict.reason
 
 
-@pytest.mark.parametrize("model_type", CTRANSFORMERS_MODEL_TYPES)
+@pytest.mark.parametrize("model_type", GGML_MODEL_TYPES)
 @pytest.mark.parametrize("kind", ["ggml", "ggmf", "ggjt"])
 def test_legacy_ggml_goes_to_ctransformers_for_its_model_types(kind: str, model_type: str) -> None:
     verdict = choose_backend(metadata_for(kind, model_type))
@@ -571,7 +571,7 @@ def test_legacy_ggml_without_a_model_type_asks_the_admin_to_name_it() -> None:
     verdict = choose_backend(metadata_for("ggjt", None))
     assert verdict.backend is None and verdict.candidates == ()
     assert "Name the model type" in verdict.reason and "usually llama" in verdict.reason
-    assert all(t in verdict.reason for t in CTRANSFORMERS_MODEL_TYPES)
+    assert all(t in verdict.reason for t in GGML_MODEL_TYPES)
 
 
 def test_legacy_ggml_pinned_to_llama_cpp_is_refused() -> None:

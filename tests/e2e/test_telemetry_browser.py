@@ -103,7 +103,8 @@ def test_the_page_fits_a_phone(page: Page, telemetry_server: str, operator):
     sign_in(page, asgi_server, "otto")
     page.goto(f"{asgi_server}/telemetry/")
     expect(page.locator('[data-role="conn"]')).to_have_text("live")
-    page.wait_for_function("document.querySelector('[data-chart=cpu]').dataset.points >= 2")
+    # A function, not an expression: the page's CSP (no 'unsafe-eval') refuses a string to eval.
+    page.wait_for_function("() => document.querySelector('[data-chart=cpu]').dataset.points >= 2")
 
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"the page scrolls sideways: {width}px wide"
@@ -153,7 +154,9 @@ def test_gpu_cards_and_a_temperature_alert(page: Page, gpu_server: str, operator
     expect(cards.first).to_contain_text("612 W / 700 W")
     expect(cards.first).to_contain_text("passive")  # no fan on this board
     expect(page.get_by_test_id("gpu-explanation")).to_be_hidden()
-    page.wait_for_function("document.querySelector('[data-chart=gpu_temp]').dataset.points >= 2")
+    page.wait_for_function(
+        "() => document.querySelector('[data-chart=gpu_temp]').dataset.points >= 2"
+    )
 
     banner = page.locator('[data-role="banners"] .banner').first
     expect(banner).to_contain_text("GPU 0 at 88 °C, above 85 °C", timeout=10_000)

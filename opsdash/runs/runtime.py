@@ -8,6 +8,8 @@ instance per process is all Django needs. The server's lifespan shutdown (``opsd
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
+from datetime import datetime
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
@@ -67,3 +69,66 @@ async def close_supervisor(grace: float = SHUTDOWN_GRACE_SECONDS, *, final: bool
 def stop_supervisor() -> None:
     """``close_supervisor`` for sync code (tests, management commands)."""
     async_to_sync(close_supervisor)()
+
+
+@dataclass(frozen=True)
+class LoadedRunner:
+    """One loaded model's runner process, as other apps (telemetry) may read it."""
+
+    model_id: int
+    name: str
+    slug: str
+    pid: int
+    rss_bytes: int
+    loaded_at: datetime | None
+    last_used_at: datetime | None
+    queue_length: int
+    state: str
+
+
+_labels: dict[tuple[int, int], tuple[str, str]] = {}  # (model id, pid) → (name, slug)
+
+
+def loaded_runners() -> list[LoadedRunner]:
+    """The runner processes of this process's supervisor with their models' names; none
+    before the first model is used (it does not create a supervisor just to list nothing).
+
+    A name is read from the catalog once per runner process; while the database cannot say
+    (locked, or the model deleted under its runner) the runner is listed as ``model <id>``.
+    """
+    supervisor = _supervisor
+    if supervisor is None:
+        return []
+    statuses = supervisor.status()
+    live = {(s.model_id, s.pid) for s in statuses}
+    for gone in [key for key in _labels if key not in live]:
+        del _labels[gone]
+    missing = [model_id for model_id, pid in live if (model_id, pid) not in _labels]
+    if missing:
+        from django.db import DatabaseError
+
+        from opsdash.catalog.models import LocalModel
+
+        try:
+            rows = LocalModel.objects.filter(pk__in=missing).values_list("pk", "name", "slug")
+            found = {pk: (name, slug) for pk, name, slug in rows}
+            _labels.update({key: found[key[0]] for key in live if key[0] in found})
+        except DatabaseError:
+            pass
+    out = []
+    for s in statuses:
+        name, slug = _labels.get((s.model_id, s.pid), (f"model {s.model_id}", str(s.model_id)))
+        out.append(
+            LoadedRunner(
+                model_id=s.model_id,
+                name=name,
+                slug=slug,
+                pid=s.pid,
+                rss_bytes=s.rss_bytes,
+                loaded_at=s.loaded_at,
+                last_used_at=s.last_used_at,
+                queue_length=s.queue_length,
+                state=s.state,
+            )
+        )
+    return out

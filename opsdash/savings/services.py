@@ -24,7 +24,7 @@ from opsdash.savings.energy import (
     KEEP_SECONDS,
     Span,
     estimated_energy,
-    get_meter,
+    host_energy,
     measured_energy_uj,
 )
 from opsdash.savings.models import (
@@ -237,10 +237,9 @@ def _overlapping_spans(run: Run, devices: frozenset[str]) -> list[Span]:
 
 def run_energy(run: Run) -> EnergyReading:
     """Measured when this host's counters covered the whole run, else estimated (energy.py)."""
-    meter = get_meter()
-    if meter.available and run.finished_at is not None:
-        meter.sample()  # a reading at (or just after) the run's end
-        devices = meter.devices_for(run.runner_pid)
+    meter = host_energy() if run.finished_at is not None else None  # a reading at its end
+    if meter is not None and run.finished_at is not None:
+        devices = meter.devices_for(pids=[run.runner_pid])
         span = Span(run.started_at.timestamp(), run.finished_at.timestamp(), devices)
         others = _overlapping_spans(run, devices)
         measured = measured_energy_uj(meter, span, others)

@@ -25,28 +25,26 @@ from opsdash.telemetry.frames import Frame
 
 class TelemetryCollector(Collector):
     """Reads the frames and run totals at scrape time (both injected, so tests can pass
-    fixed ones). ``host`` labels the run ledger's families (default: this host's
-    ``OPSDASH_TELEMETRY_HOST``)."""
+    fixed ones; the run totals are the runs app's, ``opsdash.runs.ledger.run_totals``).
+    ``host`` labels the run ledger's families (default: this host's ``OPSDASH_TELEMETRY_HOST``).
+    """
 
     def __init__(
         self,
         frames: Callable[[], list[Frame]],
         run_totals: Callable[[], list[dict[str, Any]]],
-        model_slugs: Callable[[list[int]], dict[int, str]],
         *,
         host: str | None = None,
     ) -> None:
         self._frames = frames
         self._run_totals = run_totals
-        self._model_slugs = model_slugs
         self._host = host or str(settings.TELEMETRY_HOST)
 
     def collect(self) -> Iterator[Metric]:
         frames = self._frames()
-        slugs = self._model_slugs(sorted({r["model"] for f in frames for r in f["runners"]}))
         yield from _host_metrics(frames)
         yield from _gpu_metrics(frames)
-        yield from _runner_metrics(frames, slugs)
+        yield from _runner_metrics(frames)
         yield from _run_metrics(self._run_totals(), host=self._host)
 
 
@@ -281,7 +279,7 @@ def _gpu_metrics(frames: list[Frame]) -> Iterator[Metric]:
     yield from f.families.values()
 
 
-def _runner_metrics(frames: list[Frame], slugs: dict[int, str]) -> Iterator[Metric]:
+def _runner_metrics(frames: list[Frame]) -> Iterator[Metric]:
     f = _Families()
     for frame in frames:
         h = {"host": frame["host"]}
@@ -289,7 +287,8 @@ def _runner_metrics(frames: list[Frame], slugs: dict[int, str]) -> Iterator[Metr
             "opsdash_models_loaded", "Runner processes (loaded models).", h, len(frame["runners"])
         )
         for r in frame["runners"]:
-            labels = {**h, "model": slugs.get(r["model"], str(r["model"]))}
+            # The slug the runs app gave with the runner state: the run counters' label too.
+            labels = {**h, "model": r.get("slug") or str(r["model"])}
             f.add(
                 "opsdash_runner_resident_memory_bytes",
                 "RSS of the model's runner process.",

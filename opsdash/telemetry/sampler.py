@@ -8,8 +8,14 @@ thresholds, folds it into the current minute's rollup, and hands the text to the
 that serves the websockets (``attach``) for ``group_send``. If that loop is still busy with
 the previous frame, this one is dropped: latest wins from the source on.
 
-Database work (minute rows, alert episodes, thresholds, hourly pruning, model names) goes to
-a second thread, so a slow or locked database can delay a row, never a tick.
+It also records the hosts's energy counters every tick (NVML's total energy per GPU, RAPL's
+``energy_uj`` per CPU package) in a bounded in-memory record, and on which GPUs each process
+runs; savings asks for a run's energy through ``opsdash.telemetry.energy``. The probes
+(``probes/``: psutil, NVML, RAPL) are read by this class only.
+
+Database work (minute rows, alert episodes, thresholds, hourly pruning) goes to a second
+thread, through the storage module it is given, so a slow or locked database can delay a row,
+never a tick. Runner state comes from ``opsdash.runs.runtime.loaded_runners()``, names included.
 
 ``get_sampler()`` starts it on first use: the first telemetry websocket, snapshot or scrape.
 ``manage.py telemetry_agent`` runs the same class in a process of its own (scale-out).
@@ -34,11 +40,15 @@ from typing import Any
 import psutil
 from django.conf import settings
 
+from opsdash.runs.runtime import LoadedRunner, loaded_runners
 from opsdash.telemetry import alerts, frames
+from opsdash.telemetry import storage as default_storage
 from opsdash.telemetry.frames import Frame, ProcessFigures, RunnerFigures
 from opsdash.telemetry.history import MinuteAccumulator
-from opsdash.telemetry.host import HostProbe, ProcessTable
-from opsdash.telemetry.nvml import NvmlProbe
+from opsdash.telemetry.probes.energy import EnergyRecorder
+from opsdash.telemetry.probes.host import HostProbe, ProcessTable
+from opsdash.telemetry.probes.nvml import NvmlProbe
+from opsdash.telemetry.probes.rapl import POWERCAP, RaplProbe
 
 logger = logging.getLogger(__name__)
 
@@ -47,27 +57,6 @@ SLOW_SECONDS = 5.0
 PROCESS_SECONDS = 2.0
 RULES_SECONDS = 10.0
 PRUNE_SECONDS = 3600.0
-
-
-@dataclass(frozen=True)
-class LoadedRunner:
-    model_id: int
-    pid: int
-    queue: int
-    state: str
-
-
-def loaded_runners() -> list[LoadedRunner]:
-    """The runner processes of this process's supervisor (embedded mode); none before the
-    first model is used."""
-    from opsdash.runs import runtime
-
-    # Not get_supervisor(): that would create a supervisor in a process that runs no models
-    # (the telemetry agent, a test process) just to list nothing.
-    supervisor = runtime._supervisor
-    if supervisor is None:
-        return []
-    return [LoadedRunner(s.model_id, s.pid, s.queue_length, s.state) for s in supervisor.status()]
 
 
 @dataclass
@@ -97,15 +86,20 @@ class Sampler:
         ps: Any = psutil,
         runners: Callable[[], list[LoadedRunner]] = loaded_runners,
         persist: bool = True,
+        storage: Any = default_storage,
         history_days: int = 30,
         sys_root: str = "/sys",
+        powercap: Path = POWERCAP,
     ) -> None:
         self.tick_seconds = tick_seconds
         self.host = host
         self.persist = persist
+        self._storage = storage
         self.history_days = history_days
         self._host_probe = HostProbe(models_dir=models_dir, ps=ps, sys_root=sys_root)
         self._gpu_probe = NvmlProbe(nvml)
+        self._rapl_probe = RaplProbe(powercap)
+        self.energy = EnergyRecorder()
         self._process_table = ProcessTable(ps)
         self._runner_source = runners
         self._ring: deque[str] = deque(maxlen=max(1, round(HISTORY_SECONDS / tick_seconds)))
@@ -125,8 +119,6 @@ class Sampler:
         self._rules = [alerts.Rule(k, v) for k, v in alerts.DEFAULT_THRESHOLDS.items()]
         self._runners: list[RunnerFigures] = []
         self._server: ProcessFigures | None = None
-        self._names: dict[int, str] = {}  # model id → name
-        self._names_pending = False
         self.ticks = 0
         self.published = 0
         self.dropped = 0
@@ -224,6 +216,13 @@ class Sampler:
     # --- the tick -----------------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop_ticks()
+        finally:
+            # The runner source may have read model names on this thread.
+            _close_connections()
+
+    def _loop_ticks(self) -> None:
         next_at = time.monotonic()
         while not self._stop.is_set():
             try:
@@ -242,6 +241,12 @@ class Sampler:
         t_ms = int(time.time() * 1000)
         host = self._host_probe.read(slow=slow)
         gpu = self._gpu_probe.read(slow=slow)
+        self._record_energy(t_ms / 1000, gpu.energy_mj)
+        if slow and gpu.state == frames.GPU_OK:
+            self.energy.note_processes(
+                t_ms / 1000,
+                {pid: {f"gpu:{i}" for i in gpus} for pid, gpus in gpu.process_gpus.items()},
+            )
         if clock.due("processes", PROCESS_SECONDS):
             self._read_processes(gpu.process_memory if gpu.state == frames.GPU_OK else None)
         frame: Frame = {
@@ -282,6 +287,16 @@ class Sampler:
                 self._db_job(self._prune_job)
         return frame
 
+    def record_energy(self, at: float | None = None) -> None:
+        """Read the energy counters now (or for ``at``) into the record, between two ticks:
+        pricing takes a reading at a run's end."""
+        self._record_energy(time.time() if at is None else at, self._gpu_probe.read_energy())
+
+    def _record_energy(self, at: float, gpu_mj: dict[int, int]) -> None:
+        raw = self._rapl_probe.read()
+        raw.update({f"gpu:{index}": mj * 1000 for index, mj in gpu_mj.items()})  # mJ → µJ
+        self.energy.record(at, raw, self._rapl_probe.wraps())
+
     def _read_processes(self, gpu_memory: dict[int, int] | None) -> None:
         try:
             loaded = self._runner_source()
@@ -291,28 +306,23 @@ class Sampler:
         server_pid = os.getpid()
         table = self._process_table.read([r.pid for r in loaded] + [server_pid])
         runners: list[RunnerFigures] = []
-        unknown = False
         for runner in loaded:
             process = table.get(runner.pid)
             if process is None:
                 continue
-            name = self._names.get(runner.model_id)
-            unknown = unknown or name is None
             runners.append(
                 {
                     **process,
                     "model": runner.model_id,
-                    "name": name or f"model {runner.model_id}",
+                    "name": runner.name,
+                    "slug": runner.slug,
                     "gpu_mem_bytes": None if gpu_memory is None else gpu_memory.get(runner.pid, 0),
-                    "queue": runner.queue,
+                    "queue": runner.queue_length,
                     "state": runner.state,
                 }
             )
         self._runners = runners
         self._server = table.get(server_pid)
-        if unknown and self.persist and not self._names_pending:
-            self._names_pending = True
-            self._db_job(self._names_job, [r.model_id for r in loaded])
 
     def _publish(self, text: str) -> None:
         loop = self._loop
@@ -349,38 +359,20 @@ class Sampler:
             self._db.submit(_guarded, job, *args)
 
     def _startup_job(self) -> None:
-        from opsdash.telemetry import services
-
-        services.close_open_episodes(host=self.host, at=datetime.now(UTC))
+        self._storage.close_open_episodes(host=self.host, at=datetime.now(UTC))
         self._rules_job()
 
     def _save_minute_job(self, row: Any) -> None:
-        from opsdash.telemetry import services
-
-        services.save_minute(host=self.host, row=row)
+        self._storage.save_minute(host=self.host, row=row)
 
     def _alerts_job(self, changes: alerts.Changes) -> None:
-        from opsdash.telemetry import services
-
-        services.record_alert_changes(host=self.host, changes=changes)
+        self._storage.record_alert_changes(host=self.host, changes=changes)
 
     def _rules_job(self) -> None:
-        from opsdash.telemetry import services
-
-        self._rules = services.alert_rules()
+        self._rules = self._storage.alert_rules()
 
     def _prune_job(self) -> None:
-        from opsdash.telemetry import services
-
-        services.prune_history(days=self.history_days)
-
-    def _names_job(self, ids: list[int]) -> None:
-        from opsdash.telemetry import services
-
-        try:
-            self._names.update(services.model_names(ids))
-        finally:
-            self._names_pending = False
+        self._storage.prune_history(days=self.history_days)
 
 
 def _guarded(job: Callable[..., None], *args: Any) -> None:

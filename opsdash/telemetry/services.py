@@ -11,26 +11,26 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Sum
 from django.utils import timezone
 
-from opsdash.telemetry import alerts, frames
+from opsdash.telemetry import frames, storage
 from opsdash.telemetry.frames import Frame
-from opsdash.telemetry.history import (
-    RANGES,
-    HistoryAnswer,
-    MinuteRow,
-    from_rows,
-    from_samples,
-)
-from opsdash.telemetry.models import AlertEpisode, AlertKind, AlertRule, MinuteFigures
+from opsdash.telemetry.history import RANGES, HistoryAnswer, from_rows, from_samples
+from opsdash.telemetry.models import AlertEpisode, AlertKind, AlertRule
 from opsdash.telemetry.sampler import current_sampler, get_sampler
+
+# Storage verbs pages, the API and commands call through this module too.
+from opsdash.telemetry.storage import alert_rules as alert_rules
+from opsdash.telemetry.storage import close_open_episodes as close_open_episodes
+from opsdash.telemetry.storage import prune_history as prune_history
+from opsdash.telemetry.storage import record_alert_changes as record_alert_changes
+from opsdash.telemetry.storage import save_minute as save_minute
 
 AGENTS_GROUP = "telemetry.agents"
 AGENT_ANSWER_SECONDS = 2.0
@@ -110,9 +110,9 @@ def history(*, range_name: str, host: str | None = None) -> HistoryAnswer:
         return from_samples(samples, range_=range_, host=host_name, now_ms=int(time.time() * 1000))
     host_name = host or _default_host()
     now = timezone.now()
-    rows = MinuteFigures.objects.filter(
-        host=host_name, minute__gte=now - timedelta(seconds=range_.seconds + range_.step)
-    ).values_list("minute", "samples", "figures")
+    rows = storage.minute_rows(
+        host=host_name, since=now - timedelta(seconds=range_.seconds + range_.step)
+    )
     return from_rows(rows, range_=range_, host=host_name, now=now)
 
 
@@ -131,59 +131,11 @@ def _live_history(host: str | None) -> tuple[list[str], str]:
 def _default_host() -> str:
     if settings.TELEMETRY_EMBEDDED:
         return str(settings.TELEMETRY_HOST)
-    last = MinuteFigures.objects.order_by("-minute").values_list("host", flat=True).first()
+    last = storage.last_host()
     return last or str(settings.TELEMETRY_HOST)
 
 
-def save_minute(*, host: str, row: MinuteRow) -> None:
-    """Store one minute's rollup; a second row for the same minute (a restart within it) is
-    merged, weighted by its samples."""
-    with transaction.atomic():
-        existing = MinuteFigures.objects.select_for_update().filter(host=host, minute=row.minute)
-        current = existing.first()
-        if current is None:
-            MinuteFigures.objects.create(
-                host=host, minute=row.minute, samples=row.samples, figures=row.figures
-            )
-            return
-        merged: dict[str, list[float]] = dict(current.figures)
-        n0, n1 = current.samples, row.samples
-        for name, (low, avg, high) in row.figures.items():
-            if name not in merged:
-                merged[name] = [low, avg, high]
-                continue
-            lo0, avg0, hi0 = merged[name]
-            weighted = round((avg0 * n0 + avg * n1) / (n0 + n1), 2)
-            merged[name] = [min(lo0, low), weighted, max(hi0, high)]
-        current.samples, current.figures = min(n0 + n1, 32767), merged
-        current.save(update_fields=["samples", "figures"])
-
-
-def prune_history(*, days: int | None = None, now: datetime | None = None) -> tuple[int, int]:
-    """Delete minute rows and ended alert episodes older than the retention; returns how many
-    of each went."""
-    keep = days if days is not None else settings.TELEMETRY_HISTORY_DAYS
-    cutoff = (now or timezone.now()) - timedelta(days=keep)
-    old_minutes = MinuteFigures.objects.filter(minute__lt=cutoff)
-    old_episodes = AlertEpisode.objects.filter(ended_at__lt=cutoff)
-    # Reading first means the hourly run takes no write lock when there is nothing to delete.
-    minutes = old_minutes.delete()[0] if old_minutes.exists() else 0
-    episodes = old_episodes.delete()[0] if old_episodes.exists() else 0
-    return minutes, episodes
-
-
 # --- alerts ---------------------------------------------------------------------------------
-
-
-def alert_rules() -> list[alerts.Rule]:
-    """The thresholds in force: the stored ones, the defaults for any kind not stored."""
-    stored = {r.kind: r for r in AlertRule.objects.all()}
-    return [
-        alerts.Rule(kind, stored[kind].threshold, stored[kind].enabled)
-        if kind in stored
-        else alerts.Rule(kind, default)
-        for kind, default in alerts.DEFAULT_THRESHOLDS.items()
-    ]
 
 
 def update_thresholds(*, values: dict[str, tuple[float, bool]], user: Any) -> None:
@@ -200,69 +152,5 @@ def update_thresholds(*, values: dict[str, tuple[float, bool]], user: Any) -> No
         sampler.reload_rules()
 
 
-def record_alert_changes(*, host: str, changes: alerts.Changes) -> None:
-    for episode in changes.opened:
-        AlertEpisode.objects.create(
-            kind=episode.kind,
-            host=host,
-            subject=episode.subject,
-            threshold=episode.threshold,
-            peak=episode.peak,
-            message=episode.message,
-            started_at=_from_ms(episode.since_ms),
-        )
-    for episode in changes.closed:
-        AlertEpisode.objects.filter(
-            kind=episode.kind, host=host, subject=episode.subject, ended_at__isnull=True
-        ).update(
-            ended_at=_from_ms(episode.ended_ms or episode.since_ms),
-            peak=episode.peak,
-            message=alerts.describe(episode.kind, episode.subject, episode.peak, episode.threshold),
-        )
-
-
-def close_open_episodes(*, host: str, at: datetime) -> int:
-    """At start-up: episodes a previous process left open end now (they reopen if still true)."""
-    still_open = AlertEpisode.objects.filter(host=host, ended_at__isnull=True)
-    return still_open.update(ended_at=at) if still_open.exists() else 0
-
-
 def recent_episodes(*, limit: int = 20) -> list[AlertEpisode]:
     return list(AlertEpisode.objects.all()[:limit])
-
-
-# --- what other apps know -------------------------------------------------------------------
-
-
-def model_names(ids: list[int]) -> dict[int, str]:
-    """Model id → name, for the runner table."""
-    from opsdash.catalog.models import LocalModel
-
-    return dict(LocalModel.objects.filter(pk__in=ids).values_list("pk", "name"))
-
-
-def model_slugs(ids: list[int]) -> dict[int, str]:
-    """Model id → slug: the ``model`` label of /metrics, the same as the run counters'."""
-    from opsdash.catalog.models import LocalModel
-
-    return dict(LocalModel.objects.filter(pk__in=ids).values_list("pk", "slug"))
-
-
-def run_totals() -> list[dict[str, Any]]:
-    """Runs and tokens by model and status, from the run ledger (for /metrics)."""
-    from opsdash.runs.models import Run
-
-    rows = (
-        Run.objects.values("model__slug", "status")
-        .annotate(
-            runs=Count("id"),
-            prompt_tokens=Sum("prompt_tokens"),
-            completion_tokens=Sum("completion_tokens"),
-        )
-        .order_by("model__slug", "status")
-    )
-    return [dict(row) for row in rows]
-
-
-def _from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)

@@ -1,4 +1,4 @@
-"""Savings fixtures: the runs app's model fixtures, a manager client, a fresh energy meter."""
+"""Savings fixtures: the runs app's model fixtures, a manager client, no energy counters."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from opsdash.savings import catalogue, energy
+from opsdash.savings import catalogue
+from opsdash.telemetry import energy
 from tests.conftest import client_for
 from tests.runs.conftest import smol_model, supervisor_cleanup, tiny_model  # noqa: F401
 
@@ -20,13 +21,11 @@ def as_manager(manager: User) -> Client:
 
 @pytest.fixture(autouse=True)
 def no_energy_counters() -> Iterator[None]:
-    """Each test starts with a meter that has no counters (like this machine and CI), unless it
-    installs its own; nothing leaks from one test's meter to the next."""
-    previous = energy.set_meter(energy.EnergyMeter([]))
+    """Each test starts on a host without energy counters (like this machine and CI), unless it
+    hands savings a sampler of its own; nothing leaks from one test's sampler to the next."""
+    energy.use_sampler(None)
     yield
-    meter = energy.set_meter(previous)
-    if meter is not None:
-        meter.stop()
+    energy.use_sampler()
 
 
 @pytest.fixture

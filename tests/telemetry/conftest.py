@@ -13,6 +13,7 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 from django.test import Client
 
+from opsdash.runs.runtime import LoadedRunner
 from opsdash.telemetry import sampler as sampler_module
 
 HEADERS = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")]
@@ -87,3 +88,26 @@ def loaded_tiny_model(transactional_db, model_root, tiny_gguf_path) -> Iterator[
     async_to_sync(get_supervisor().load)(model_spec(model))
     yield model
     stop_supervisor()
+
+
+def loaded(
+    model_id: int,
+    pid: int,
+    *,
+    queue: int = 0,
+    state: str = "idle",
+    name: str | None = None,
+    slug: str | None = None,
+) -> LoadedRunner:
+    """One runner as ``opsdash.runs.runtime.loaded_runners()`` reports it."""
+    return LoadedRunner(
+        model_id=model_id,
+        name=name or f"model {model_id}",
+        slug=slug or str(model_id),
+        pid=pid,
+        rss_bytes=0,
+        loaded_at=None,
+        last_used_at=None,
+        queue_length=queue,
+        state=state,
+    )

@@ -55,6 +55,7 @@ class FakeNvml:
     temperature: int = 64
     memory_used: int = 30 * GIB
     processes: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # gpu → (pid, bytes)
+    energy_mj: int = 123_456_789_012  # every GPU's total-energy counter
     lost: set[int] = field(default_factory=set)
     inits: int = 0
     shutdowns: int = 0
@@ -127,7 +128,7 @@ class FakeNvml:
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: int) -> int:  # noqa: N802
         self._check(handle)
-        return 123_456_789_012  # mJ
+        return self.energy_mj
 
     def nvmlDeviceGetClockInfo(self, handle: int, kind: int) -> int:  # noqa: N802
         self._check(handle)

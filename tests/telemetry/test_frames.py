@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 from opsdash.telemetry import frames
-from opsdash.telemetry.sampler import LoadedRunner, Sampler
-from tests.telemetry.conftest import ManyCores
+from opsdash.telemetry.sampler import Sampler
+from tests.telemetry.conftest import ManyCores, loaded
 from tests.telemetry.fake_nvml import GIB, FakeNvml
 
 DESIGN_KEYS = {"type", "t", "host", "cpu", "memory", "disk", "net", "gpu_state", "gpus", "runners"}
@@ -26,8 +26,17 @@ def fake_sys(root: Path, disks: int, nics: int) -> str:
 def big_host_sampler(tmp_path: Path, **options) -> Sampler:  # type: ignore[no-untyped-def]
     """A 64-core, 8-GPU inference node, everything busy: two 70B models loaded, four NVMe
     disks and two NICs moving gigabytes a second, counters in the petabytes."""
-    runners = [LoadedRunner(model_id=1000 + i, pid=1, queue=4, state="busy") for i in range(2)]
-    names = {r.model_id: f"Llama-3.1-70B-Instruct-Q4_K_M #{i}" for i, r in enumerate(runners)}
+    runners = [
+        loaded(
+            1000 + i,
+            1,
+            queue=4,
+            state="busy",
+            name=f"Llama-3.1-70B-Instruct-Q4_K_M #{i}",
+            slug=f"llama-3-1-70b-instruct-q4-k-m-{i}",
+        )
+        for i in range(2)
+    ]
     nvml = FakeNvml(gpus=8, memory_used=79 * GIB, processes={i: [(1, 70 * GIB)] for i in range(8)})
     sampler = Sampler(
         tick_seconds=1.0,
@@ -40,7 +49,6 @@ def big_host_sampler(tmp_path: Path, **options) -> Sampler:  # type: ignore[no-u
         sys_root=fake_sys(tmp_path / "sys", disks=4, nics=2),
         **options,
     )
-    sampler._names.update(names)  # what the database thread would look up
     return sampler
 
 

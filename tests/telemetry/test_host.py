@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import psutil
 
-from opsdash.telemetry.host import HostProbe, ProcessTable
+from opsdash.telemetry.probes.host import HostProbe, ProcessTable
 from tests.telemetry.test_frames import fake_sys
 
 

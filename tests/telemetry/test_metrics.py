@@ -12,9 +12,10 @@ from opsdash.accounts.services import create_token
 from opsdash.catalog.models import LocalModel, SourceKind
 from opsdash.runs.models import Run, Workflow
 from opsdash.telemetry.metrics import TelemetryCollector, render
-from opsdash.telemetry.sampler import LoadedRunner, Sampler
+from opsdash.telemetry.sampler import Sampler
 from tests.conftest import client_for
 from tests.savings.factories import finished_run, local_model, price, workflow
+from tests.telemetry.conftest import loaded
 from tests.telemetry.fake_nvml import GIB, FakeNvml
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -40,7 +41,7 @@ def one_gpu_frame(tmp_path, pid: int):  # type: ignore[no-untyped-def]
         host="node-a",
         models_dir=tmp_path,
         nvml=FakeNvml(gpus=1, processes={0: [(pid, 5 * GIB)]}),
-        runners=lambda: [LoadedRunner(model_id=3, pid=pid, queue=2, state="busy")],
+        runners=lambda: [loaded(3, pid, queue=2, state="busy", name="Tiny", slug="tiny")],
         persist=False,
     )
     sampler.tick()
@@ -146,7 +147,7 @@ def test_every_figure_is_exported_in_base_units_with_node_exporter_and_dcgm_name
             "completion_tokens": None,
         },
     ]
-    text = render(TelemetryCollector(lambda: [frame], lambda: totals, lambda ids: {3: "tiny"}))
+    text = render(TelemetryCollector(lambda: [frame], lambda: totals))
     found = samples(text.decode())
 
     host = {"host": "node-a"}
@@ -192,14 +193,14 @@ def test_a_scrape_with_gpus_runners_runs_and_savings_is_lint_clean_and_labelled_
 ):
     import os
 
+    from opsdash.runs.ledger import run_totals
     from opsdash.savings.metrics import SavingsCollector
-    from opsdash.telemetry import services
 
     settings.TELEMETRY_HOST = "node-a"
     price("acme", "chat-1", "1", "2", start=timezone.now() - timedelta(days=1))
     finished_run(workflow("drafts", "acme", "chat-1"), local_model("tiny"))
     frame = one_gpu_frame(tmp_path, os.getpid())
-    collector = TelemetryCollector(lambda: [frame], services.run_totals, lambda ids: {3: "tiny"})
+    collector = TelemetryCollector(lambda: [frame], run_totals)
 
     text = render(collector, SavingsCollector()).decode()
 

@@ -6,7 +6,7 @@ import sys
 
 import pynvml
 
-from opsdash.telemetry.nvml import SENTENCES, NvmlProbe
+from opsdash.telemetry.probes.nvml import SENTENCES, NvmlProbe
 from tests.telemetry.fake_nvml import (
     GIB,
     FakeNvml,

@@ -10,7 +10,9 @@ import time
 
 import pytest
 
-from opsdash.telemetry.sampler import LoadedRunner, Sampler, get_sampler
+from opsdash.runs.runtime import LoadedRunner
+from opsdash.telemetry.sampler import Sampler, get_sampler
+from tests.telemetry.conftest import loaded
 from tests.telemetry.fake_nvml import GIB, FakeNvml
 
 
@@ -47,7 +49,7 @@ def test_gpu_memory_is_attributed_to_the_runner_that_holds_it(tmp_path):
         host="h",
         models_dir=tmp_path,
         nvml=nvml,
-        runners=lambda: [LoadedRunner(model_id=7, pid=pid, queue=1, state="busy")],
+        runners=lambda: [loaded(7, pid, queue=1, state="busy")],
         persist=False,
     )
 

@@ -1,4 +1,5 @@
-"""GPU figures through NVML (nvidia-ml-py), one session per process.
+"""GPU figures through NVML (nvidia-ml-py), one session per process: the one module of OpsDash
+that imports ``pynvml`` (tests/telemetry/test_probes.py checks that no other does).
 
 The probe takes the ``pynvml`` module as an argument (``nvml=``); by default it imports the real
 one, inside ``open()``, never at import time. Tests hand it a fake module with the same
@@ -13,11 +14,12 @@ driver loaded after start-up, or a GPU back from a reset, shows up without a res
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from opsdash.telemetry.frames import (
+from opsdash.telemetry.probes.figures import (
     GPU_OK,
     NO_DEVICES,
     NO_DRIVER,
@@ -52,6 +54,8 @@ class GpuReading:
     detail: str
     gpus: list[GpuFigures] = field(default_factory=list)
     process_memory: dict[int, int] = field(default_factory=dict)  # pid → GPU bytes, all GPUs
+    process_gpus: dict[int, set[int]] = field(default_factory=dict)  # pid → GPU indexes
+    energy_mj: dict[int, int] = field(default_factory=dict)  # GPU index → mJ since driver load
 
 
 @dataclass
@@ -78,6 +82,11 @@ class NvmlProbe:
         self._retry_at = 0.0
         self._pcie_next = 0
         self._process_memory: dict[int, int] = {}
+        self._process_gpus: dict[int, set[int]] = {}
+        self._energy_mj: list[int | None] = []  # this read's, in device order
+        # The sampler's thread reads every tick; pricing may ask for the energy counters now
+        # from another thread (``read_energy``): one call into the session at a time.
+        self._lock = threading.RLock()
 
     @property
     def state(self) -> GpuState | None:
@@ -143,12 +152,38 @@ class NvmlProbe:
         self._state, self._detail = state, detail
         self._devices = []
         self._process_memory = {}
+        self._process_gpus = {}
         return state
 
     # --- reading ------------------------------------------------------------------------------
 
     def read(self, *, slow: bool) -> GpuReading:
         """Every GPU's figures now, or the state that explains why there are none."""
+        with self._lock:
+            return self._read(slow=slow)
+
+    def read_energy(self) -> dict[int, int]:
+        """GPU index → total energy in mJ now, for the GPUs that count it; {} without a session.
+
+        Never opens a session (that is the sampler's tick's job) and never raises."""
+        with self._lock:
+            if self._state != GPU_OK:
+                return {}
+            out = {}
+            for device in self._devices:
+                try:
+                    value = self._field(
+                        device,
+                        "energy",
+                        lambda h=device.handle: self._nvml.nvmlDeviceGetTotalEnergyConsumption(h),
+                    )
+                except _DeviceError:
+                    continue  # the tick will notice and name the trouble
+                if value is not None:
+                    out[device.index] = int(value)
+            return out
+
+    def _read(self, *, slow: bool) -> GpuReading:
         if self._state != GPU_OK and (self._state is None or time.monotonic() >= self._retry_at):
             self.open()
         if self._state != GPU_OK:
@@ -156,6 +191,7 @@ class NvmlProbe:
         try:
             if slow:
                 self._read_slow()
+            self._energy_mj = []
             gpus = [self._read_fast(device) for device in self._devices]
         except Exception as exc:
             # A GPU lost mid-stream (or any NVML failure): say so, keep the host figures going,
@@ -165,7 +201,17 @@ class NvmlProbe:
             self._retry_at = time.monotonic() + self._retry_seconds
             self._fail(state, _error_sentence(exc))
             return GpuReading(state, self._detail)
-        return GpuReading(GPU_OK, "", gpus, dict(self._process_memory))
+        energy = {
+            g["index"]: mj for g, mj in zip(gpus, self._energy_mj, strict=True) if mj is not None
+        }
+        return GpuReading(
+            GPU_OK,
+            "",
+            gpus,
+            dict(self._process_memory),
+            {pid: set(indexes) for pid, indexes in self._process_gpus.items()},
+            energy,
+        )
 
     def _read_fast(self, device: _Device) -> GpuFigures:
         nvml, h = self._nvml, device.handle
@@ -178,6 +224,7 @@ class NvmlProbe:
         energy_mj = self._field(
             device, "energy", lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(h)
         )
+        self._energy_mj.append(int(energy_mj) if energy_mj is not None else None)
         slow = device.slow
         return {
             "index": device.index,
@@ -205,6 +252,7 @@ class NvmlProbe:
         }
         self._pcie_next = (self._pcie_next + PCIE_GPUS_PER_SLOW_TICK) % len(self._devices)
         process_memory: dict[int, int] = {}
+        process_gpus: dict[int, set[int]] = {}
         for device in self._devices:
             h, slow = device.handle, device.slow
             limit = self._field(
@@ -231,10 +279,12 @@ class NvmlProbe:
                 device, "processes", lambda h=h: nvml.nvmlDeviceGetComputeRunningProcesses(h)
             )
             for process in processes or ():
+                process_gpus.setdefault(process.pid, set()).add(device.index)
                 used = getattr(process, "usedGpuMemory", None)
                 if used is not None:
                     process_memory[process.pid] = process_memory.get(process.pid, 0) + int(used)
         self._process_memory = process_memory
+        self._process_gpus = process_gpus
 
     def _field(self, device: _Device, name: str, call: Any) -> Any:
         """One NVML call; a field the GPU does not support is None and not asked for again.
@@ -271,3 +321,14 @@ def _message(exc: BaseException) -> str:
 
 def _error_sentence(exc: BaseException) -> str:
     return f"NVML failed: {_message(exc)}. OpsDash tries a fresh NVML session every minute."
+
+
+def library_present() -> bool:
+    """Whether the driver's NVML library can be loaded here (without starting a session)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return False
+    return True

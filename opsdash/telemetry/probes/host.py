@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import psutil
 
-from opsdash.telemetry.frames import (
+from opsdash.telemetry.probes.figures import (
     CpuFigures,
     DiskFigures,
     MemoryFigures,

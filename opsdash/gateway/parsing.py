@@ -23,6 +23,7 @@ from django.http import JsonResponse
 
 from opsdash.gateway.models import Endpoint
 from opsdash.gateway.responses import error_response
+from opsdash.runs.params import PARAM_NAMES
 
 #: OpenAI's default for ``/v1/completions``; chat completions default to "until the context
 #: is full", as OpenAI's do.
@@ -50,7 +51,7 @@ class CompletionCall:
     model: str
     prompt: str | None
     messages: list[dict[str, str]] | None
-    #: ``opsdash.runs.services.PARAM_NAMES`` only; absent ones take the run's defaults.
+    #: ``opsdash.runs.params.PARAM_NAMES`` only; absent ones take the run's defaults.
     params: dict[str, Any]
     stream: bool
     include_usage: bool
@@ -70,7 +71,9 @@ _BOOKKEEPING = frozenset(
         "parallel_tool_calls",
     }
 )
-_GENERATION = frozenset({"temperature", "top_p", "seed", "stop", "top_k", "repeat_penalty"})
+# The run parameters (``opsdash.runs.params``) go through under their own names; max_tokens
+# is read apart, since chat's newer max_completion_tokens wins over it and completions default it.
+_GENERATION = frozenset(PARAM_NAMES) - {"max_tokens"}
 _COMMON = (
     frozenset(
         {"model", "max_tokens", "stream", "stream_options", "n", "user"}

@@ -52,7 +52,7 @@ from opsdash.gateway.parsing import (
 from opsdash.gateway.responses import Answer, Chunks, completion_body, error_response, model_object
 from opsdash.runs.models import Run, RunStatus
 from opsdash.runs.runtime import get_supervisor
-from opsdash.runs.services import RunRefused, generation_params
+from opsdash.runs.services import RunRefused
 
 logger = logging.getLogger(__name__)
 
@@ -141,8 +141,9 @@ async def _complete(
     except services.UnknownModel as exc:
         return _model_not_found(exc)
     except RunRefused as exc:
-        # The model was found ready, so what is left is the request itself.
-        return error_response(400, exc.reason, param=_refused_param(call.params))
+        # The model was found ready, so what is left is the request itself (a refused
+        # generation parameter names itself; a refused prompt or messages names none).
+        return error_response(400, exc.reason, param=exc.param)
     except asyncio.CancelledError:
         with contextlib.suppress(Exception):
             _, generation = await beginning
@@ -185,17 +186,6 @@ async def _respond(call: CompletionCall, run: Run, generation: Generation) -> Ht
     return StreamingHttpResponse(
         _SSE(generation, chunks, first), content_type="text/event-stream", headers=SSE_HEADERS
     )
-
-
-def _refused_param(params: dict[str, Any]) -> str | None:
-    """The parameter ``start_run`` refused: the one it refuses on its own (None: it was the
-    prompt or messages). Found by asking again, not by reading the refusal's sentence."""
-    for name, value in params.items():
-        try:
-            generation_params({name: value})
-        except RunRefused:
-            return name
-    return None
 
 
 def _completion_id(endpoint: Endpoint, run: Run) -> str:

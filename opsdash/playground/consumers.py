@@ -28,8 +28,8 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from opsdash.accounts.roles import Cap, can
-from opsdash.runs.api import run_json
 from opsdash.runs.models import Run, RunSource
+from opsdash.runs.serializers import run_json
 from opsdash.runs.services import RunRefused, RunRequest, execute_run, start_run
 
 logger = logging.getLogger(__name__)

@@ -18,6 +18,7 @@ from opsdash.catalog import jobs
 from opsdash.catalog.models import LocalModel, ModelStatus
 from opsdash.playground import suites
 from opsdash.playground.models import Suite, SuiteRun, SuiteRunStatus, SuiteTrigger
+from opsdash.runs.params import PARAM_NAMES, PARAMS, page_inputs
 from opsdash.typing import AuthedRequest
 
 CASE_FIELDS = (
@@ -29,8 +30,6 @@ CASE_FIELDS = (
     "max_latency_ms",
     "min_tokens_per_second",
 )
-INT_PARAMS = ("max_tokens", "top_k", "seed")
-FLOAT_PARAMS = ("temperature", "top_p", "repeat_penalty")
 NEW_SUITE_PARAMS = {"max_tokens": "128", "temperature": "0"}
 
 
@@ -102,12 +101,13 @@ def _parse(post: QueryDict, blocks: list[dict[str, str]]) -> tuple[dict[str, Any
     """The form's values as the services take them, and any field that is not a number."""
     problems: list[str] = []
     params: dict[str, Any] = {}
-    for name in INT_PARAMS:
-        params[name] = _number(post.get(name, ""), name, problems, whole=True)
-    for name in FLOAT_PARAMS:
-        params[name] = _number(post.get(name, ""), name, problems)
-    stop = [s.strip().replace("\\n", "\n") for s in post.get("stop", "").split(",")]
-    params["stop"] = [s for s in stop if s]
+    for param in PARAMS:
+        raw = post.get(param.name, "")
+        if param.type == "stops":
+            stops = [s.strip().replace("\\n", "\n") for s in raw.split(",")]
+            params[param.name] = [s for s in stops if s]
+        else:
+            params[param.name] = _number(raw, param.name, problems, whole=param.type == "int")
     cases = []
     for number, block in enumerate(blocks, start=1):
         cases.append(
@@ -142,8 +142,7 @@ def _edit(request: AuthedRequest, suite: Suite | None) -> HttpResponse:
     if request.method == "POST":
         blocks = _blocks_from_post(request.POST)
         form: dict[str, Any] = {
-            key: request.POST.get(key, "")
-            for key in ("name", "description", "stop", *INT_PARAMS, *FLOAT_PARAMS)
+            key: request.POST.get(key, "") for key in ("name", "description", *PARAM_NAMES)
         }
         form["use_chat_template"] = bool(request.POST.get("use_chat_template"))
         form["auto_run_after_install"] = bool(request.POST.get("auto_run_after_install"))
@@ -177,7 +176,13 @@ def _edit(request: AuthedRequest, suite: Suite | None) -> HttpResponse:
         blocks = _blocks_from_suite(suite)
     if not blocks:
         blocks.append(dict.fromkeys(CASE_FIELDS, ""))
-    context = {"suite": suite, "form": form, "blocks": blocks, "problems": problems}
+    context = {
+        "suite": suite,
+        "form": form,
+        "blocks": blocks,
+        "problems": problems,
+        "params": page_inputs(form),
+    }
     return render(request, "playground/suites/form.html", context, status=400 if problems else 200)
 
 

@@ -9,19 +9,18 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
-from inference.backends.base import GenerationParams
 from opsdash.accounts.permissions import requires
 from opsdash.accounts.roles import Cap
 from opsdash.catalog.models import LocalModel, ModelStatus
 from opsdash.runs.models import Run, Workflow
+from opsdash.runs.params import PARAMS, page_inputs
 from opsdash.runs.runtime import get_supervisor
-from opsdash.runs.services import PARAM_NAMES
 from opsdash.typing import AuthedRequest
 
 
-def _defaults() -> dict[str, object]:
-    params = GenerationParams()
-    return {name: getattr(params, name) for name in PARAM_NAMES if name != "stop"}
+def _param_inputs() -> list[dict[str, object]]:
+    """Every parameter's input, filled with its default (a random seed and no stops: empty)."""
+    return page_inputs({p.name: p.default for p in PARAMS if p.default not in (None, ())})
 
 
 def _context(request: AuthedRequest) -> dict[str, object]:
@@ -31,7 +30,7 @@ def _context(request: AuthedRequest) -> dict[str, object]:
         "loaded": {status.model_id for status in get_supervisor().status()},
         "selected": int(selected) if selected.isdigit() else None,
         "workflows": Workflow.objects.all(),
-        "defaults": _defaults(),
+        "params": _param_inputs(),
     }
 
 

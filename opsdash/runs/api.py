@@ -16,33 +16,13 @@ from opsdash.accounts.api_auth import api_auth
 from opsdash.accounts.roles import Cap
 from opsdash.api_errors import BODY_STATUSES, MAX_DB_INT, DbId, ErrorOut, responses
 from opsdash.runs.models import Run, RunSource, Workflow
+from opsdash.runs.params import BY_NAME, PARAM_NAMES
 from opsdash.runs.runtime import get_supervisor
+from opsdash.runs.serializers import run_json, workflow_json
 from opsdash.runs.services import RunRefused, RunRequest, execute_run, start_run
 from opsdash.typing import AuthedRequest
 
 router = Router(tags=["runs"])
-
-
-def run_json(run: Run) -> dict[str, Any]:
-    """The stable run shape (DESIGN.md), plus what the pages show."""
-    return {
-        "id": run.pk,
-        "text": run.output,
-        "status": run.status,
-        "error": run.error,
-        "finish_reason": run.finish_reason,
-        "model": run.model_id,
-        "workflow": run.workflow.slug if run.workflow_id else None,
-        "source": run.source,
-        "usage": {"prompt_tokens": run.prompt_tokens, "completion_tokens": run.completion_tokens},
-        "timings": {
-            "ttft_ms": run.ttft_ms,
-            "tokens_per_second": run.tokens_per_second,
-            "total_ms": run.total_ms,
-        },
-        "started_at": run.started_at.isoformat() if run.started_at else None,
-        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-    }
 
 
 class Usage(Schema):
@@ -90,18 +70,34 @@ class Message(Schema):
     content: str
 
 
+def param_field(name: str) -> Any:
+    """An optional body field documented with the definition's range and default."""
+    param = BY_NAME[name]
+    bound = "exclusiveMinimum" if param.exclusive_minimum else "minimum"
+    extra: dict[str, Any] = (
+        {"maxItems": param.max_items}
+        if param.type == "stops"
+        else {bound: param.minimum, "maximum": param.maximum}
+    )
+    if param.default not in (None, ()):
+        extra["default"] = param.default
+    return Field(None, description=param.help, json_schema_extra=extra)
+
+
 class RunIn(Schema):
     model: DbId
     prompt: str | None = None
     messages: list[Message] | None = None
     workflow: str | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    repeat_penalty: float | None = None
-    seed: int | None = None
-    stop: list[str] | str | None = None
+    # The names, types and ranges are opsdash.runs.params' (a test holds them to it); the
+    # ranges are documented here and enforced by start_run, which answers 400 with a sentence.
+    max_tokens: int | None = param_field("max_tokens")
+    temperature: float | None = param_field("temperature")
+    top_p: float | None = param_field("top_p")
+    top_k: int | None = param_field("top_k")
+    repeat_penalty: float | None = param_field("repeat_penalty")
+    seed: int | None = param_field("seed")
+    stop: list[str] | str | None = param_field("stop")
 
 
 class RunFilters(Schema):
@@ -134,10 +130,7 @@ class RunFilters(Schema):
 )
 async def create_run(request: AuthedRequest, payload: RunIn, response: HttpResponse) -> Any:
     """Run a prompt to the end and answer with the text, token counts and timings."""
-    params = payload.dict(
-        include={"max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "seed", "stop"},
-        exclude_none=True,
-    )
+    params = payload.dict(include=set(PARAM_NAMES), exclude_none=True)
     run_request = RunRequest(
         model_id=payload.model,
         prompt=payload.prompt,
@@ -228,16 +221,6 @@ class WorkflowOut(Schema):
     description: str
     baseline_provider: str
     baseline_model: str
-
-
-def workflow_json(workflow: Workflow) -> dict[str, Any]:
-    return {
-        "name": workflow.name,
-        "slug": workflow.slug,
-        "description": workflow.description,
-        "baseline_provider": workflow.baseline_provider,
-        "baseline_model": workflow.baseline_model,
-    }
 
 
 class WorkflowList(Schema):

@@ -28,23 +28,31 @@ from opsdash.catalog.models import LocalModel, ModelStatus
 from opsdash.core.processes import current_process, is_alive
 from opsdash.runs import finalizers
 from opsdash.runs.models import Run, RunSource, RunStatus, Workflow
+from opsdash.runs.params import INVALID_PARAM, PARAM_NAMES, violations
 from opsdash.runs.runtime import get_supervisor
 
 logger = logging.getLogger(__name__)
 
 PLAYGROUND_SLUG = "playground"
-PARAM_NAMES = ("max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "seed", "stop")
 MAX_PROMPT_CHARS = 200_000
 SHUTDOWN_REASON = "The server was shut down while this run was generating; the text so far is kept."
 
 
 class RunRefused(Exception):
-    """The request cannot start a run; ``reason`` says why, ``status`` is the HTTP answer."""
+    """The request cannot start a run; ``reason`` says why, ``status`` is the HTTP answer.
 
-    def __init__(self, reason: str, *, status: int = 400) -> None:
+    A refused generation parameter names itself in ``param`` and carries a ``code`` from
+    ``opsdash.runs.params``.
+    """
+
+    def __init__(
+        self, reason: str, *, status: int = 400, code: str | None = None, param: str | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.code = code
+        self.param = param
 
 
 @dataclass(frozen=True)
@@ -59,19 +67,19 @@ class RunRequest:
 
 
 def generation_params(params: dict[str, Any]) -> GenerationParams:
-    """Validated generation parameters, or ``RunRefused`` with the backend's sentence."""
-    unknown = sorted(set(params) - set(PARAM_NAMES))
-    if unknown:
-        raise RunRefused(f"Unknown parameter(s): {', '.join(unknown)}.")
+    """Validated generation parameters (``opsdash.runs.params``), or ``RunRefused`` naming the
+    first refused parameter with its sentence and code."""
+    problems = violations(params)
+    if problems:
+        first = problems[0]
+        raise RunRefused(first.reason, code=first.code, param=first.param)
     values = {k: v for k, v in params.items() if v is not None}
-    # GenerationParams takes a string or a list and refuses anything else with its sentence
-    # (tuple() here would raise TypeError on a number and read a dict's keys as stops).
+    # The backend's own guard should agree with the definition (a test checks it); if it
+    # ever refuses what the definition let through, say so rather than fail with a 500.
     try:
         return GenerationParams(**values)
     except InferenceError as exc:
-        raise RunRefused(exc.reason) from exc
-    except TypeError as exc:
-        raise RunRefused(f"Invalid parameters: {exc}.") from exc
+        raise RunRefused(exc.reason, code=INVALID_PARAM) from exc
 
 
 def _validate_messages(messages: list[dict[str, str]]) -> None:

@@ -29,20 +29,39 @@
     };
   }
 
+  // The generation parameters come from the page (opsdash.runs.params via json_script):
+  // their names, types and ranges are written once, on the server.
+  function paramDefinition() {
+    const block = document.getElementById("param-definition");
+    return block ? JSON.parse(block.textContent) : [];
+  }
+
+  // The browser checks min/max/step itself; an exclusive minimum (top_p 0) it cannot express.
+  function guardParams(form) {
+    paramDefinition().forEach(function (p) {
+      const input = form.elements[p.name];
+      if (!input || !p.exclusive_minimum) return;
+      input.addEventListener("input", function () {
+        const v = input.value.trim();
+        input.setCustomValidity(v !== "" && parseFloat(v) <= p.minimum
+          ? p.name + " must be " + p.help + "." : "");
+      });
+    });
+  }
+
   function params(form) {
     const out = {};
-    ["max_tokens", "top_k", "seed"].forEach(function (k) {
-      const v = form.elements[k].value.trim();
-      if (v !== "") out[k] = parseInt(v, 10);
+    paramDefinition().forEach(function (p) {
+      const input = form.elements[p.name];
+      if (!input) return;
+      const v = input.value.trim();
+      if (v === "") return;
+      if (p.type === "stops") {
+        out[p.name] = input.value.split(",").map(function (s) { return s.replace(/\\n/g, "\n"); }).filter(Boolean);
+      } else {
+        out[p.name] = p.type === "int" ? parseInt(v, 10) : parseFloat(v);
+      }
     });
-    ["temperature", "top_p", "repeat_penalty"].forEach(function (k) {
-      const v = form.elements[k].value.trim();
-      if (v !== "") out[k] = parseFloat(v);
-    });
-    const stop = form.elements.stop.value;
-    if (stop.trim() !== "") {
-      out.stop = stop.split(",").map(function (s) { return s.replace(/\\n/g, "\n"); }).filter(Boolean);
-    }
     return out;
   }
 
@@ -89,6 +108,7 @@
   const playground = document.getElementById("playground");
   if (playground) {
     const form = document.getElementById("run-form");
+    guardParams(form);
     const panel = playground.querySelector('[data-panel="main"]');
     const transcript = panel.querySelector('[data-role="transcript"]');
     const stats = Stats(panel);
@@ -209,6 +229,7 @@
   const compare = document.getElementById("compare");
   if (compare) {
     const form = document.getElementById("compare-form");
+    guardParams(form);
     const grid = compare.querySelector('[data-role="panels"]');
     const template = document.getElementById("panel-template");
     const runButton = form.querySelector('[data-role="run"]');

@@ -19,6 +19,8 @@ from ninja import Field, NinjaAPI, Schema
 from ninja.errors import HttpError, ValidationError
 from ninja.parser import Parser
 
+from opsdash.core.errors import Refusal
+
 # SQLite and PostgreSQL both store ids and offsets as signed 64-bit integers; a larger number
 # in a filter would reach the database and fail there (a 500), so the schema refuses it.
 MAX_DB_INT = 2**63 - 1
@@ -121,6 +123,11 @@ def _http_error(request: HttpRequest, exc: HttpError, api: NinjaAPI) -> HttpResp
     return api.create_response(request, {"detail": detail}, status=exc.status_code)
 
 
+def _refusal(request: HttpRequest, exc: Refusal, api: NinjaAPI) -> HttpResponse:
+    # The status comes from the code (opsdash.core.errors.HTTP_STATUS), never the sentence.
+    return api.create_response(request, {"detail": exc.reason}, status=exc.status)
+
+
 def _too_big(request: HttpRequest, exc: RequestDataTooBig, api: NinjaAPI) -> HttpResponse:
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     detail = (
@@ -134,4 +141,5 @@ def install_error_handlers(api: NinjaAPI) -> None:
     """Every error from ``api`` answers ``ErrorOut`` with a sentence."""
     api.add_exception_handler(ValidationError, partial(_validation_error, api=api))
     api.add_exception_handler(HttpError, partial(_http_error, api=api))
+    api.add_exception_handler(Refusal, partial(_refusal, api=api))
     api.add_exception_handler(RequestDataTooBig, partial(_too_big, api=api))

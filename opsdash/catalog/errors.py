@@ -2,37 +2,20 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
+from opsdash.core.errors import Code, Refusal
 
 
-class RefusalCode(StrEnum):
-    """Why an install was refused; callers branch on this, never on the sentence."""
+class InstallRefused(Refusal):
+    """The request is refused before anything is written; ``reason`` tells the admin why.
 
-    INVALID = "invalid"
-    DUPLICATE = "duplicate"
+    ``code``: ``invalid`` (the request itself), ``already_installed`` (a live copy exists).
+    """
 
-
-class InstallRefused(Exception):
-    """The request is refused before anything is written; ``reason`` tells the admin why."""
-
-    def __init__(self, reason: str, *, code: RefusalCode = RefusalCode.INVALID) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.code = code
+    default_code = Code.INVALID
 
 
-class LifecycleCode(StrEnum):
-    WRONG_STATUS = "wrong_status"
-    STILL_INSTALLING = "still_installing"
-    NOT_INSTALLING = "not_installing"
-    FILE_MISSING = "file_missing"
-    UNKNOWN_FORMAT = "unknown_format"
+class LifecycleError(Refusal):
+    """The action does not apply to the model in its current state (``wrong_status``,
+    ``still_installing``, ``not_installing``, ``file_missing``, ``unknown_format``)."""
 
-
-class LifecycleError(Exception):
-    """The action does not apply to the model in its current state."""
-
-    def __init__(self, reason: str, *, code: LifecycleCode = LifecycleCode.WRONG_STATUS) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.code = code
+    default_code = Code.WRONG_STATUS

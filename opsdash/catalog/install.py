@@ -31,7 +31,7 @@ from inference import backends, formats
 from inference.errors import InferenceError
 from inference.runtime.trial import trial_load
 from opsdash.catalog import hooks, jobs
-from opsdash.catalog.errors import InstallRefused, LifecycleCode, LifecycleError, RefusalCode
+from opsdash.catalog.errors import InstallRefused, LifecycleError
 from opsdash.catalog.models import AuditAction, AuditEntry, LocalModel, ModelStatus, SourceKind
 from opsdash.catalog.transfer import (
     Guard,
@@ -43,6 +43,7 @@ from opsdash.catalog.transfer import (
     copy_file,
     download,
 )
+from opsdash.core.errors import Code
 from opsdash.core.processes import current_process, is_alive
 
 logger = logging.getLogger(__name__)
@@ -179,7 +180,7 @@ def _duplicate(existing: LocalModel) -> InstallRefused:
     url = reverse("catalog:detail", args=[existing.pk])
     return InstallRefused(
         f"This file is already installed as “{existing.name}” ({existing.status}): {url}",
-        code=RefusalCode.DUPLICATE,
+        code=Code.ALREADY_INSTALLED,
     )
 
 
@@ -206,7 +207,7 @@ def _claim_sha256(pk: int, sha256: str) -> None:
             # The holder failed or was deleted in between: the sha256 is free again.
     raise InstallRefused(
         "Another install of this file kept starting and stopping; try again.",
-        code=RefusalCode.DUPLICATE,
+        code=Code.ALREADY_INSTALLED,
     )
 
 
@@ -579,7 +580,7 @@ def cancel_install(*, model: LocalModel, user: User | None) -> LocalModel:
         if model.status != ModelStatus.INSTALLING:
             raise LifecycleError(
                 f"“{model.name}” is {model.status}, not installing: there is no install to cancel.",
-                code=LifecycleCode.NOT_INSTALLING,
+                code=Code.NOT_INSTALLING,
             )
         who = user.get_username() if user is not None else "the system"
         reason = f"Cancelled by {who}."

@@ -13,9 +13,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from inference import chat_formats
-from opsdash.catalog.errors import LifecycleCode, LifecycleError
+from opsdash.catalog.errors import LifecycleError
 from opsdash.catalog.install import audit
 from opsdash.catalog.models import AuditAction, LocalModel, ModelStatus
+from opsdash.core.errors import Code
 
 
 def _require_status(model: LocalModel, allowed: tuple[str, ...], action: str) -> None:
@@ -26,7 +27,7 @@ def _require_status(model: LocalModel, allowed: tuple[str, ...], action: str) ->
         raise LifecycleError(
             f"“{model.name}” is still installing, so it cannot be {action} yet. Cancel the "
             f"install first (Cancel on its page, or POST {cancel}), or wait for it to end.",
-            code=LifecycleCode.STILL_INSTALLING,
+            code=Code.STILL_INSTALLING,
         )
     raise LifecycleError(
         f"“{model.name}” is {model.status}; only {' or '.join(allowed)} models can be {action}."
@@ -60,7 +61,7 @@ def restore_model(*, model: LocalModel, user: User | None) -> LocalModel:
         raise LifecycleError(
             f"The file {model.file_path} is missing, so “{model.name}” cannot "
             f"be restored. Delete it and install the file again.",
-            code=LifecycleCode.FILE_MISSING,
+            code=Code.FILE_MISSING,
         )
     model.status, model.retired_at = ModelStatus.READY, None
     model.save(update_fields=["status", "retired_at"])
@@ -94,9 +95,7 @@ def delete_model(*, model: LocalModel, user: User | None) -> LocalModel:
 def set_prompt_format(*, model: LocalModel, prompt_format: str, user: User | None) -> LocalModel:
     """Choose the plain chat format for a model ("" = the file's own template, or plain)."""
     if prompt_format and prompt_format not in chat_formats.FORMATS:
-        raise LifecycleError(
-            f"Unknown chat format {prompt_format!r}.", code=LifecycleCode.UNKNOWN_FORMAT
-        )
+        raise LifecycleError(f"Unknown chat format {prompt_format!r}.", code=Code.UNKNOWN_FORMAT)
     model.prompt_format = prompt_format
     model.save(update_fields=["prompt_format"])
     audit(

@@ -8,7 +8,7 @@ change without their callers (views, API, commands, other apps) following.
 
 from __future__ import annotations
 
-from opsdash.catalog.errors import InstallRefused, LifecycleCode, LifecycleError, RefusalCode
+from opsdash.catalog.errors import InstallRefused, LifecycleError
 from opsdash.catalog.install import (
     LIVE_STATUSES,
     InstallSource,
@@ -27,9 +27,7 @@ __all__ = [
     "LIVE_STATUSES",
     "InstallRefused",
     "InstallSource",
-    "LifecycleCode",
     "LifecycleError",
-    "RefusalCode",
     "cancel_install",
     "delete_model",
     "install_model",

@@ -27,18 +27,18 @@ from typing import BinaryIO
 
 from django.template.defaultfilters import filesizeformat
 
+from opsdash.core.errors import Code, Refusal
+
 CHUNK_BYTES = 4 * 1024 * 1024
 _FREE_CHECK_EVERY = 64 * 1024 * 1024
 
 Progress = Callable[[int, int | None], None]
 
 
-class TransferError(Exception):
+class TransferError(Refusal):
     """Moving the bytes failed; ``reason`` says why in words a person can act on."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    default_code = Code.UNAVAILABLE
 
 
 class TransferCancelled(TransferError):

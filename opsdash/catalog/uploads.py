@@ -29,14 +29,15 @@ from opsdash.catalog.transfer import (
 )
 from opsdash.core.bearer import scope_bearer_token
 from opsdash.core.bodylimits import BodyRule, Scope
+from opsdash.core.errors import Code, Refusal
 
 UPLOAD_PATH = "/api/models/upload"
 #: Room for the multipart framing and the small fields (name, model_type) around the file.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 
-class UploadTooLarge(Exception):
-    pass
+class UploadTooLarge(Refusal):
+    default_code = Code.TOO_LARGE
 
 
 def upload_limit() -> int:
@@ -67,7 +68,7 @@ class PartialFileUploadHandler(FileUploadHandler):
         super().__init__(request)
         self.partial = partial
         self.writer: PartialWriter | None = None
-        self.error: str | None = None
+        self.error: Refusal | None = None
 
     def handle_raw_input(
         self,
@@ -78,25 +79,25 @@ class PartialFileUploadHandler(FileUploadHandler):
         encoding: str | None = None,
     ) -> None:
         if content_length and content_length > upload_limit():
-            raise UploadTooLarge()
+            raise UploadTooLarge(too_large_message())
 
     def new_file(self, *args: Any, **kwargs: Any) -> None:
         super().new_file(*args, **kwargs)
         if self.writer is not None:
-            self.error = "Send one model file per upload."
+            self.error = Refusal("Send one model file per upload.")
             raise StopUpload(connection_reset=True)
         self.writer = PartialWriter(self.partial, reserve=settings.MIN_FREE_BYTES)
 
     def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
         assert self.writer is not None
         if self.writer.size + len(raw_data) > settings.MAX_UPLOAD_BYTES:
-            self.error = too_large_message()
+            self.error = UploadTooLarge(too_large_message())
             self.abort()
             raise StopUpload(connection_reset=True)
         try:
             self.writer.write(raw_data)
         except TransferError as exc:
-            self.error = exc.reason
+            self.error = exc
             self.abort()
             raise StopUpload(connection_reset=True) from exc
         return None  # the bytes are ours: no later handler keeps a copy

@@ -27,7 +27,6 @@ from opsdash.catalog.uploads import (
     PartialFileUploadHandler,
     StreamedModelFile,
     UploadTooLarge,
-    too_large_message,
 )
 from opsdash.core.bearer import bearer_token
 from opsdash.typing import AuthedRequest
@@ -249,8 +248,8 @@ def upload(request: AuthedRequest) -> HttpResponse:
     response: HttpResponse | None = None
     try:
         response = _upload(request, handler)
-    except UploadTooLarge:
-        response = JsonResponse({"detail": too_large_message()}, status=413)
+    except UploadTooLarge as exc:
+        response = JsonResponse({"detail": exc.reason}, status=exc.status)
     except RequestAborted:
         response = HttpResponse(status=400)  # the client left mid-upload: nobody reads this
     finally:
@@ -265,9 +264,8 @@ def upload(request: AuthedRequest) -> HttpResponse:
 def _upload(request: AuthedRequest, handler: PartialFileUploadHandler) -> HttpResponse:
     streamed = request.FILES.get("file")
     assert streamed is None or isinstance(streamed, StreamedModelFile)
-    if handler.error:
-        status = 413 if "larger" in handler.error else 400
-        return JsonResponse({"detail": handler.error}, status=status)
+    if handler.error is not None:
+        return JsonResponse({"detail": handler.error.reason}, status=handler.error.status)
     if streamed is None:
         return JsonResponse(
             {"detail": "Attach the model file in the form field “file”."}, status=400

@@ -21,8 +21,9 @@ from typing import Any
 
 from django.http import JsonResponse
 
+from opsdash.core.errors import Refusal
+from opsdash.gateway.errors import v1_error
 from opsdash.gateway.models import Endpoint
-from opsdash.gateway.responses import error_response
 from opsdash.runs.params import PARAM_NAMES
 
 #: OpenAI's default for ``/v1/completions``; chat completions default to "until the context
@@ -30,17 +31,11 @@ from opsdash.runs.params import PARAM_NAMES
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 
 
-class InvalidRequest(Exception):
+class InvalidRequest(Refusal):
     """A request the gateway refuses with 400 (``param`` names the culprit when there is one)."""
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.code = code
-
     def response(self) -> JsonResponse:
-        return error_response(400, self.message, param=self.param, code=self.code)
+        return v1_error(self.code, self.reason, param=self.param)
 
 
 @dataclass(frozen=True)

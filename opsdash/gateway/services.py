@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from inference.backends.base import MAX_TOKENS_LIMIT
 from opsdash.catalog.models import LocalModel, ModelStatus
+from opsdash.core.errors import Code, Refusal
 from opsdash.gateway.models import Endpoint, GatewayCall, WorkflowKey
 from opsdash.runs.models import Run, RunSource, Workflow
 from opsdash.runs.services import RunRequest, start_run
@@ -108,12 +109,10 @@ def system_fingerprint(*, backend: str) -> str:
     return f"opsdash-{_version('opsdash')}-{build}"
 
 
-class UnknownModel(Exception):
+class UnknownModel(Refusal):
     """No ready model has this id (``reason`` says which case); ``/v1`` answers 404."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    default_code = Code.NOT_FOUND
 
 
 def ready_model(*, slug: str) -> LocalModel:

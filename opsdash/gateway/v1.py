@@ -35,11 +35,12 @@ from django.http import (
 )
 from django.views.decorators.csrf import csrf_exempt
 
-from inference.errors import CONTEXT_FULL
 from opsdash.accounts.permissions import public
 from opsdash.catalog.models import LocalModel, ModelStatus
+from opsdash.core.errors import Code
 from opsdash.gateway import services
 from opsdash.gateway.auth import KeyedRequest, gateway_endpoint, openai_errors
+from opsdash.gateway.errors import v1_error
 from opsdash.gateway.generation import Generation
 from opsdash.gateway.models import Endpoint
 from opsdash.gateway.parsing import (
@@ -51,7 +52,6 @@ from opsdash.gateway.parsing import (
 )
 from opsdash.gateway.responses import Answer, Chunks, completion_body, error_response, model_object
 from opsdash.runs.models import Run, RunStatus
-from opsdash.runs.runtime import get_supervisor
 from opsdash.runs.services import RunRefused
 
 logger = logging.getLogger(__name__)
@@ -101,11 +101,8 @@ async def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
 
 
 def _model_not_found(exc: services.UnknownModel) -> HttpResponse:
-    return error_response(
-        404,
-        f"{exc.reason} GET /v1/models lists the models you can use.",
-        param="model",
-        code="model_not_found",
+    return v1_error(
+        exc.code, f"{exc.reason} GET /v1/models lists the models you can use.", param="model"
     )
 
 
@@ -143,7 +140,7 @@ async def _complete(
     except RunRefused as exc:
         # The model was found ready, so what is left is the request itself (a refused
         # generation parameter names itself; a refused prompt or messages names none).
-        return error_response(400, exc.reason, param=exc.param)
+        return v1_error(exc.code, exc.reason, param=exc.param)
     except asyncio.CancelledError:
         with contextlib.suppress(Exception):
             _, generation = await beginning
@@ -205,25 +202,13 @@ def _answer(chunks: Chunks, run: Run) -> Answer:
     )
 
 
-def _model_loaded(model_id: int) -> bool:
-    return any(
-        s.model_id == model_id and s.state in {"idle", "busy"} for s in get_supervisor().status()
-    )
-
-
 def _failure(run: Run, call: CompletionCall) -> HttpResponse | None:
     """The error answer for a run that did not succeed, before any of it was sent."""
     if run.status == RunStatus.OK:
         return None
     slug = call.model
-    if run.finish_reason == "busy":
-        return error_response(
-            429,
-            f"The model `{slug}` is busy: {run.error}",
-            type="rate_limit_error",
-            code="rate_limit_exceeded",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
+    if run.error_code == Code.BUSY:
+        return v1_error(Code.BUSY, f"The model `{slug}` is busy: {run.error}")
     if run.status == RunStatus.CANCELLED:
         return error_response(
             503,
@@ -232,25 +217,16 @@ def _failure(run: Run, call: CompletionCall) -> HttpResponse | None:
             type="server_error",
             code="model_unloaded",
         )
-    if run.finish_reason == CONTEXT_FULL:
+    if run.error_code == Code.CONTEXT_FULL:
         # OpenAI's code, param and wording ("maximum context length"): the ones clients'
         # context-overflow fallbacks (trim the history, pick a bigger model) look for.
-        return error_response(
-            400,
+        return v1_error(
+            Code.CONTEXT_FULL,
             f"This model's maximum context length was exceeded: {run.error}",
             param="messages" if call.endpoint == Endpoint.CHAT else "prompt",
-            code="context_length_exceeded",
         )
-    # A model whose load fails has no runner afterwards (the supervisor stops it before it
-    # raises), while a loaded model that refuses a request keeps its runner. The supervisor
-    # raises the same BackendError type for both, so this is how the two are told apart.
-    if not _model_loaded(run.model_id):
-        return error_response(
-            503,
-            f"The model `{slug}` could not be loaded: {run.error}",
-            type="server_error",
-            code="model_not_loaded",
-        )
+    if run.error_code in {Code.LOAD_FAILED, Code.CRASHED}:
+        return v1_error(run.error_code, f"The model `{slug}` could not be loaded: {run.error}")
     if not run.output:
         return error_response(400, f"The model refused this request: {run.error}")
     return error_response(500, run.error, type="server_error")

@@ -22,6 +22,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from opsdash.catalog.models import LocalModel
+from opsdash.core.errors import Refusal
 from opsdash.core.processes import current_process, is_alive
 from opsdash.playground.models import (
     CaseResult,
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 MAX_CASES = 100
 
 
-class SuiteInvalid(Exception):
+class SuiteInvalid(Refusal):
     """The suite cannot be saved; ``problems`` lists every reason, one sentence each."""
 
     def __init__(self, problems: list[str]) -> None:

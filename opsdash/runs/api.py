@@ -15,6 +15,7 @@ from ninja.errors import HttpError
 from opsdash.accounts.api_auth import api_auth
 from opsdash.accounts.roles import Cap
 from opsdash.api_errors import BODY_STATUSES, MAX_DB_INT, DbId, ErrorOut, responses
+from opsdash.core.errors import Code
 from opsdash.runs.models import Run, RunSource, Workflow
 from opsdash.runs.params import BY_NAME, PARAM_NAMES
 from opsdash.runs.runtime import get_supervisor
@@ -150,7 +151,7 @@ async def create_run(request: AuthedRequest, payload: RunIn, response: HttpRespo
     # is recorded as `cancelled` with the text so far.
     run = await execute_run(run)
     run = await Run.objects.select_related("workflow").aget(pk=run.pk)
-    if run.finish_reason == "busy":
+    if run.error_code == Code.BUSY:
         response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return Status(429, {"detail": run.error, "run": run_json(run)})
     return run_json(run)

@@ -70,6 +70,9 @@ class Run(models.Model):
     )
     error = models.TextField(blank=True)
     finish_reason = models.CharField(max_length=12, blank=True)
+    error_code = models.CharField(
+        max_length=32, blank=True, help_text="why it failed, for programs (opsdash.core.errors)"
+    )
     output = models.TextField(blank=True)
     prompt_tokens = models.IntegerField(null=True, blank=True)
     completion_tokens = models.IntegerField(null=True, blank=True)

@@ -22,9 +22,16 @@ from django.utils import timezone
 
 from inference import chat_formats
 from inference.backends.base import GenerationParams
-from inference.errors import InferenceError
+from inference.errors import (
+    CONTEXT_FULL,
+    LOAD_FAILED,
+    InferenceError,
+    MemoryBudgetExceeded,
+    RunnerCrashed,
+)
 from inference.runtime.supervisor import SHUT_DOWN, GenerateRequest, ModelSpec, SupervisorBusy
 from opsdash.catalog.models import LocalModel, ModelStatus
+from opsdash.core.errors import Code, Refusal
 from opsdash.core.processes import current_process, is_alive
 from opsdash.runs import finalizers
 from opsdash.runs.models import Run, RunSource, RunStatus, Workflow
@@ -38,21 +45,9 @@ MAX_PROMPT_CHARS = 200_000
 SHUTDOWN_REASON = "The server was shut down while this run was generating; the text so far is kept."
 
 
-class RunRefused(Exception):
-    """The request cannot start a run; ``reason`` says why, ``status`` is the HTTP answer.
-
-    A refused generation parameter names itself in ``param`` and carries a ``code`` from
-    ``opsdash.runs.params``.
-    """
-
-    def __init__(
-        self, reason: str, *, status: int = 400, code: str | None = None, param: str | None = None
-    ) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-        self.code = code
-        self.param = param
+class RunRefused(Refusal):
+    """The request cannot start a run; ``reason`` says why, ``code`` which case (``status`` is
+    its HTTP answer). A refused generation parameter names itself in ``param``."""
 
 
 @dataclass(frozen=True)
@@ -118,15 +113,16 @@ def start_run(
     params = generation_params(request.params)
     model = LocalModel.objects.filter(pk=request.model_id).first()
     if model is None:
-        raise RunRefused(f"There is no model {request.model_id}.", status=404)
+        raise RunRefused(f"There is no model {request.model_id}.", code=Code.NOT_FOUND)
     if model.status != ModelStatus.READY:
         raise RunRefused(
-            f"“{model.name}” is {model.status}; only ready models can run.", status=409
+            f"“{model.name}” is {model.status}; only ready models can run.",
+            code=Code.WRONG_STATUS,
         )
     if request.workflow:
         workflow = Workflow.objects.filter(slug=request.workflow).first()
         if workflow is None:
-            raise RunRefused(f"There is no workflow “{request.workflow}”.", status=404)
+            raise RunRefused(f"There is no workflow “{request.workflow}”.", code=Code.NOT_FOUND)
     else:
         workflow = default_workflow()
     me = current_process()
@@ -151,15 +147,21 @@ def finish_run(
     status: RunStatus,
     output: str = "",
     error: str = "",
+    error_code: str = "",
     usage: dict[str, Any] | None = None,
 ) -> Run:
-    """Finalize the run in one transaction (the savings feature prices it here too)."""
+    """Finalize the run in one transaction (the savings feature prices it here too).
+
+    ``error_code`` is a ``Code`` (``busy``, ``context_full``, ``load_failed`` …) that callers
+    branch on to answer the right status; ``error`` is the sentence shown with it.
+    """
     usage = usage or {}
     with transaction.atomic():
         run = Run.objects.select_for_update().select_related("workflow").get(pk=run_id)
         run.status = status
         run.output = output
         run.error = error
+        run.error_code = error_code
         run.finish_reason = usage.get("finish_reason", "")
         run.prompt_tokens = usage.get("prompt_tokens")
         run.completion_tokens = usage.get("completion_tokens")
@@ -246,15 +248,12 @@ async def _execute_run(run: Run, *, on_token: OnToken | None, cancel: asyncio.Ev
                     await on_token(event["text"])
             else:
                 final = dict(event)
-    except SupervisorBusy as exc:
-        busy = {"finish_reason": "busy"}  # the API answers 429 with Retry-After for these
-        return await _finish(run, RunStatus.ERROR, "".join(parts), exc.reason, busy)
     except InferenceError as exc:
         if exc.code == SHUT_DOWN:  # its runner was stopped under it by the shutdown
             return await _finish(run, RunStatus.INTERRUPTED, "".join(parts), SHUTDOWN_REASON)
-        # Its code (``CONTEXT_FULL``, say) is kept as the finish reason, as "busy" is above.
-        code = {"finish_reason": exc.code} if exc.code else None
-        return await _finish(run, RunStatus.ERROR, "".join(parts), exc.reason, code)
+        # The API and /v1 answer by this code (busy: 429 with Retry-After, and so on).
+        code = error_code(exc)
+        return await _finish(run, RunStatus.ERROR, "".join(parts), exc.reason, code=code)
     except asyncio.CancelledError:
         # The server cancels the requests it could not finish in its shutdown grace period.
         status, error = RunStatus.CANCELLED, ""
@@ -278,11 +277,33 @@ async def _execute_run(run: Run, *, on_token: OnToken | None, cancel: asyncio.Ev
     return await _finish(run, RunStatus.CANCELLED, "".join(parts), "", final)
 
 
+#: inference's codes in opsdash's terms; an error without one (a loaded model refusing a
+#: request) is recorded without a code.
+_INFERENCE_CODES = {CONTEXT_FULL: Code.CONTEXT_FULL, LOAD_FAILED: Code.LOAD_FAILED}
+
+
+def error_code(exc: InferenceError) -> str:
+    """The ``Code`` a run that ended with ``exc`` records ("" for none)."""
+    if isinstance(exc, SupervisorBusy):
+        return Code.BUSY
+    if isinstance(exc, MemoryBudgetExceeded):
+        return Code.LOAD_FAILED  # it could not be loaded, even after unloading idle models
+    if isinstance(exc, RunnerCrashed):
+        return Code.CRASHED
+    return _INFERENCE_CODES.get(exc.code or "", "")
+
+
 async def _finish(
-    run: Run, status: RunStatus, output: str, error: str, usage: dict[str, Any] | None = None
+    run: Run,
+    status: RunStatus,
+    output: str,
+    error: str,
+    usage: dict[str, Any] | None = None,
+    *,
+    code: str = "",
 ) -> Run:
     return await sync_to_async(finish_run)(
-        run_id=run.pk, status=status, output=output, error=error, usage=usage
+        run_id=run.pk, status=status, output=output, error=error, error_code=code, usage=usage
     )
 
 

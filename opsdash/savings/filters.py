@@ -10,18 +10,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from opsdash.core.errors import Code, Refusal
 from opsdash.runs.models import Workflow
 from opsdash.savings.days import report_today
 
 MAX_RANGE_DAYS = 5 * 366
 
 
-class FilterError(ValueError):
+class FilterError(Refusal, ValueError):
     """A date range or workflow filter that cannot be used; ``status`` for the HTTP answer."""
-
-    def __init__(self, message: str, *, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 PRESETS = {
@@ -109,5 +106,5 @@ def parse_filters(params: Mapping[str, str], *, default_preset: str = "30d") -> 
     if slug:
         workflow = Workflow.objects.filter(slug=slug).first()
         if workflow is None:
-            raise FilterError(f"There is no workflow “{slug}”.", status=404)
+            raise FilterError(f"There is no workflow “{slug}”.", code=Code.NOT_FOUND)
     return Filters(start=start, end=end, workflow=workflow, preset=preset)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
+from opsdash.core.errors import Refusal
+
 NANO_PER_USD = 10**9
 TOKENS_PER_MTOK = 10**6
 MILLIJOULES_PER_KWH = 3_600_000_000  # 1 kWh = 3.6 MJ
@@ -22,7 +24,7 @@ MAX_USD_PER_MTOK = Decimal(5000)
 MAX_USD_PER_KWH = Decimal(10)
 
 
-class MoneyError(ValueError):
+class MoneyError(Refusal, ValueError):
     """A price a person typed cannot be used; the message says why, in their terms."""
 
 

@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from opsdash.core.errors import Refusal
 from opsdash.savings import catalogue
 from opsdash.savings.models import Price, PriceSource, SavingsAction, SavingsAuditEntry
 from opsdash.savings.money import MoneyError, format_unit_price, parse_unit_price
@@ -26,12 +27,8 @@ NAME = re.compile(r"^[a-z0-9][a-z0-9._:/@+-]{0,127}$")
 CLOCK_SKEW = timedelta(minutes=2)
 
 
-class PriceRefused(Exception):
+class PriceRefused(Refusal):
     """The price change cannot be made; ``reason`` says why in the admin's terms."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def audit(*, action: SavingsAction, detail: str, actor: User | None, outcome: str = "ok") -> None:

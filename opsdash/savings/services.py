@@ -19,6 +19,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
+from opsdash.core.errors import Refusal
 from opsdash.runs.models import Run, RunStatus, Workflow
 from opsdash.savings.energy import (
     KEEP_SECONDS,
@@ -59,12 +60,8 @@ from opsdash.savings.rollups import bump_rollup
 BILLABLE = frozenset({RunStatus.OK, RunStatus.CANCELLED})
 
 
-class CostingRefused(Exception):
+class CostingRefused(Refusal):
     """A costing change or recompute cannot be made; ``reason`` says why."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 # ----------------------------------------------------------------------------- workflows

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from opsdash.core.errors import Code, Refusal
 from opsdash.telemetry import frames, storage
 from opsdash.telemetry.frames import Frame
 from opsdash.telemetry.history import RANGES, HistoryAnswer, from_rows, from_samples
@@ -36,12 +37,10 @@ AGENTS_GROUP = "telemetry.agents"
 AGENT_ANSWER_SECONDS = 2.0
 
 
-class TelemetryUnavailable(Exception):
+class TelemetryUnavailable(Refusal):
     """No frame could be had (no agent answered, or the sampler has not produced one yet)."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    default_code = Code.UNAVAILABLE
 
 
 # --- frames ---------------------------------------------------------------------------------

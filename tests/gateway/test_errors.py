@@ -121,7 +121,7 @@ def test_a_busy_model_answers_429_with_retry_after(queue_of_one, gateway, smol_m
             named.append(int(busy.headers["x-opsdash-run"]))
     finally:
         long.close()
-    refused = Run.objects.filter(finish_reason="busy")
+    refused = Run.objects.filter(error_code="busy")
     assert refused.count() == 2 and {r.status for r in refused} == {RunStatus.ERROR}, (
         "a refused call is still a run in the ledger"
     )

@@ -1,0 +1,48 @@
+"""``/v1``'s one table from refusal codes (``opsdash.core.errors.Code``) to OpenAI's answers.
+
+OpenAI clients branch on the status, the error's ``type`` and ``code`` (a 429 is retried, a
+``context_length_exceeded`` makes some trim the history), so each case is written once here;
+callers pass the code they were given and a sentence, never a status of their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.http import JsonResponse
+
+from opsdash.core.errors import Code
+from opsdash.gateway.responses import ErrorType, error_response
+
+#: What a 429 or 503 asks the client to wait before it tries again.
+RETRY_AFTER_SECONDS = 2
+
+
+@dataclass(frozen=True)
+class OpenAIError:
+    status: int
+    type: ErrorType = "invalid_request_error"
+    code: str | None = None
+    retry: bool = False
+
+
+V1_ERRORS: dict[Code, OpenAIError] = {
+    Code.NOT_FOUND: OpenAIError(404, code="model_not_found"),
+    Code.TOO_LARGE: OpenAIError(413),
+    Code.BUSY: OpenAIError(429, "rate_limit_error", "rate_limit_exceeded", retry=True),
+    Code.CONTEXT_FULL: OpenAIError(400, code="context_length_exceeded"),
+    Code.LOAD_FAILED: OpenAIError(503, "server_error", "model_not_loaded"),
+    Code.CRASHED: OpenAIError(503, "server_error", "model_not_loaded"),
+    Code.SHUTTING_DOWN: OpenAIError(503, "server_error", "server_shutting_down", retry=True),
+}
+#: Anything else the gateway refuses is the request's own fault.
+REFUSED = OpenAIError(400)
+
+
+def v1_error(code: str, message: str, *, param: str | None = None) -> JsonResponse:
+    """The OpenAI-shaped answer for ``code``, with ``message`` and the culprit ``param``."""
+    found = V1_ERRORS.get(Code(code), REFUSED) if code in Code else REFUSED
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if found.retry else None
+    return error_response(
+        found.status, message, type=found.type, param=param, code=found.code, headers=headers
+    )

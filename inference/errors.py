@@ -8,9 +8,6 @@ CONTEXT_FULL = "context_full"
 #: ``code`` of the error for a model whose runner could not load it (told apart from a loaded
 #: model refusing one request, which raises the same ``BackendError`` type).
 LOAD_FAILED = "load_failed"
-#: ``code`` of the error for a model whose runner could not load it (told apart from a loaded
-#: model refusing one request, which raises the same ``BackendError`` type).
-LOAD_FAILED = "load_failed"
 
 
 class InferenceError(Exception):

@@ -41,6 +41,10 @@ class HostEnergy:
             total += energy
         return total
 
+    def cpu_seconds_between(self, *, pid: int, t0: float, t1: float) -> float | None:
+        """CPU seconds a watched process (a runner, the server) used between two instants."""
+        return self.recorder.cpu_seconds_between(pid, t0, t1)
+
     def devices_for(self, *, pids: Iterable[int | None]) -> frozenset[str]:
         """The CPU packages, plus the GPUs on which NVML listed any of ``pids``."""
         counted = self.recorder.devices

@@ -8,10 +8,11 @@ thresholds, folds it into the current minute's rollup, and hands the text to the
 that serves the websockets (``attach``) for ``group_send``. If that loop is still busy with
 the previous frame, this one is dropped: latest wins from the source on.
 
-It also records the hosts's energy counters every tick (NVML's total energy per GPU, RAPL's
-``energy_uj`` per CPU package) in a bounded in-memory record, and on which GPUs each process
-runs; savings asks for a run's energy through ``opsdash.telemetry.energy``. The probes
-(``probes/``: psutil, NVML, RAPL) are read by this class only.
+It also records the host's energy counters every tick (NVML's total energy per GPU, RAPL's
+``energy_uj`` per CPU package) in a bounded in-memory record, with on which GPUs each process
+runs and the CPU seconds of the processes it watches (runners, the server); savings asks for a
+run's energy through ``opsdash.telemetry.energy``. The probes (``probes/``: psutil, NVML,
+RAPL) are read by this class only.
 
 Database work (minute rows, alert episodes, thresholds, hourly pruning) goes to a second
 thread, through the storage module it is given, so a slow or locked database can delay a row,
@@ -305,6 +306,7 @@ class Sampler:
             loaded = []
         server_pid = os.getpid()
         table = self._process_table.read([r.pid for r in loaded] + [server_pid])
+        self.energy.note_cpu_seconds(time.time(), self._process_table.cpu_seconds)
         runners: list[RunnerFigures] = []
         for runner in loaded:
             process = table.get(runner.pid)

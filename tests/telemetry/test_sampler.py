@@ -140,3 +140,21 @@ def test_the_running_sampler_ticks_at_the_configured_rate():
     assert later is not None and later["t"] > first["t"]
     # 10 ticks a second in the tests: five more ticks take at least four full periods.
     assert elapsed >= 4 * 0.1 * 0.95, f"5 ticks in {elapsed:.3f} s"
+
+
+def test_the_sampler_records_the_cpu_seconds_of_the_processes_it_watches(tmp_path, monkeypatch):
+    from opsdash.telemetry import sampler as sampler_module
+
+    monkeypatch.setattr(sampler_module, "PROCESS_SECONDS", 0.0)  # the table on every tick
+    sampler = Sampler(tick_seconds=1.0, host="h", models_dir=tmp_path, persist=False)
+    sampler.tick()
+    after_first = time.time()
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:  # this process (the server) keeps a core busy
+        pass
+    before_second = time.time()
+    sampler.tick()
+
+    used = sampler.energy.cpu_seconds_between(os.getpid(), after_first, before_second)
+    assert used is not None and used > 0.1
+    assert sampler.energy.cpu_seconds_between(4242, after_first, before_second) is None

@@ -5,7 +5,8 @@ recorder keeps, per device, the running total since its first sample, with wrap-
 back (RAPL restarts at ``max_energy_range_uj``; a counter without a known range that goes back
 was reset, by a driver reload, and counts nothing for that step). ``energy_uj(device, t0, t1)``
 interpolates between samples and is None unless samples cover both instants. It also remembers
-on which GPUs each process was seen, so a caller can ask for the devices of a runner.
+on which GPUs each process was seen, so a caller can ask for the devices of a runner, and the
+CPU seconds of the processes the sampler watches (the runners and the server).
 
 Times are epoch seconds. Thread-safe: the sampler's thread writes, pricing reads.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 KEEP_SECONDS = 3 * 3600.0  # runs longer than this fall back to an estimate
 
@@ -26,6 +27,7 @@ class EnergyRecorder:
         self._totals: dict[str, list[int]] = {}
         self._last_raw: dict[str, int] = {}
         self._process_devices: dict[int, dict[str, float]] = {}  # pid → device → last seen
+        self._cpu: dict[int, tuple[list[float], list[float]]] = {}  # pid → (times, CPU seconds)
         self._lock = threading.Lock()
 
     @property
@@ -76,6 +78,33 @@ class EnergyRecorder:
                 if not seen:
                     del self._process_devices[pid]
 
+    def note_cpu_seconds(self, at: float, cpu_seconds: Mapping[int, float]) -> None:
+        """The CPU time (user + system, cumulative) of each watched process at ``at``; a
+        process no longer listed is forgotten."""
+        with self._lock:
+            for pid in [p for p in self._cpu if p not in cpu_seconds]:
+                del self._cpu[pid]
+            for pid, seconds in cpu_seconds.items():
+                times, values = self._cpu.setdefault(pid, ([], []))
+                if times and at <= times[-1]:
+                    continue
+                times.append(at)
+                values.append(seconds)
+                cut = bisect.bisect_left(times, at - self.keep_seconds)
+                if cut > 64:
+                    del times[:cut], values[:cut]
+
+    def cpu_seconds_between(self, pid: int, t0: float, t1: float) -> float | None:
+        """CPU seconds ``pid`` used between ``t0`` and ``t1``; None unless samples cover both."""
+        with self._lock:
+            if pid not in self._cpu:
+                return None
+            times, values = self._cpu[pid]
+            start, end = _interpolate(times, values, t0), _interpolate(times, values, t1)
+        if start is None or end is None:
+            return None
+        return max(0.0, end - start)
+
     def devices_of(self, pids: Iterable[int]) -> frozenset[str]:
         """The devices on which any of ``pids`` was seen within the record."""
         with self._lock:
@@ -92,12 +121,15 @@ class EnergyRecorder:
         return max(0.0, end - start)
 
     def _at(self, device: str, t: float) -> float | None:
-        times, totals = self._times[device], self._totals[device]
-        if not times or t < times[0] or t > times[-1]:
-            return None
-        i = bisect.bisect_left(times, t)
-        if times[i] == t:
-            return float(totals[i])
-        t0, t1 = times[i - 1], times[i]
-        e0, e1 = totals[i - 1], totals[i]
-        return e0 + (e1 - e0) * (t - t0) / (t1 - t0)
+        return _interpolate(self._times[device], self._totals[device], t)
+
+
+def _interpolate(times: list[float], values: Sequence[float], t: float) -> float | None:
+    if not times or t < times[0] or t > times[-1]:
+        return None
+    i = bisect.bisect_left(times, t)
+    if times[i] == t:
+        return float(values[i])
+    t0, t1 = times[i - 1], times[i]
+    v0, v1 = values[i - 1], values[i]
+    return v0 + (v1 - v0) * (t - t0) / (t1 - t0)

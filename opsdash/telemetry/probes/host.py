@@ -197,6 +197,7 @@ class ProcessTable:
     def __init__(self, ps: Any = psutil) -> None:
         self._ps = ps
         self._processes: dict[int, Any] = {}
+        self.cpu_seconds: dict[int, float] = {}  # pid → user + system CPU time, at the last read
 
     def read(self, pids: Iterable[int]) -> dict[int, ProcessFigures]:
         wanted = set(pids)
@@ -204,6 +205,7 @@ class ProcessTable:
             if pid not in wanted:
                 del self._processes[pid]
         out: dict[int, ProcessFigures] = {}
+        cpu_seconds: dict[int, float] = {}
         for pid in wanted:
             process = self._processes.get(pid)
             try:
@@ -216,6 +218,9 @@ class ProcessTable:
                         "rss_bytes": process.memory_info().rss,
                         "threads": process.num_threads(),
                     }
+                    times = process.cpu_times()
+                    cpu_seconds[pid] = times.user + times.system
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 self._processes.pop(pid, None)
+        self.cpu_seconds = cpu_seconds
         return out

@@ -209,11 +209,15 @@ def _failure(run: Run, call: CompletionCall) -> HttpResponse | None:
     slug = call.model
     if run.error_code == Code.BUSY:
         return v1_error(Code.BUSY, f"The model `{slug}` is busy: {run.error}")
+    if run.status == RunStatus.INTERRUPTED:  # a server shutdown ended it (see execute_run)
+        return v1_error(
+            Code.SHUTTING_DOWN,
+            "The server is shutting down and stopped this generation; try again in a moment.",
+        )
     if run.status == RunStatus.CANCELLED:
         return error_response(
             503,
-            "The generation was stopped on the server (the model was unloaded or the server "
-            "is shutting down); try again.",
+            "The generation was stopped on the server (the model was unloaded); try again.",
             type="server_error",
             code="model_unloaded",
         )

@@ -16,7 +16,7 @@ from opsdash.accounts.api_auth import api_auth
 from opsdash.accounts.roles import Cap
 from opsdash.api_errors import BODY_STATUSES, MAX_DB_INT, DbId, ErrorOut, responses
 from opsdash.core.errors import Code
-from opsdash.runs.models import Run, RunSource, Workflow
+from opsdash.runs.models import Run, RunSource, RunStatus, Workflow
 from opsdash.runs.params import BY_NAME, PARAM_NAMES
 from opsdash.runs.runtime import get_supervisor
 from opsdash.runs.serializers import run_json, workflow_json
@@ -63,7 +63,21 @@ class BusyOut(ErrorOut):
     run: RunOut
 
 
+class InterruptedOut(ErrorOut):
+    """A 503: the server shut down during the run; the run keeps its text so far."""
+
+    run: RunOut
+
+
 RETRY_AFTER_SECONDS = 2
+_RETRY_AFTER_HEADER = {
+    "headers": {
+        "Retry-After": {
+            "description": "seconds to wait before trying again",
+            "schema": {"type": "integer"},
+        }
+    }
+}
 
 
 class Message(Schema):
@@ -114,20 +128,9 @@ class RunFilters(Schema):
 
 @router.post(
     "/runs",
-    response=responses({200: RunOut, 429: BusyOut}, *BODY_STATUSES, 404, 409),
+    response=responses({200: RunOut, 429: BusyOut, 503: InterruptedOut}, *BODY_STATUSES, 404, 409),
     auth=api_auth(Cap.RUN_PROMPTS),
-    openapi_extra={
-        "responses": {
-            429: {
-                "headers": {
-                    "Retry-After": {
-                        "description": "seconds to wait before trying again",
-                        "schema": {"type": "integer"},
-                    }
-                }
-            }
-        }
-    },
+    openapi_extra={"responses": {429: _RETRY_AFTER_HEADER, 503: _RETRY_AFTER_HEADER}},
 )
 async def create_run(request: AuthedRequest, payload: RunIn, response: HttpResponse) -> Any:
     """Run a prompt to the end and answer with the text, token counts and timings."""
@@ -154,6 +157,9 @@ async def create_run(request: AuthedRequest, payload: RunIn, response: HttpRespo
     if run.error_code == Code.BUSY:
         response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return Status(429, {"detail": run.error, "run": run_json(run)})
+    if run.status == RunStatus.INTERRUPTED:  # the server is shutting down
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return Status(503, {"detail": run.error, "run": run_json(run)})
     return run_json(run)
 
 

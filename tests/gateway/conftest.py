@@ -14,7 +14,12 @@ from opsdash.runs.models import Workflow
 
 # The live server and the browser come from the e2e suite; the models from the runs one.
 from tests.e2e.conftest import asgi_server, browser, page  # noqa: F401
-from tests.runs.conftest import smol_model, supervisor_cleanup, tiny_model  # noqa: F401
+from tests.runs.conftest import (  # noqa: F401
+    endless_model,
+    smol_model,
+    supervisor_cleanup,
+    tiny_model,
+)
 
 # SmolLM2 answers this greedily with over a thousand tokens (20 s and more here): a generation
 # that does not end by itself while a test needs the model busy.

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
 from opsdash.runs.models import Run, RunStatus
+from opsdash.runs.runtime import get_supervisor
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -153,3 +155,28 @@ def test_an_unknown_path_under_v1_is_openais_404_json_not_a_page(client, method,
             "code": None,
         }
     }
+
+
+async def test_a_generation_a_server_shutdown_ends_answers_503_with_retry_after(
+    endless_model, api_key
+):
+    body = {"model": endless_model.slug, "prompt": "hello", "max_tokens": 200_000}
+    request = asyncio.ensure_future(
+        AsyncClient().post(
+            "/v1/completions", body, content_type="application/json", headers=key_header(api_key)
+        )
+    )
+    supervisor, deadline = get_supervisor(), time.monotonic() + 60
+    while [s.state for s in supervisor.status()] != ["busy"]:
+        assert time.monotonic() < deadline, "the generation never started"
+        assert not request.done(), request.result().content
+        await asyncio.sleep(0.02)
+    supervisor.interrupt()  # what the server's stop signal does
+    response = await asyncio.wait_for(request, timeout=30)
+
+    assert response.status_code == 503, response.content
+    assert response["Retry-After"] == "2"
+    error = response.json()["error"]
+    assert error["type"] == "server_error" and error["code"] == "server_shutting_down"
+    run = await Run.objects.aget(pk=int(response["X-OpsDash-Run"]))
+    assert run.status == RunStatus.INTERRUPTED

@@ -30,5 +30,12 @@ def tiny_model(db, model_root, tiny_gguf_path, supervisor_cleanup) -> LocalModel
 
 
 @pytest.fixture
+def endless_model(db, model_root, tiny_long_gguf_path, supervisor_cleanup) -> LocalModel:  # type: ignore[no-untyped-def]
+    """The tiny llama that never ends (``tiny_long_gguf_path``), installed: it is loaded with
+    its whole 262,144-token context, so a run asked for many tokens goes on until stopped."""
+    return install_ready(tiny_long_gguf_path, model_root)
+
+
+@pytest.fixture
 def smol_model(db, model_root, smollm2_path, supervisor_cleanup) -> LocalModel:  # type: ignore[no-untyped-def]
     return install_ready(smollm2_path, model_root)

@@ -240,3 +240,25 @@ def test_a_full_queue_answers_429_with_retry_after_a_sentence_and_the_run(bearer
     assert "busy" in body["detail"].lower()
     assert body["run"]["status"] == "error"
     assert Run.objects.filter(pk=body["run"]["id"], error_code="busy").exists()
+
+
+def test_a_run_a_server_shutdown_ends_answers_503_with_retry_after_and_the_run(
+    bearer, endless_model
+):
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        answer = pool.submit(
+            post_run, Client(), bearer, model=endless_model.pk, prompt="hello", max_tokens=200_000
+        )
+        deadline = time.monotonic() + 60
+        while not any(s.state == "busy" for s in get_supervisor().status()):
+            assert time.monotonic() < deadline, "the run never started"
+            assert not answer.done(), answer.result().content
+            time.sleep(0.02)
+        get_supervisor().interrupt()  # what the server's stop signal does
+        reply = answer.result(timeout=30)
+    assert reply.status_code == 503, reply.content
+    assert reply["Retry-After"] == "2"
+    body = reply.json()
+    assert "shut down" in body["detail"]
+    assert body["run"]["status"] == "interrupted"
+    assert Run.objects.get(pk=body["run"]["id"]).status == RunStatus.INTERRUPTED

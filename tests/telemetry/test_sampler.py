@@ -35,6 +35,7 @@ def test_a_loaded_model_appears_with_its_runner_process_figures(loaded_tiny_mode
         return found and found[0]["name"] == loaded_tiny_model.name and found[0]
 
     entry = wait_for(runner)
+    assert entry["slug"] == loaded_tiny_model.slug, "the label /metrics gives the run counters"
     assert entry["pid"] != os.getpid() and entry["rss_bytes"] > 5 * 1024 * 1024
     assert entry["threads"] >= 1 and entry["state"] in {"idle", "busy"}
     assert entry["gpu_mem_bytes"] is None or entry["gpu_mem_bytes"] >= 0

@@ -1,8 +1,9 @@
-"""The supervisor's side of one runner process: start it, talk to it, notice when it dies.
+"""The parent's handle on one runner process: start it, talk to it, notice when it dies.
 
-Everything here runs on the supervisor's event loop. The process is started in an executor
-thread and its pipes are read through the loop, so nothing blocks the loop. Only the
-supervisor uses this module; its public face is ``inference.runtime.supervisor``.
+Everything here runs on its owner's event loop (the supervisor's, or the trial load's own).
+The process is started in an executor thread and its pipes are read through the loop, so
+nothing blocks the loop. The pool and the trial load use it; the public face of running
+models is ``inference.runtime.supervisor``.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal, cast
 
 import psutil
 
 from inference.errors import BackendError
 from inference.runtime.protocol import Command, LoadedMessage, RunnerMessage, RunnerSpec
-from inference.runtime.trial import _child_environment
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,16 @@ class RunnerStatus:
     context_length: int | None
     estimated_bytes: int
     notices: tuple[str, ...] = ()
+
+
+def _child_environment() -> dict[str, str]:
+    # The child runs ``-m inference.runtime.runner``, so the folder holding this package must
+    # be on its path whatever the parent's working directory is.
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    env.setdefault("PYTHONIOENCODING", "utf-8")
+    return env
 
 
 class RunnerProcess:
@@ -189,8 +200,14 @@ class RunnerProcess:
             self.touch()
             return self.loaded
         await self.stop()
-        reason = first.get("reason") if first["type"] == "error" else None
-        raise BackendError(str(reason or "The model process failed to load the model."))
+        await self.collect_output()
+        if first["type"] == "error":
+            reason, code = first.get("reason"), first.get("code")
+        else:
+            reason, code = None, None
+        # The backend's sentence first; native libraries often say more on their output.
+        reason = self.with_output(str(reason or "The model process failed to load the model."))
+        raise BackendError(reason, code=code)
 
     async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         """Ask the runner to exit, kill it after ``grace`` seconds, and wait until it is gone."""

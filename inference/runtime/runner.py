@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -209,12 +210,21 @@ class RunnerServer:
             )
 
 
+#: Test hook: when set to a signal name (e.g. "SIGSEGV"), the runner kills itself with that
+#: signal after importing the backend, standing in for a native crash ("SIGSTOP": a load that
+#: hangs). Never set in production.
+CRASH_FOR_TESTS_ENV = "OPSDASH_TRIAL_CRASH_FOR_TESTS"
+
+
 def _load(spec: RunnerSpec) -> LoadedModel:
     try:
         options = LoadOptions(**spec.get("options", {}))
     except TypeError as exc:
         raise BackendError(f"The load options are malformed: {exc}.") from exc
-    return get_backend(spec["backend"]).load(Path(spec["path"]), options)
+    backend = get_backend(spec["backend"])
+    if crash := os.environ.get(CRASH_FOR_TESTS_ENV):
+        os.kill(os.getpid(), signal.Signals[crash])
+    return backend.load(Path(spec["path"]), options)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,43 +1,51 @@
 """The trial load that the install path runs before a model is accepted.
 
-``trial_load`` starts ``python -m inference.runtime.trial <json>`` as a child process, which
-loads the model with the chosen backend, tokenizes a short prompt and generates a few tokens,
-then prints one JSON line. A malformed file can crash native code; in a child that is a failed
-install with a reason, not a dead web server. The parent never imports a native library.
+It is a short use of a runner (``inference.runtime.runner``), through the same process handle
+and protocol as every run: start a runner for the file, wait for ``loaded``, generate a few
+tokens from a short prompt, stop it. A malformed file can crash native code; in a runner that
+is a failed install with a reason, not a dead web server. The caller never imports a native
+library.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
+import asyncio
+import concurrent.futures
+import dataclasses
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import TypeVar
 
-#: The prompt the child tokenizes and continues. Several tokens long on purpose: llama.cpp
-#: takes a different code path for a multi-token batch than for one token, and both should run.
+from inference.backends.base import GenerationParams, LoadOptions
+from inference.errors import BackendError, InferenceError
+from inference.runtime.process import Exited, RunnerProcess, describe_exit
+from inference.runtime.protocol import GenerateCommand, LoadedMessage, RunnerMessage, RunnerSpec
+from inference.runtime.runner import CRASH_FOR_TESTS_ENV
+
+__all__ = ["CRASH_FOR_TESTS_ENV", "TRIAL_PROMPT", "TrialResult", "trial_load"]
+
+#: The prompt the runner continues. Several tokens long on purpose: llama.cpp takes a different
+#: code path for a multi-token batch than for one token, and both should run.
 TRIAL_PROMPT = "The quick brown fox jumps over the lazy dog. Once upon a time"
 TRIAL_MAX_TOKENS = 4
 #: Enough context for the prompt and the sample; small, so the trial stays light on memory.
 TRIAL_CONTEXT_LENGTH = 256
-STDERR_TAIL_CHARS = 500
+#: How often ``should_stop`` is asked while the runner works.
+_POLL_SECONDS = 0.5
 
-#: Test hook: when set to a signal name (e.g. "SIGSEGV"), the child kills itself with that
-#: signal after importing the backend, standing in for a native crash. Never set in production.
-CRASH_FOR_TESTS_ENV = "OPSDASH_TRIAL_CRASH_FOR_TESTS"
+StopCheck = Callable[[], str | None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
 class TrialResult:
     """What a trial load found.
 
-    ``seconds`` is the child's own time to load and sample when it got that far, else the wall
-    time the parent waited. ``error`` is None when ``ok``, else a sentence a person can act on.
+    ``seconds`` is the runner's own time to load plus the time to sample when it got that far,
+    else the wall time waited. ``error`` is None when ``ok``, else a sentence a person can act on.
     """
 
     ok: bool
@@ -53,50 +61,29 @@ def trial_load(
     backend: str,
     model_type: str | None = None,
     timeout: float = 120.0,
-    should_stop: Callable[[], str | None] | None = None,
+    should_stop: StopCheck | None = None,
 ) -> TrialResult:
-    """Load ``path`` with ``backend`` in a child process and generate a few tokens.
+    """Load ``path`` with ``backend`` in a runner process and generate a few tokens.
 
     Never raises for a bad model: every failure (backend error, missing library, crash by a
     signal, non-zero exit, timeout) comes back as ``ok=False`` with a readable ``error``.
-    ``should_stop`` is asked about twice a second; when it returns a reason (the install was
-    cancelled) the child is killed and that reason comes back as the error.
+    ``should_stop`` is asked about twice a second, in the caller's thread; when it returns a
+    reason (the install was cancelled) the runner is killed and that reason comes back as the
+    error.
     """
-    request = {"path": str(Path(path).resolve()), "backend": backend, "model_type": model_type}
-    command = [sys.executable, "-m", "inference.runtime.trial", json.dumps(request)]
-    started = time.monotonic()
-    try:
-        child = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=_child_environment(),
-        )
-    except OSError as exc:
-        return TrialResult(
-            ok=False, seconds=0.0, error=f"The trial load could not start a Python process: {exc}."
-        )
-    try:
-        stdout, stderr = _wait(child, timeout=timeout, started=started, should_stop=should_stop)
-    except _Stopped as stop:
-        child.kill()
-        child.communicate()
-        return TrialResult(ok=False, seconds=time.monotonic() - started, error=stop.reason)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        stdout, stderr = child.communicate()
-        return TrialResult(
-            ok=False,
-            seconds=time.monotonic() - started,
-            error=(
-                f"The model did not finish loading within {timeout:g} s. The file may be too "
-                "large for this machine, or the disk too slow; try again when the machine is "
-                "less busy."
-            ),
-        )
-    waited = time.monotonic() - started
-    return _interpret(child.returncode, stdout, stderr, waited)
+    trial = _Trial(Path(path), backend, model_type, timeout)
+    # The trial's event loop runs in a thread of its own, so this works from sync and async
+    # callers alike, and ``should_stop`` (which may use the database) runs here, in the
+    # caller's thread, never inside an event loop.
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="trial-load") as pool:
+        future = pool.submit(asyncio.run, trial.run())
+        while True:
+            try:
+                return future.result(timeout=None if should_stop is None else _POLL_SECONDS)
+            except TimeoutError:
+                assert should_stop is not None
+                if reason := should_stop():
+                    trial.stop(reason)
 
 
 class _Stopped(Exception):
@@ -105,162 +92,107 @@ class _Stopped(Exception):
         self.reason = reason
 
 
-def _wait(
-    child: subprocess.Popen[bytes],
-    *,
-    timeout: float,
-    started: float,
-    should_stop: Callable[[], str | None] | None,
-) -> tuple[bytes, bytes]:
-    if should_stop is None:
-        return child.communicate(timeout=timeout)
-    while True:
-        left = timeout - (time.monotonic() - started)
+@dataclass
+class _Trial:
+    path: Path
+    backend: str
+    model_type: str | None
+    timeout: float
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    _stop_reason: str | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+    _stopping: asyncio.Event | None = None
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def stop(self, reason: str) -> None:
+        """Kill the runner and end the trial with ``reason``; safe from any thread."""
+        with self._lock:
+            self._stop_reason = self._stop_reason or reason
+            if self._loop is not None and self._stopping is not None:
+                self._loop.call_soon_threadsafe(self._stopping.set)
+
+    async def run(self) -> TrialResult:
+        with self._lock:
+            self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
+            if self._stop_reason is not None:
+                self._stopping.set()
+        runner: RunnerProcess | None = None
         try:
-            # communicate() may be called again after it timed out; it keeps what it read.
-            return child.communicate(timeout=max(0.0, min(0.5, left)))
-        except subprocess.TimeoutExpired:
-            if left <= 0.5:
-                raise
-        reason = should_stop()
-        if reason:
-            raise _Stopped(reason)
-
-
-def _child_environment() -> dict[str, str]:
-    # The child runs ``-m inference.runtime.…``, so the folder holding this package must be on
-    # its path whatever the parent's working directory is.
-    root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    env.setdefault("PYTHONIOENCODING", "utf-8")
-    return env
-
-
-def _stderr_tail(stderr: bytes) -> str:
-    text = stderr.decode("utf-8", errors="replace").strip()
-    if len(text) > STDERR_TAIL_CHARS:
-        text = "…" + text[-STDERR_TAIL_CHARS:]
-    return text
-
-
-def _with_tail(reason: str, stderr: bytes) -> str:
-    tail = _stderr_tail(stderr)
-    return f"{reason} Last output: {tail}" if tail else reason
-
-
-def _parse_result(stdout: bytes) -> dict[str, Any] | None:
-    for line in reversed(stdout.decode("utf-8", errors="replace").splitlines()):
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict) and "ok" in value:
-            return value
-    return None
-
-
-def _interpret(returncode: int, stdout: bytes, stderr: bytes, waited: float) -> TrialResult:
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        if name == "SIGKILL":
-            reason = (
-                "The trial load was killed (SIGKILL), most likely because the machine ran out "
-                "of memory while loading the model."
+            options = LoadOptions(
+                context_length=TRIAL_CONTEXT_LENGTH, model_type=self.model_type, seed=0
             )
-        else:
-            reason = (
-                f"The backend crashed ({name}) while loading the model. The file may be "
-                "corrupt or use a feature this backend does not support."
-            )
-        return TrialResult(ok=False, seconds=waited, error=_with_tail(reason, stderr))
-
-    result = _parse_result(stdout)
-    if result is None:
-        reason = f"The trial load exited with status {returncode} without reporting a result."
-        return TrialResult(ok=False, seconds=waited, error=_with_tail(reason, stderr))
-    if not result.get("ok"):
-        reason = str(result.get("error") or "The trial load failed without saying why.")
-        # The backend's sentence first; native libraries often say more on stderr.
-        return TrialResult(ok=False, seconds=waited, error=_with_tail(reason, stderr))
-    return TrialResult(
-        ok=True,
-        seconds=float(result.get("seconds", waited)),
-        sample_text=str(result.get("sample_text", "")),
-        prompt_tokens=int(result.get("prompt_tokens", 0)),
-    )
-
-
-# --- the child -------------------------------------------------------------------------------
-
-
-def _run_trial(request: dict[str, Any]) -> dict[str, Any]:
-    from inference.backends import get_backend
-    from inference.backends.base import (
-        Finished,
-        GenerationParams,
-        LoadOptions,
-        TokenEvent,
-    )
-    from inference.errors import InferenceError
-
-    started = time.monotonic()
-    try:
-        backend = get_backend(str(request["backend"]))
-        crash = os.environ.get(CRASH_FOR_TESTS_ENV)
-        if crash:
-            os.kill(os.getpid(), signal.Signals[crash])
-        model = backend.load(
-            Path(request["path"]),
-            LoadOptions(
-                context_length=TRIAL_CONTEXT_LENGTH,
-                model_type=request.get("model_type"),
-                seed=0,
-            ),
-        )
-        try:
-            prompt_tokens = len(model.tokenize(TRIAL_PROMPT))
-            pieces: list[str] = []
-            params = GenerationParams(max_tokens=TRIAL_MAX_TOKENS, temperature=0.0, seed=0)
-            for event in model.generate(TRIAL_PROMPT, params):
-                if isinstance(event, TokenEvent):
-                    pieces.append(event.text)
-                elif isinstance(event, Finished):
-                    prompt_tokens = event.prompt_tokens
+            spec: RunnerSpec = {
+                "path": str(self.path.resolve()),
+                "backend": self.backend,
+                "options": dataclasses.asdict(options),
+            }
+            runner = RunnerProcess(spec, on_exit=lambda _runner: None)
+            await runner.start()
+            loaded = await self._unless_stopped(runner, runner.wait_loaded(self.timeout))
+            return await self._sample(runner, loaded)
+        except _Stopped as stop:
+            return self._failed(stop.reason)
+        except InferenceError as exc:
+            return self._failed(exc.reason)
         finally:
-            model.close()
-    except InferenceError as exc:
-        return {"ok": False, "error": exc.reason}
-    except Exception as exc:  # the child's job is to report, whatever went wrong
-        return {"ok": False, "error": f"The backend failed with {type(exc).__name__}: {exc}."}
-    return {
-        "ok": True,
-        "seconds": round(time.monotonic() - started, 3),
-        "sample_text": "".join(pieces),
-        "prompt_tokens": prompt_tokens,
-    }
+            if runner is not None and runner.pid is not None:
+                await runner.stop()
 
+    async def _sample(self, runner: RunnerProcess, loaded: LoadedMessage) -> TrialResult:
+        params = GenerationParams(max_tokens=TRIAL_MAX_TOKENS, temperature=0.0, seed=0)
+        command: GenerateCommand = {
+            "type": "generate",
+            "id": runner.new_id(),
+            "prompt": TRIAL_PROMPT,
+            "messages": None,
+            "params": dataclasses.asdict(params),
+        }
+        sent = time.monotonic()
+        runner.send(command)
+        pieces: list[str] = []
+        while True:
+            message = await self._unless_stopped(runner, self._next(runner))
+            if isinstance(message, Exited):
+                await runner.collect_output()
+                reason = describe_exit(message.returncode, "while generating")
+                return self._failed(runner.with_output(reason))
+            if message["type"] == "token":
+                pieces.append(message["text"])
+            elif message["type"] == "done":
+                return TrialResult(
+                    ok=True,
+                    seconds=round(loaded["load_ms"] / 1000 + time.monotonic() - sent, 3),
+                    sample_text="".join(pieces),
+                    prompt_tokens=message["prompt_tokens"],
+                )
+            elif message["type"] == "error":
+                return self._failed(runner.with_output(message["reason"]))
 
-def _main(argv: list[str]) -> int:
-    # Native libraries sometimes print to stdout; keep the real stdout for the one result line
-    # and send everything else written to file descriptor 1 to stderr.
-    result_stream: IO[str] = os.fdopen(os.dup(1), "w", encoding="utf-8")
-    os.dup2(2, 1)
-    try:
-        request = json.loads(argv[1])
-        if not isinstance(request, dict):
-            raise ValueError("expected a JSON object")
-    except (IndexError, ValueError) as exc:
-        result = {"ok": False, "error": f"The trial load got malformed arguments: {exc}."}
-    else:
-        result = _run_trial(request)
-    result_stream.write(json.dumps(result) + "\n")
-    result_stream.flush()
-    return 0
+    async def _next(self, runner: RunnerProcess) -> RunnerMessage | Exited:
+        left = self.timeout - (time.monotonic() - self.started)
+        try:
+            return await asyncio.wait_for(runner.inbox.get(), max(left, 0.0))
+        except TimeoutError:
+            raise BackendError(
+                f"The trial load did not finish within {self.timeout:g} s. The machine may be "
+                "too slow or too busy for this model; try again when it is less busy."
+            ) from None
 
+    async def _unless_stopped(self, runner: RunnerProcess, work: Awaitable[T]) -> T:
+        """``work``'s result, unless ``stop`` is called first: then the runner is killed and
+        ``_Stopped`` raised with the reason given."""
+        assert self._stopping is not None
+        task = asyncio.ensure_future(work)
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        runner.kill()
+        raise _Stopped(self._stop_reason or "The trial load was stopped.")
 
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv))
+    def _failed(self, reason: str) -> TrialResult:
+        return TrialResult(ok=False, seconds=time.monotonic() - self.started, error=reason)

@@ -1,4 +1,4 @@
-"""The trial load: a real child process loads the model, and every failure becomes a sentence."""
+"""The trial load: a real runner process loads the model, and every failure becomes a sentence."""
 
 from __future__ import annotations
 
@@ -6,13 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from inference.runtime.trial import (
-    CRASH_FOR_TESTS_ENV,
-    STDERR_TAIL_CHARS,
-    TrialResult,
-    _interpret,
-    trial_load,
-)
+from inference.runtime.process import OUTPUT_TAIL_CHARS
+from inference.runtime.trial import CRASH_FOR_TESTS_ENV, TrialResult, trial_load
 from tests.inference.conftest import RunPython
 
 
@@ -72,7 +67,7 @@ def test_it_includes_the_end_of_the_backends_own_output(tmp_path: Path) -> None:
     assert not result.ok and result.error is not None
     assert result.error.startswith("ctransformers could not load garbage.bin")
     assert "Last output:" in result.error and "bad magic" in result.error
-    assert len(result.error) < 400 + STDERR_TAIL_CHARS
+    assert len(result.error) < 400 + OUTPUT_TAIL_CHARS
 
 
 def test_it_asks_for_the_model_type_of_a_legacy_file(tiny_ggml_path: Path) -> None:
@@ -94,9 +89,9 @@ def test_it_names_the_signal_when_the_backend_crashes(
     monkeypatch.setenv(CRASH_FOR_TESTS_ENV, "SIGSEGV")
     result = trial_load(tiny_gguf_path, backend="llama_cpp")
     assert not result.ok and result.error is not None
+    # The runner's own exit description, the one every run of a crashed runner gets too.
     assert result.error.startswith(
-        "The backend crashed (SIGSEGV) while loading the model. The file may be corrupt or "
-        "use a feature this backend does not support."
+        "The model process died (SIGSEGV — a crash in the model's native code) while loading."
     )
 
 
@@ -106,7 +101,9 @@ def test_it_blames_memory_when_the_child_is_killed(
     monkeypatch.setenv(CRASH_FOR_TESTS_ENV, "SIGKILL")
     result = trial_load(tiny_gguf_path, backend="llama_cpp")
     assert result.error is not None
-    assert result.error.startswith("The trial load was killed (SIGKILL), most likely because")
+    assert result.error.startswith(
+        "The model process died (SIGKILL — possibly out of memory) while loading."
+    )
 
 
 def test_it_gives_up_after_the_timeout(
@@ -150,18 +147,6 @@ def test_it_says_when_the_backend_library_is_not_installed(
     assert result.error == (
         "llama-cpp-python is not installed, so GGUF models cannot run; "
         "install it with `pip install llama-cpp-python`."
-    )
-
-
-def test_a_child_that_exits_without_a_result_is_reported_with_its_output() -> None:
-    result = _interpret(1, b"", b"Traceback (most recent call last):\n  boom\n", 0.5)
-    assert result == TrialResult(
-        ok=False,
-        seconds=0.5,
-        error=(
-            "The trial load exited with status 1 without reporting a result. "
-            "Last output: Traceback (most recent call last):\n  boom"
-        ),
     )
 
 

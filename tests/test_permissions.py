@@ -76,6 +76,7 @@ def test_the_walk_finds_pages_and_api_operations() -> None:
     routes = {e.route for e in ENDPOINTS}
     assert "models/" in routes and "api/models" in routes and "healthz" in routes
     assert "v1/chat/completions" in routes
+    assert "audit/" in routes and "api/audit" in routes
     assert len(ENDPOINTS) > 15
 
 

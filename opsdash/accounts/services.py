@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from opsdash.accounts.models import ApiToken
 from opsdash.accounts.roles import Role
+from opsdash.core.audit import Target, record
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +44,22 @@ def create_token(*, user: User, name: str) -> IssuedToken:
     token = ApiToken.objects.create(
         user=user, name=name.strip() or "token", prefix=secret[:10], digest=_digest(secret)
     )
+    record(actor=user, action="token.create", target=_token_target(token))
     return IssuedToken(token=token, secret=secret)
 
 
-def revoke_token(*, token: ApiToken) -> None:
+def revoke_token(*, token: ApiToken, user: User | None = None) -> None:
+    """From now on the token answers 401; ``user`` is who revoked it (the owner by default)."""
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
+        actor = user if user is not None else token.user
+        record(actor=actor, action="token.revoke", target=_token_target(token))
+
+
+def _token_target(token: ApiToken) -> Target:
+    label = f"{token.user.get_username()}: {token.name} ({token.prefix}…)"
+    return Target.of(token, type="token", label=label)
 
 
 def user_for_token(secret: str) -> User | None:
@@ -122,4 +132,10 @@ def unlock_account(*, username: str, user: User) -> int:
     """Forget the username's failed sign-ins so it may sign in at once; how many were dropped."""
     dropped = reset_axes_attempts(username=username)
     log.info("%s unlocked sign-in for %r (%d failed tries forgotten)", user, username, dropped)
+    record(
+        actor=user,
+        action="user.unlock",
+        target=Target(type="user", id=username[:64], label=username[:300]),
+        detail={"failed_tries_forgotten": dropped},
+    )
     return dropped

@@ -59,7 +59,7 @@ def tokens(request: AuthedRequest) -> HttpResponse:
 @require_POST
 def revoke_token(request: AuthedRequest, pk: int) -> HttpResponse:
     token = get_object_or_404(ApiToken, pk=pk, user=request.user)
-    services.revoke_token(token=token)
+    services.revoke_token(token=token, user=request.user)
     messages.success(request, f"Token “{token.name}” revoked. Scripts using it now get 401.")
     return redirect("accounts:tokens")
 

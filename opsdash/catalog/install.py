@@ -32,7 +32,7 @@ from inference.errors import InferenceError
 from inference.runtime.trial import trial_load
 from opsdash.catalog import hooks, jobs
 from opsdash.catalog.errors import InstallRefused, LifecycleError
-from opsdash.catalog.models import AuditAction, AuditEntry, LocalModel, ModelStatus, SourceKind
+from opsdash.catalog.models import LocalModel, ModelStatus, SourceKind
 from opsdash.catalog.transfer import (
     Guard,
     PartialWriter,
@@ -43,6 +43,7 @@ from opsdash.catalog.transfer import (
     copy_file,
     download,
 )
+from opsdash.core.audit import Target, record
 from opsdash.core.errors import Code
 from opsdash.core.processes import current_process, is_alive
 
@@ -79,15 +80,15 @@ def new_partial_path() -> Path:
 
 def audit(
     *,
-    action: AuditAction,
+    action: str,
     outcome: str,
     model: LocalModel | None = None,
     actor: User | None = None,
     detail: str = "",
-) -> AuditEntry:
-    return AuditEntry.objects.create(
-        action=action, outcome=outcome, model=model, actor=actor, detail=detail
-    )
+) -> None:
+    """One ``model.<action>`` entry in the audit log (``opsdash.core.audit``)."""
+    target = Target.of(model, type="model", label=model.name) if model else Target(type="model")
+    record(actor=actor, action=f"model.{action}", target=target, outcome=outcome, detail=detail)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -245,8 +246,8 @@ def _new_record(source: InstallSource, *, user: User | None) -> LocalModel:
             installed_by=user,
         )
         audit(
-            action=AuditAction.INSTALL,
-            outcome="started",
+            action="install.start",
+            outcome="ok",
             model=model,
             actor=user,
             detail=f"from {source.kind}: {source.location}",
@@ -271,7 +272,7 @@ def start_install(*, source: InstallSource, user: User | None) -> LocalModel:
         source = _validate(source)
     except InstallRefused as exc:
         audit(
-            action=AuditAction.INSTALL,
+            action="install",
             outcome="refused",
             actor=user,
             detail=_printable(f"{source.kind} {source.location}: {exc.reason}"),
@@ -294,7 +295,7 @@ def install_model(
         source = _validate(source, roots=roots)
     except InstallRefused as exc:
         audit(
-            action=AuditAction.INSTALL,
+            action="install",
             outcome="refused",
             actor=user,
             detail=_printable(f"{source.kind} {source.location}: {exc.reason}"),
@@ -507,7 +508,7 @@ def _finish(pk: int, partial: Path, written: Written, guard: Guard) -> None:
         )
         if became_ready:
             audit(
-                action=AuditAction.INSTALL,
+                action="install",
                 outcome="ok",
                 model=model,
                 actor=model.installed_by,
@@ -535,7 +536,7 @@ def _fail(pk: int, reason: str) -> None:
             return
         model = LocalModel.objects.get(pk=pk)
         audit(
-            action=AuditAction.INSTALL,
+            action="install",
             outcome="failed",
             model=model,
             actor=model.installed_by,
@@ -588,7 +589,7 @@ def cancel_install(*, model: LocalModel, user: User | None) -> LocalModel:
         model.status, model.stage, model.error = ModelStatus.FAILED, "", reason
         model.save(update_fields=["status", "stage", "error"])
         audit(
-            action=AuditAction.CANCEL,
+            action="cancel",
             outcome="ok",
             model=model,
             actor=user,

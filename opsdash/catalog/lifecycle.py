@@ -15,7 +15,7 @@ from django.utils import timezone
 from inference import chat_formats
 from opsdash.catalog.errors import LifecycleError
 from opsdash.catalog.install import audit
-from opsdash.catalog.models import AuditAction, LocalModel, ModelStatus
+from opsdash.catalog.models import LocalModel, ModelStatus
 from opsdash.core.errors import Code
 
 
@@ -41,7 +41,7 @@ def retire_model(*, model: LocalModel, user: User | None) -> LocalModel:
     _require_status(model, (ModelStatus.READY,), "retired")
     model.status, model.retired_at = ModelStatus.RETIRED, timezone.now()
     model.save(update_fields=["status", "retired_at"])
-    audit(action=AuditAction.RETIRE, outcome="ok", model=model, actor=user)
+    audit(action="retire", outcome="ok", model=model, actor=user)
     return model
 
 
@@ -52,7 +52,7 @@ def restore_model(*, model: LocalModel, user: User | None) -> LocalModel:
     _require_status(model, (ModelStatus.RETIRED,), "restored")
     if not Path(model.file_path).is_file():
         audit(
-            action=AuditAction.RESTORE,
+            action="restore",
             outcome="failed",
             model=model,
             actor=user,
@@ -65,7 +65,7 @@ def restore_model(*, model: LocalModel, user: User | None) -> LocalModel:
         )
     model.status, model.retired_at = ModelStatus.READY, None
     model.save(update_fields=["status", "retired_at"])
-    audit(action=AuditAction.RESTORE, outcome="ok", model=model, actor=user)
+    audit(action="restore", outcome="ok", model=model, actor=user)
     return model
 
 
@@ -83,7 +83,7 @@ def delete_model(*, model: LocalModel, user: User | None) -> LocalModel:
     model.status, model.deleted_at = ModelStatus.DELETED, timezone.now()
     model.save(update_fields=["status", "deleted_at"])
     audit(
-        action=AuditAction.DELETE,
+        action="delete",
         outcome="ok",
         model=model,
         actor=user,
@@ -99,7 +99,7 @@ def set_prompt_format(*, model: LocalModel, prompt_format: str, user: User | Non
     model.prompt_format = prompt_format
     model.save(update_fields=["prompt_format"])
     audit(
-        action=AuditAction.CONFIGURE,
+        action="configure",
         outcome="ok",
         model=model,
         actor=user,

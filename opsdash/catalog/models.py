@@ -111,34 +111,3 @@ class LocalModel(models.Model):
     @property
     def short_sha256(self) -> str:
         return self.sha256[:12]
-
-
-class AuditAction(models.TextChoices):
-    INSTALL = "install"
-    RETIRE = "retire"
-    RESTORE = "restore"
-    DELETE = "delete"
-    RECOVER = "recover"
-    CONFIGURE = "configure"
-    CANCEL = "cancel"
-
-
-class AuditEntry(models.Model):
-    """Who did what to which model, when, and how it ended. Append-only."""
-
-    at = models.DateTimeField(auto_now_add=True, db_index=True)
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    action = models.CharField(max_length=16, choices=AuditAction.choices)
-    model = models.ForeignKey(
-        LocalModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit"
-    )
-    outcome = models.CharField(max_length=16, help_text="started, ok, failed or refused")
-    detail = models.TextField(blank=True)
-
-    class Meta:
-        ordering = ["-at", "-id"]
-
-    def __str__(self) -> str:
-        return f"{self.at:%Y-%m-%d %H:%M} {self.action} {self.outcome}"

@@ -9,10 +9,10 @@ import psutil
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import RequestAborted
-from django.core.paginator import Paginator
 from django.http import HttpResponse, JsonResponse, QueryDict
 from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRefresh
@@ -22,12 +22,13 @@ from opsdash.accounts.permissions import requires
 from opsdash.accounts.roles import Cap, can
 from opsdash.catalog import services
 from opsdash.catalog.api import model_json
-from opsdash.catalog.models import AuditEntry, LocalModel, ModelStatus, SourceKind
+from opsdash.catalog.models import LocalModel, ModelStatus, SourceKind
 from opsdash.catalog.uploads import (
     PartialFileUploadHandler,
     StreamedModelFile,
     UploadTooLarge,
 )
+from opsdash.core import audit as audit_log
 from opsdash.core.bearer import bearer_token
 from opsdash.typing import AuthedRequest
 
@@ -84,7 +85,7 @@ def model_detail(request: AuthedRequest, pk: int) -> HttpResponse:
     context = {
         "model": model,
         "memory": _memory_estimate(model),
-        "audit": AuditEntry.objects.filter(model=model).select_related("actor")[:50],
+        "audit": audit_log.entries(target_type="model", target_id=str(model.pk))[:50],
         "can_manage": can(request.user, Cap.MANAGE_MODELS),
         "hyperparameters": (model.metadata or {}).get("hyperparameters") or {},
         "chat_formats": [(key, label) for key, (label, _) in chat_formats.FORMATS.items()],
@@ -202,9 +203,8 @@ def set_prompt_format(request: AuthedRequest, pk: int) -> HttpResponse:
 @requires(Cap.READ_AUDIT)
 @require_GET
 def audit(request: AuthedRequest) -> HttpResponse:
-    entries = AuditEntry.objects.select_related("actor", "model")
-    page = Paginator(entries, 50).get_page(request.GET.get("page"))
-    return render(request, "catalog/audit.html", {"page": page})
+    """The catalog's audit trail became the one Audit page, showing models' entries."""
+    return redirect(f"{reverse('core:audit')}?target_type=model")
 
 
 def _csrf_refusal(request: AuthedRequest) -> HttpResponse | None:

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from inference.backends.base import MAX_TOKENS_LIMIT
 from opsdash.catalog.models import LocalModel, ModelStatus
+from opsdash.core.audit import Target, record
 from opsdash.core.errors import Code, Refusal
 from opsdash.gateway.models import Endpoint, GatewayCall, WorkflowKey
 from opsdash.runs.models import Run, RunSource, Workflow
@@ -52,14 +53,25 @@ def create_api_key(*, workflow: Workflow, name: str, user: User | None) -> Issue
         digest=_digest(secret),
         created_by=user,
     )
+    record(
+        actor=user,
+        action="key.create",
+        target=_key_target(key),
+        detail={"workflow": workflow.slug, "prefix": key.prefix},
+    )
     return IssuedKey(key=key, secret=secret)
 
 
-def revoke_api_key(*, key: WorkflowKey) -> None:
+def revoke_api_key(*, key: WorkflowKey, user: User | None = None) -> None:
     """From now on the key answers 401; its calls and runs stay in the ledger."""
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
+        record(actor=user, action="key.revoke", target=_key_target(key))
+
+
+def _key_target(key: WorkflowKey) -> Target:
+    return Target.of(key, type="key", label=f"{key.workflow.slug}: {key.name} ({key.prefix}…)")
 
 
 def use_api_key(*, secret: str) -> WorkflowKey | None:

@@ -97,7 +97,7 @@ def create_key(request: AuthedRequest, slug: str) -> HttpResponse:
 @require_POST
 def revoke_key(request: AuthedRequest, pk: int) -> HttpResponse:
     key = get_object_or_404(WorkflowKey.objects.select_related("workflow"), pk=pk)
-    services.revoke_api_key(key=key)
+    services.revoke_api_key(key=key, user=request.user)
     messages.success(
         request, f"Key “{key.name}” ({key.prefix}…) revoked. Calls using it now get 401."
     )

@@ -16,6 +16,7 @@ from opsdash.accounts.api_auth import api_auth
 from opsdash.accounts.roles import Cap
 from opsdash.api_errors import BODY_STATUSES, MAX_DB_INT, DbId, ErrorOut, responses
 from opsdash.core.errors import Code
+from opsdash.runs import workflows
 from opsdash.runs.models import Run, RunSource, RunStatus, Workflow
 from opsdash.runs.params import BY_NAME, PARAM_NAMES
 from opsdash.runs.runtime import get_supervisor
@@ -255,11 +256,12 @@ def create_workflow(request: HttpRequest, payload: WorkflowIn) -> Any:
         raise HttpError(400, "Give the workflow a name.")
     if Workflow.objects.filter(slug=slug).exists():
         raise HttpError(409, f"A workflow “{slug}” already exists.")
-    workflow = Workflow.objects.create(
-        name=payload.name.strip(),
+    workflow = workflows.create_workflow(
+        name=payload.name,
         slug=slug,
         description=payload.description,
         baseline_provider=payload.baseline_provider,
         baseline_model=payload.baseline_model,
+        user=request.user,
     )
     return Status(201, workflow_json(workflow))

@@ -202,28 +202,11 @@ class WorkflowDailyRollup(RollupFigures):
 
 
 class SavingsAction(models.TextChoices):
-    ADD_PRICE = "add_price"
-    CLOSE_PRICE = "close_price"
-    REFRESH_PRICES = "refresh_prices"
-    CHANGE_COSTING = "change_costing"
-    RECOMPUTE = "recompute"
-    REBUILD = "rebuild_rollups"
+    """The savings actions' names in the audit log (``opsdash.core.audit``)."""
 
-
-class SavingsAuditEntry(models.Model):
-    """Who changed prices or costs, when, and what happened. Append-only."""
-
-    at = models.DateTimeField(auto_now_add=True, db_index=True)
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    action = models.CharField(max_length=16, choices=SavingsAction.choices)
-    outcome = models.CharField(max_length=16, default="ok")
-    detail = models.TextField(blank=True)
-
-    class Meta:
-        ordering = ["-at", "-id"]
-        verbose_name_plural = "savings audit entries"
-
-    def __str__(self) -> str:
-        return f"{self.at:%Y-%m-%d %H:%M} {self.action}"
+    ADD_PRICE = "price.add"
+    CLOSE_PRICE = "price.close"
+    REFRESH_PRICES = "price.refresh"
+    CHANGE_COSTING = "workflow.update"
+    RECOMPUTE = "savings.recompute"
+    REBUILD = "savings.rebuild"

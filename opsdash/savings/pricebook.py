@@ -17,9 +17,10 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from opsdash.core.audit import Target, record
 from opsdash.core.errors import Refusal
 from opsdash.savings import catalogue
-from opsdash.savings.models import Price, PriceSource, SavingsAction, SavingsAuditEntry
+from opsdash.savings.models import Price, PriceSource, SavingsAction
 from opsdash.savings.money import MoneyError, format_unit_price, parse_unit_price
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9._:/@+-]{0,127}$")
@@ -31,8 +32,17 @@ class PriceRefused(Refusal):
     """The price change cannot be made; ``reason`` says why in the admin's terms."""
 
 
-def audit(*, action: SavingsAction, detail: str, actor: User | None, outcome: str = "ok") -> None:
-    SavingsAuditEntry.objects.create(action=action, detail=detail, actor=actor, outcome=outcome)
+def audit(
+    *,
+    action: SavingsAction,
+    detail: str,
+    actor: User | None,
+    outcome: str = "ok",
+    target: Target | None = None,
+) -> None:
+    """One savings entry in the audit log; without a target, the action's noun is the target."""
+    target = target or Target(type=action.split(".", 1)[0])
+    record(actor=actor, action=action, target=target, outcome=outcome, detail=detail)
 
 
 def normalize_provider(provider: str) -> str:
@@ -189,6 +199,7 @@ def add_price(
         audit(
             action=SavingsAction.ADD_PRICE,
             actor=user,
+            target=Target.of(created, type="price", label=f"{provider}/{model}"),
             detail=f"{provider}/{model}: {_describe(created)}{closed}",
         )
     return created
@@ -215,6 +226,7 @@ def close_price(*, price: Price, user: User | None, at: datetime | None = None) 
         audit(
             action=SavingsAction.CLOSE_PRICE,
             actor=user,
+            target=Target.of(row, type="price", label=f"{row.provider}/{row.model}"),
             detail=f"{row.provider}/{row.model}: closed {_describe(row)}",
         )
     return row

@@ -19,6 +19,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
+from opsdash.core.audit import Target
 from opsdash.core.errors import Refusal
 from opsdash.runs.models import Run, RunStatus, Workflow
 from opsdash.savings.energy import (
@@ -180,6 +181,7 @@ def set_workflow_costing(
         audit(
             action=SavingsAction.CHANGE_COSTING,
             actor=user,
+            target=Target.of(workflow, type="workflow", label=workflow.slug),
             detail=(
                 f"workflow {workflow.slug}: baseline {provider or '—'}/{model or '—'}, "
                 f"electricity {electricity}, from {now:%Y-%m-%d %H:%M:%S %Z}"

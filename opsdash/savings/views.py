@@ -15,12 +15,13 @@ from django.views.decorators.http import require_GET, require_POST
 
 from opsdash.accounts.permissions import requires
 from opsdash.accounts.roles import Cap, can
+from opsdash.core import audit
 from opsdash.runs.models import Workflow
 from opsdash.savings import pricebook, reports, services
 from opsdash.savings.days import report_zone
 from opsdash.savings.filters import PRESETS, FilterError, parse_filters
 from opsdash.savings.forms import CostingForm, PriceForm
-from opsdash.savings.models import CostingChange, Price, PriceSource, SavingsAuditEntry
+from opsdash.savings.models import CostingChange, Price, PriceSource
 from opsdash.typing import AuthedRequest
 
 
@@ -168,7 +169,7 @@ def _prices_page(
         "form": form,
         "error": error,
         "can_manage": can(request.user, Cap.MANAGE_WORKFLOWS),
-        "entries": SavingsAuditEntry.objects.select_related("actor")[:20],
+        "entries": audit.entries(action=("price", "savings", "workflow"))[:20],
         "time_zone": settings.REPORT_TIME_ZONE,
         "now": timezone.now(),
     }

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from opsdash.core.audit import Target, record
 from opsdash.core.errors import Code, Refusal
 from opsdash.telemetry import frames, storage
 from opsdash.telemetry.frames import Frame
@@ -146,6 +147,15 @@ def update_thresholds(*, values: dict[str, tuple[float, bool]], user: Any) -> No
                 kind=kind,
                 defaults={"threshold": threshold, "enabled": enabled, "updated_by": user},
             )
+        record(
+            actor=user,
+            action="threshold.update",
+            target=Target(type="threshold", label=", ".join(sorted(values))),
+            detail={
+                kind: {"threshold": threshold, "enabled": enabled}
+                for kind, (threshold, enabled) in values.items()
+            },
+        )
     sampler = current_sampler()
     if sampler is not None:
         sampler.reload_rules()

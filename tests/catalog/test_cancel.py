@@ -13,7 +13,8 @@ from django.contrib.auth.models import User
 
 from opsdash.accounts.services import create_token
 from opsdash.catalog import jobs, services
-from opsdash.catalog.models import AuditEntry, LocalModel, ModelStatus, SourceKind
+from opsdash.catalog.models import LocalModel, ModelStatus, SourceKind
+from opsdash.core.models import AuditEntry
 from tests.catalog.helpers import FileServer, fresh, model_files, partial_files, place, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -83,8 +84,8 @@ def test_an_admin_cancels_a_download_through_the_api_and_its_partial_file_goes(
     assert time.monotonic() - started < 5
     assert partial_files(settings.MODELS_DIR) == [] and model_files(settings.MODELS_DIR) == []
     assert fresh(model).status == ModelStatus.FAILED, "the worker does not overwrite the cancel"
-    entry = AuditEntry.objects.get(action="cancel")
-    assert (entry.model_id, entry.actor, entry.outcome) == (model.pk, admin, "ok")
+    entry = AuditEntry.objects.get(action="model.cancel")
+    assert (entry.target_id, entry.actor, entry.outcome) == (str(model.pk), admin, "ok")
 
     again = client.post(f"/api/models/{model.pk}/cancel", **bearer)
     assert again.status_code == 409

@@ -10,7 +10,8 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from opsdash.catalog import services
-from opsdash.catalog.models import AuditEntry, LocalModel, ModelStatus, SourceKind
+from opsdash.catalog.models import LocalModel, ModelStatus, SourceKind
+from opsdash.core.models import AuditEntry
 from tests.catalog.helpers import gguf_header, model_files, partial_files, place
 
 pytestmark = pytest.mark.django_db
@@ -34,8 +35,11 @@ def test_it_installs_the_tiny_gguf_with_its_metadata(admin, model_root, tiny_ggu
     assert Path(model.file_path).read_bytes() == tiny_gguf_path.read_bytes()
     assert model.trial_seconds is not None and model.trial_seconds > 0
     assert partial_files(settings.MODELS_DIR) == []
-    outcomes = list(AuditEntry.objects.filter(model=model).values_list("outcome", flat=True))
-    assert outcomes == ["ok", "started"]
+    trail = AuditEntry.objects.filter(target_type="model", target_id=str(model.pk))
+    assert list(trail.values_list("action", "outcome")) == [
+        ("model.install", "ok"),
+        ("model.install.start", "ok"),
+    ]
 
 
 def test_it_installs_a_legacy_ggml_file_when_told_its_model_type(admin, model_root, tiny_ggml_path):

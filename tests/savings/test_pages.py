@@ -8,7 +8,8 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from opsdash.savings.models import CostingChange, Price, SavingsAuditEntry
+from opsdash.core.models import AuditEntry
+from opsdash.savings.models import CostingChange, Price
 from tests.conftest import client_for
 from tests.savings.factories import finished_run, local_model, price, workflow
 
@@ -122,7 +123,7 @@ def test_an_admin_closes_a_price(as_admin: Client) -> None:
     assert as_admin.post(f"/savings/prices/{row.pk}/close/").status_code == 302
     row.refresh_from_db()
     assert row.effective_to is not None
-    assert SavingsAuditEntry.objects.filter(action="close_price").exists()
+    assert AuditEntry.objects.filter(action="price.close").exists()
 
 
 def test_an_admin_changes_a_workflows_baseline_and_electricity(as_admin: Client, drafts) -> None:  # type: ignore[no-untyped-def]

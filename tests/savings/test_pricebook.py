@@ -7,8 +7,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from opsdash.core.models import AuditEntry
 from opsdash.savings.catalogue import SINCE_ALWAYS
-from opsdash.savings.models import Price, PriceSource, SavingsAuditEntry
+from opsdash.savings.models import Price, PriceSource
 from opsdash.savings.money import parse_unit_price
 from opsdash.savings.pricebook import (
     PriceInput,
@@ -72,7 +73,7 @@ def test_a_change_closes_the_open_row_and_opens_a_new_one_leaving_its_prices_alo
     assert first.effective_to == second.effective_from
     assert (first.input_nusd_per_mtok, first.output_nusd_per_mtok) == (1_000_000_000, 2_000_000_000)
     assert first.closed_by == admin
-    assert SavingsAuditEntry.objects.filter(action="add_price", actor=admin).count() == 2
+    assert AuditEntry.objects.filter(action="price.add", actor=admin).count() == 2
 
 
 def test_overlapping_rows_of_one_model_are_refused(admin) -> None:  # type: ignore[no-untyped-def]
@@ -150,7 +151,7 @@ def test_refresh_adds_rows_only_for_prices_that_changed() -> None:
     assert stale.effective_to == new.effective_from  # history kept, not rewritten
     assert stale.input_nusd_per_mtok == 300_000_000
     assert refresh_prices().added == []
-    assert SavingsAuditEntry.objects.filter(action="refresh_prices").count() == 3
+    assert AuditEntry.objects.filter(action="price.refresh").count() == 3
 
 
 def test_refresh_does_not_reopen_a_package_price_an_admin_closed(admin) -> None:  # type: ignore[no-untyped-def]

@@ -10,9 +10,10 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+from opsdash.core.models import AuditEntry
 from opsdash.runs.models import RunStatus
 from opsdash.savings.days import report_day
-from opsdash.savings.models import DailyRollup, RunCost, SavingsAuditEntry, WorkflowDailyRollup
+from opsdash.savings.models import DailyRollup, RunCost, WorkflowDailyRollup
 from opsdash.savings.recompute import recompute_savings
 from opsdash.savings.rollups import rebuild_rollups
 from opsdash.savings.services import CostingRefused
@@ -112,7 +113,7 @@ def test_recompute_writes_an_audit_entry_and_moves_nothing_when_nothing_changed(
     assert {
         c.run_id: (c.avoided_nusd, c.local_nusd, c.revision) for c in RunCost.objects.all()
     } == costs
-    entry = SavingsAuditEntry.objects.get(action="recompute")
+    entry = AuditEntry.objects.get(action="savings.recompute")
     assert entry.actor == admin
     assert "24 run(s), 0 re-priced" in entry.detail and "all workflows" in entry.detail
 
@@ -129,13 +130,13 @@ def test_recompute_applies_a_changed_price_only_when_asked() -> None:
     day = report_day(run.started_at)
     dry = recompute_savings(start=day, end=day, dry_run=True)
     assert dry.changed == 1 and not RunCost.objects.get(run=run).priced
-    assert not SavingsAuditEntry.objects.filter(action="recompute").exists()
+    assert not AuditEntry.objects.filter(action="savings.recompute").exists()
 
     call_command("recompute_savings", "--from", day.isoformat(), "--to", day.isoformat())
     cost = RunCost.objects.get(run=run)
     assert cost.priced and cost.avoided_nusd == 1500 * 1000 and cost.revision == 2
     assert DailyRollup.objects.get().avoided_nusd == cost.avoided_nusd
-    assert SavingsAuditEntry.objects.filter(action="recompute").count() == 1
+    assert AuditEntry.objects.filter(action="savings.recompute").count() == 1
 
 
 def test_recompute_refuses_a_reversed_range() -> None:

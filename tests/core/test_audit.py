@@ -14,7 +14,6 @@ from opsdash.core import audit
 from opsdash.core.models import AuditEntry, AuditImmutable
 from opsdash.gateway.models import WorkflowKey
 from opsdash.runs.models import Workflow
-from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -127,7 +126,8 @@ def test_a_bad_filter_is_refused_with_a_sentence(as_admin: Client) -> None:
 
 @pytest.mark.parametrize("persona", ["operator", "manager"])
 def test_operators_and_managers_may_not_read_the_audit_log(persona: str, request) -> None:  # type: ignore[no-untyped-def]
-    client = client_for(request.getfixturevalue(persona))
+    client = Client()
+    client.force_login(request.getfixturevalue(persona))
     assert client.get("/api/audit").status_code == 403
     assert client.get("/audit/").status_code == 403
 

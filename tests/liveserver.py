@@ -23,6 +23,9 @@ from django.db import connections
 
 START_TIMEOUT_SECONDS = 60
 STOP_TIMEOUT_SECONDS = 15
+#: What `make run` gives uvicorn (--timeout-graceful-shutdown): a request the stop signal could
+#: not end is cancelled after this, so the server stops as it does in production.
+GRACEFUL_SHUTDOWN_SECONDS = 4
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,13 @@ def _child(sock: socket.socket, setup: Callable[[], None] | None, ready: Any) ->
             if not self.should_exit:
                 ready.set()
 
-    config = uvicorn.Config(_application(), lifespan="auto", log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        _application(),
+        lifespan="auto",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
     Server(config).run(sockets=[sock])
 
 

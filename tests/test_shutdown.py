@@ -2,7 +2,8 @@
 
 Everything is real: a data folder of its own, ``manage.py`` to migrate, create users and a token
 and install the model, uvicorn as a child process, the runner it starts, and the SQLite ledger
-read back after the server is gone.
+read back after the server is gone. The live test server (``tests/liveserver.py``) is held to
+the same stop.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from typing import Any
 import psutil
 import pytest
 
+from opsdash.accounts.services import create_token
 from opsdash.runs.services import SHUTDOWN_REASON
-from tests.fixtures import tinymodels
+from tests.liveserver import serve
+from tests.runs.conftest import endless_model, supervisor_cleanup  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 #: What the Makefile's `run` target gives uvicorn: a request the stop signal could not end (its
@@ -36,25 +39,10 @@ GRACEFUL_SECONDS = 4
 EXIT_DEADLINE_SECONDS = 10.0
 
 
-@pytest.fixture(scope="module")
-def slow_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny llama, widened to about 80 MB of f32 weights.
-
-    A long generation by construction: the tiny llama never ends by itself (its logits keep
-    ``</s>`` out), so a large ``max_tokens`` runs to the 2048-token context, and every token
-    reads all the weights: seconds of work on any CPU, against the ~1 s the tiny one takes.
-    """
-    path = tmp_path_factory.mktemp("slow-model") / "slow-llama.gguf"
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in {
-            "TINY_LLAMA_EMBEDDING_LENGTH": 512,
-            "TINY_LLAMA_FEED_FORWARD_LENGTH": 1536,
-            "TINY_LLAMA_BLOCK_COUNT": 6,
-            "TINY_LLAMA_HEAD_COUNT": 8,
-            "TINY_LLAMA_HEAD_COUNT_KV": 8,
-        }.items():
-            patch.setattr(tinymodels, name, value)
-        return tinymodels.write_tiny_gguf_llama(path)
+#: More tokens than any test waits for: the tiny llama that never ends (``tiny_long_gguf_path``)
+#: is loaded with its whole 262,144-token context, so a run asked for these goes on until the
+#: shutdown ends it.
+ENDLESS_TOKENS = 100_000
 
 
 @dataclass
@@ -67,15 +55,19 @@ class Served:
     log: Path
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.url + path,
-            data=data,
-            method=method,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return json.load(response)
+        return _request(self.url, self.token, method, path, body)
+
+
+def _request(url: str, token: str, method: str, path: str, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url + path,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.load(response)
 
 
 def _manage(env: dict[str, str], *args: str) -> str:
@@ -111,8 +103,8 @@ def _wait_until_serving(process: subprocess.Popen[bytes], url: str, log: Path) -
 
 
 @pytest.fixture
-def served(tmp_path: Path, slow_model_path: Path) -> Iterator[Served]:
-    data, root = tmp_path / "data", slow_model_path.parent
+def served(tmp_path: Path, tiny_long_gguf_path: Path) -> Iterator[Served]:
+    data, root = tmp_path / "data", tiny_long_gguf_path.parent
     env = os.environ | {
         "OPSDASH_DATA_DIR": str(data),
         "OPSDASH_MODEL_ROOTS": str(root),
@@ -122,7 +114,7 @@ def served(tmp_path: Path, slow_model_path: Path) -> Iterator[Served]:
     }
     _manage(env, "migrate", "--no-input")
     _manage(env, "bootstrap", "--demo")
-    _manage(env, "install_model", str(slow_model_path))
+    _manage(env, "install_model", str(tiny_long_gguf_path))
     token = _manage(env, "create_token", "admin").strip().splitlines()[-1]
     database = data / "opsdash.sqlite3"
     with sqlite3.connect(database) as db:
@@ -152,25 +144,33 @@ def served(tmp_path: Path, slow_model_path: Path) -> Iterator[Served]:
             process.wait()
 
 
-def _wait_for_busy_runner(served: Served) -> list[psutil.Process]:
+def _wait_for_busy_runner(url: str, token: str, log: Path | None = None) -> list[psutil.Process]:
     """Poll ``/api/runtime`` until the model's runner is generating; its process."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        loaded = served.request("GET", "/api/runtime")["loaded"]
+        loaded = _request(url, token, "GET", "/api/runtime")["loaded"]
         if any(entry["state"] == "busy" for entry in loaded):
             return [psutil.Process(entry["pid"]) for entry in loaded]
         time.sleep(0.05)
-    pytest.fail(f"the run never started generating:\n{served.log.read_text()}")
+    pytest.fail(f"the run never started generating:\n{log.read_text() if log else ''}")
 
 
-def _post_endless_run(served: Served, answer: dict[str, Any]) -> threading.Thread:
-    """``POST /api/runs`` in a thread, asking for more tokens than the context holds; the
-    answer, or the error, lands in ``answer``."""
+def _post_endless_run(
+    url: str, token: str, model_id: int, answer: dict[str, Any]
+) -> threading.Thread:
+    """``POST /api/runs`` in a thread, asking for more tokens than any test waits for; the
+    answer (status, headers, body), or the error, lands in ``answer``."""
 
     def post() -> None:
-        body = {"model": served.model_id, "prompt": "hello", "max_tokens": 100_000}
+        body = {"model": model_id, "prompt": "hello", "max_tokens": ENDLESS_TOKENS}
         try:
-            answer["json"] = served.request("POST", "/api/runs", body)
+            answer["status"], answer["json"] = 200, _request(url, token, "POST", "/api/runs", body)
+        except urllib.error.HTTPError as exc:
+            answer["status"], answer["headers"], answer["json"] = (
+                exc.code,
+                exc.headers,
+                json.load(exc),
+            )
         except (urllib.error.URLError, OSError) as exc:
             answer["error"] = exc
 
@@ -189,8 +189,8 @@ def _alive(process: psutil.Process) -> bool:
 @pytest.mark.slow
 def test_sigterm_mid_run_records_it_interrupted_ends_the_runner_and_exits_within_10_s(served):
     answer: dict[str, Any] = {}
-    client = _post_endless_run(served, answer)
-    runners = _wait_for_busy_runner(served)
+    client = _post_endless_run(served.url, served.token, served.model_id, answer)
+    runners = _wait_for_busy_runner(served.url, served.token, served.log)
     server = psutil.Process(served.process.pid)
     assert {r.pid for r in runners} <= {c.pid for c in server.children(recursive=True)}
 
@@ -210,18 +210,21 @@ def test_sigterm_mid_run_records_it_interrupted_ends_the_runner_and_exits_within
             "SELECT status, error, output, completion_tokens FROM runs_run"
         ).fetchone()
     assert (status, error) == ("interrupted", SHUTDOWN_REASON)
-    assert output and completion_tokens and completion_tokens < 2048, "the text so far is kept"
-    # The request itself was answered before the server went: the client learns what happened.
+    assert output and completion_tokens and completion_tokens < ENDLESS_TOKENS, "text so far kept"
+    # The request itself was answered before the server went: the client learns what happened,
+    # and that trying again shortly is the thing to do.
     assert "error" not in answer, answer.get("error")
-    assert answer["json"]["status"] == "interrupted" and answer["json"]["text"] == output
+    assert (answer["status"], answer["headers"]["Retry-After"]) == (503, "2")
+    run = answer["json"]["run"]
+    assert (run["status"], run["text"]) == ("interrupted", output)
 
 
 @pytest.mark.slow
 def test_sigterm_with_a_hung_runner_still_exits_within_10_s_and_records_the_run(served):
     # The worst case: the runner is stuck (frozen here) and cannot obey the interrupt, so the
     # request outlives uvicorn's graceful timeout and the runner has to be killed.
-    client = _post_endless_run(served, {})
-    runners = _wait_for_busy_runner(served)
+    client = _post_endless_run(served.url, served.token, served.model_id, {})
+    runners = _wait_for_busy_runner(served.url, served.token, served.log)
     for runner in runners:
         runner.suspend()
 
@@ -239,3 +242,31 @@ def test_sigterm_with_a_hung_runner_still_exits_within_10_s_and_records_the_run(
     with sqlite3.connect(served.database) as db:
         status, error = db.execute("SELECT status, error FROM runs_run").fetchone()
     assert (status, error) == ("interrupted", SHUTDOWN_REASON)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_the_live_test_server_stops_as_make_run_does_even_with_a_hung_runner(
+    endless_model,  # noqa: F811
+    operator,
+):
+    # tests/liveserver.py gives uvicorn the graceful timeout `make run` gives it: a request the
+    # stop signal cannot end (its runner is frozen here) is cancelled after it, so the server
+    # exits by itself instead of waiting for the request until the test kills it.
+    token = create_token(user=operator, name="t").secret
+    runners: list[psutil.Process] = []
+    try:
+        with serve() as server:
+            client = _post_endless_run(server.url, token, endless_model.pk, {})
+            runners = _wait_for_busy_runner(server.url, token)
+            for runner in runners:
+                runner.suspend()
+            sent = time.monotonic()
+        took = time.monotonic() - sent  # leaving the block sent SIGTERM and waited for the exit
+        client.join(timeout=10)
+        assert GRACEFUL_SECONDS <= took < EXIT_DEADLINE_SECONDS
+        assert not [r.pid for r in runners if _alive(r)], "a runner outlived the server"
+    finally:
+        for runner in runners:
+            if _alive(runner):
+                runner.kill()

@@ -1,4 +1,9 @@
-"""The one error type of the inference package."""
+"""The inference package's one error family: ``InferenceError`` and its subclasses.
+
+Every error carries ``reason`` (a sentence for a person) and ``code`` (for callers to branch
+on); the subclasses only name the case, none re-implements either. Framework-free: the Django
+side maps these to its own coded errors (``opsdash.core.errors``).
+"""
 
 from __future__ import annotations
 

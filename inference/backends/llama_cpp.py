@@ -13,7 +13,7 @@ import sys
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from inference.backends.base import (
     Event,
@@ -70,7 +70,6 @@ def _capture_native_log(llama_cpp: Any) -> None:
         return
     last_level = [_GGML_LOG_ERROR]
 
-    @llama_cpp.llama_log_callback
     def callback(level: int, text: bytes | None, user_data: Any) -> None:
         if level == _GGML_LOG_CONT:
             level = last_level[0]
@@ -80,8 +79,9 @@ def _capture_native_log(llama_cpp: Any) -> None:
         if level == _GGML_LOG_ERROR:
             sys.stderr.write(message)
 
-    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
-    _log_callback = callback
+    native_callback = llama_cpp.llama_log_callback(callback)  # a ctypes function pointer
+    llama_cpp.llama_log_set(native_callback, ctypes.c_void_p(0))
+    _log_callback = native_callback
 
 
 def _first_native_error() -> str | None:
@@ -345,7 +345,9 @@ class LlamaCppModel:
         different request. Re-evaluating the prompt costs prompt-processing time on long shared
         prefixes; a suite's pass/fail must not depend on the order of its cases.
         """
-        llm.reset()  # forgets the cached tokens, so generate() finds no prefix to reuse
+        # Forgets the cached tokens, so generate() finds no prefix to reuse (llama-cpp-python
+        # leaves reset() unannotated, hence the cast).
+        cast(Any, llm).reset()
         memory = self._lib.llama_get_memory(llm.ctx)
         if memory is not None:
             self._lib.llama_memory_clear(memory, True)
@@ -368,7 +370,8 @@ class LlamaCppModel:
             except Exception as exc:  # a template that does not even parse
                 raise BackendError(f"The model's chat template is not valid: {exc}.") from exc
         try:
-            return self._formatter(messages=messages).prompt
+            prompt: str = self._formatter(messages=messages).prompt
+            return prompt
         except Exception as exc:  # jinja2 errors and raise_exception() in the template
             raise BackendError(f"The model's chat template could not be rendered: {exc}.") from exc
 

@@ -135,7 +135,7 @@ class _Walk:
                 f"The GGUF header is damaged: general.alignment is {alignment!r}, "
                 "not a power of two stored as uint32."
             )
-        return self.pos + (-self.pos % alignment)
+        return int(self.pos + (-self.pos % alignment))
 
     def overrun(self, claim: str, said: str, *, plausible: bool) -> FormatError:
         """The error for a header claim that the rest of the file cannot hold.

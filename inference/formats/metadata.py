@@ -166,7 +166,7 @@ def _int(value: Any) -> int | None:
     if isinstance(value, int):
         return value
     if isinstance(value, Array) and value.items and all(isinstance(v, int) for v in value.items):
-        return max(value.items)  # per-layer values: the largest sizes memory safely
+        return int(max(value.items))  # per-layer values: the largest sizes memory safely
     return None
 
 

@@ -195,7 +195,7 @@ class RunnerProcess:
             await self.collect_output()
             raise BackendError(self.with_output(describe_exit(first.returncode, "while loading")))
         if first["type"] == "loaded":
-            self.loaded = cast(LoadedMessage, first)
+            self.loaded = first
             self.loaded_at = datetime.now(UTC)
             self.touch()
             return self.loaded

@@ -153,9 +153,9 @@ class RunnerServer:
                 self._cancelled.discard(request_id)
             try:
                 if job["type"] == "generate":
-                    self._generate(cast(GenerateCommand, job))
+                    self._generate(job)
                 else:
-                    self._tokenize(cast(TokenizeCommand, job))
+                    self._tokenize(job)
             except InferenceError as exc:
                 error: ErrorMessage = {"type": "error", "id": request_id, "reason": exc.reason}
                 if exc.code:

@@ -86,10 +86,8 @@ def trial_load(
                     trial.stop(reason)
 
 
-class _Stopped(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+class _Stopped(InferenceError):
+    """The caller stopped the trial; ``reason`` is the caller's own sentence."""
 
 
 @dataclass
@@ -130,9 +128,7 @@ class _Trial:
             await runner.start()
             loaded = await self._unless_stopped(runner, runner.wait_loaded(self.timeout))
             return await self._sample(runner, loaded)
-        except _Stopped as stop:
-            return self._failed(stop.reason)
-        except InferenceError as exc:
+        except InferenceError as exc:  # _Stopped too: the caller's reason
             return self._failed(exc.reason)
         finally:
             if runner is not None and runner.pid is not None:

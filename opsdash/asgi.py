@@ -28,17 +28,15 @@ from django.db import DatabaseError  # noqa: E402
 
 from opsdash.catalog.services import recover_interrupted_installs  # noqa: E402
 from opsdash.catalog.uploads import UPLOAD_PATH, upload_body_rule  # noqa: E402
+from opsdash.core import background  # noqa: E402
 from opsdash.core.bodylimits import BodyLimits  # noqa: E402
 from opsdash.core.streamed_body import StreamingBodyASGIHandler  # noqa: E402
 from opsdash.playground.suites import mark_interrupted_suite_runs  # noqa: E402
 from opsdash.routing import websocket_urlpatterns  # noqa: E402
-from opsdash.runs.runtime import close_supervisor, interrupt_supervisor  # noqa: E402
-from opsdash.runs.services import mark_interrupted_runs, wait_for_runs_in_flight  # noqa: E402
+from opsdash.runs.runtime import interrupt_supervisor  # noqa: E402
+from opsdash.runs.services import mark_interrupted_runs  # noqa: E402
 
 logger = logging.getLogger("opsdash")
-
-#: How long shutdown waits, after the runners are gone, for the runs they ended to be recorded.
-RECORD_TIMEOUT_SECONDS = 2.0
 
 # Django for HTTP, the upload's body streamed to its view, every body measured on the way in.
 django_asgi_app = BodyLimits(
@@ -90,16 +88,14 @@ async def lifespan_startup() -> None:
 
 
 async def lifespan_shutdown() -> None:
-    """After the last request: end every generation still running and every runner process.
+    """After the last request: stop every background service (``opsdash.core.background``).
 
-    Whatever is still generating is recorded ``interrupted`` by its request; a runner that does
-    not exit within ``SHUTDOWN_GRACE_SECONDS`` is killed, so the server exits within 10 s.
-    A request the server cancelled records its run only once its runner is gone: wait for it.
+    The supervisor's stop ends every generation still running (recorded ``interrupted`` by its
+    request) and every runner process, killing one that does not exit within
+    ``SHUTDOWN_GRACE_SECONDS``, so the server exits within 10 s; then it waits for those runs to
+    be recorded (``opsdash.runs.services.shut_down_runs``).
     """
-    await close_supervisor(final=True)
-    late = await wait_for_runs_in_flight(timeout=RECORD_TIMEOUT_SECONDS)
-    if late:
-        logger.warning("%s run(s) were still being recorded at shutdown.", late)
+    await background.stop_all()
 
 
 class Lifespan:

@@ -52,14 +52,11 @@ def prepare_server_process() -> None:
     from asgiref.sync import SyncToAsync
     from channels.testing.live import set_database_connection
 
-    from opsdash.catalog import jobs
-    from opsdash.runs import runtime
+    from opsdash.core import background
 
     set_database_connection()
-    # Threads do not survive a fork: start the pools the child inherited afresh.
-    runtime._supervisor = None
-    jobs._executors.clear()
-    jobs._pending.clear()
+    # Threads do not survive a fork: every background service starts afresh in the child.
+    background.reset_after_fork()
     SyncToAsync.single_thread_executor = ThreadPoolExecutor(max_workers=1)
 
 

@@ -14,7 +14,6 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from opsdash.accounts.permissions import requires
 from opsdash.accounts.roles import Cap, can
-from opsdash.catalog import jobs
 from opsdash.catalog.models import LocalModel, ModelStatus
 from opsdash.playground import suites
 from opsdash.playground.models import Suite, SuiteRun, SuiteRunStatus, SuiteTrigger
@@ -244,7 +243,7 @@ def suite_run_start(request: AuthedRequest, pk: int) -> HttpResponse:
     suite_run = suites.start_suite_run(
         suite=suite, model=model, user=request.user, trigger=SuiteTrigger.MANUAL
     )
-    jobs.submit(suites.execute_suite_run, suite_run.pk)
+    suites.submit_suite_run(suite_run)
     return redirect("suites:result", pk=suite_run.pk)
 
 

@@ -21,6 +21,7 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
 
+from opsdash.catalog import jobs
 from opsdash.catalog.models import LocalModel
 from opsdash.core.errors import Refusal
 from opsdash.core.processes import current_process, is_alive
@@ -347,11 +348,21 @@ def run_suite(
     return suite_run
 
 
+def submit_suite_run(suite_run: SuiteRun) -> None:
+    """Run ``suite_run`` in the background, on the suite runs' own pool: a long suite never
+    holds up an install (``opsdash.catalog.jobs``)."""
+    jobs.submit(execute_suite_run, suite_run.pk, lane=jobs.Lane.SUITE)
+
+
 def run_suites_after_install(*, model_id: int) -> None:
-    """The catalog's after-install hook: every suite marked for it runs against the new model."""
+    """The catalog's after-install hook: every suite marked for it runs against the new model,
+    in the background (the install is done; its worker is free for the next one)."""
     model = LocalModel.objects.get(pk=model_id)
     for suite in Suite.objects.filter(auto_run_after_install=True):
-        run_suite(suite=suite, model=model, user=None, trigger=SuiteTrigger.INSTALL)
+        suite_run = start_suite_run(
+            suite=suite, model=model, user=None, trigger=SuiteTrigger.INSTALL
+        )
+        submit_suite_run(suite_run)
 
 
 def mark_interrupted_suite_runs() -> int:

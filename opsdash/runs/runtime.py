@@ -25,6 +25,13 @@ _lock = threading.Lock()
 _supervisor: Supervisor | None = None
 
 
+def reset_after_fork() -> None:
+    """In a forked child: forget the parent's supervisor, whose thread did not survive."""
+    global _supervisor, _lock
+    _supervisor, _lock = None, threading.Lock()
+    _labels.clear()
+
+
 def get_supervisor() -> Supervisor:
     """The shared supervisor, created on first use with the configured limits."""
     global _supervisor

@@ -36,7 +36,7 @@ from opsdash.core.processes import current_process, is_alive
 from opsdash.runs import finalizers
 from opsdash.runs.models import Run, RunSource, RunStatus, Workflow
 from opsdash.runs.params import INVALID_PARAM, PARAM_NAMES, violations
-from opsdash.runs.runtime import get_supervisor
+from opsdash.runs.runtime import close_supervisor, get_supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +215,23 @@ async def execute_run(
 #: One future per ``execute_run`` under way, done once its run is recorded: what a shutdown
 #: waits for, so the process does not exit with a run still ``running``.
 _in_flight: set[asyncio.Future[None]] = set()
+
+
+#: How long shutdown waits, after the runners are gone, for the runs they ended to be recorded.
+RECORD_TIMEOUT_SECONDS = 2.0
+
+
+async def shut_down_runs() -> None:
+    """The run path's part of the server's shutdown (a background service's stop): end every
+    generation still running and every runner process, then wait for those runs to be recorded.
+
+    Whatever is still generating is recorded ``interrupted`` by its request; a runner that does
+    not exit within ``SHUTDOWN_GRACE_SECONDS`` is killed, so the server exits within 10 s.
+    """
+    await close_supervisor(final=True)
+    late = await wait_for_runs_in_flight(timeout=RECORD_TIMEOUT_SECONDS)
+    if late:
+        logger.warning("%s run(s) were still being recorded at shutdown.", late)
 
 
 async def wait_for_runs_in_flight(*, timeout: float) -> int:

@@ -435,4 +435,6 @@ def _forget_after_fork() -> None:
     _sampler, _lock, starts = None, threading.Lock(), 0
 
 
+#: What ``opsdash.core.background.reset_after_fork()`` calls (the fork hook does it too).
+reset_after_fork = _forget_after_fork
 os.register_at_fork(after_in_child=_forget_after_fork)

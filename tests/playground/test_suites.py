@@ -205,12 +205,13 @@ def test_a_suite_against_a_retired_model_fails_each_case_with_the_reason(tiny_mo
 
 
 def test_suites_marked_for_it_run_by_themselves_after_an_install(
-    db, model_root, tiny_gguf_path, supervisor_cleanup
+    transactional_db, model_root, tiny_gguf_path, supervisor_cleanup
 ):
     auto = make_suite(PASSING, auto=True)
     manual = suites.create_suite(name="Manual only", cases=[PASSING], user=None)
 
     model = install_ready(tiny_gguf_path, model_root)
+    assert jobs.drain(timeout=60)  # the suite runs on its own pool
 
     suite_run = SuiteRun.objects.get(model=model)
     assert suite_run.suite == auto and suite_run.trigger == SuiteTrigger.INSTALL

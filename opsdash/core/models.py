@@ -75,7 +75,7 @@ class AuditEntry(models.Model):
     def detail_text(self) -> str:
         """The detail as one line: the sentence, or ``name: value`` pairs."""
         if isinstance(self.detail, dict):
-            return "; ".join(f"{key}: {value}" for key, value in self.detail.items())
+            return "; ".join(f"{key}: {_shown(value)}" for key, value in self.detail.items())
         return "" if self.detail is None else str(self.detail)
 
     def as_json(self) -> dict[str, Any]:
@@ -87,3 +87,14 @@ class AuditEntry(models.Model):
             "outcome": self.outcome,
             "detail": self.detail,
         }
+
+
+def _shown(value: Any) -> str:
+    """A detail value for people: a nested object as ``name value, …``, not Python's repr."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {_shown(inner)}" for key, inner in value.items())
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(_shown(inner) for inner in value)
+    return str(value)

@@ -41,7 +41,10 @@ REFUSED = OpenAIError(400)
 
 def v1_error(code: str, message: str, *, param: str | None = None) -> JsonResponse:
     """The OpenAI-shaped answer for ``code``, with ``message`` and the culprit ``param``."""
-    found = V1_ERRORS.get(Code(code), REFUSED) if code in Code else REFUSED
+    try:
+        found = V1_ERRORS.get(Code(code), REFUSED)
+    except ValueError:  # a code /v1 has no case for: the request's own fault
+        found = REFUSED
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if found.retry else None
     return error_response(
         found.status, message, type=found.type, param=param, code=found.code, headers=headers

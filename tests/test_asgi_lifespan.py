@@ -15,7 +15,6 @@ from opsdash.asgi import application
 from opsdash.runs.models import Run, RunSource, RunStatus
 from opsdash.runs.runtime import get_supervisor
 from opsdash.runs.services import RunRequest, execute_run, start_run
-from tests.runs.conftest import supervisor_cleanup, tiny_model  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,7 +36,7 @@ async def _lifespan(communicator: ApplicationCommunicator, phase: str) -> str:
 
 
 async def test_startup_settles_a_run_whose_pid_was_reused_and_shutdown_ends_the_runners(
-    tiny_model,  # noqa: F811
+    tiny_model,
     operator,
     reused_pid,
 ):

@@ -24,7 +24,8 @@ from opsdash.accounts.roles import MATRIX, Cap
 from opsdash.accounts.services import create_token
 from opsdash.catalog.models import LocalModel, SourceKind
 from opsdash.gateway.auth import GATEWAY_KEY
-from tests.conftest import client_for
+from tests.fixtures.personas import client_for
+from tests.fixtures.websockets import ws_as
 
 # Routes whose views are not ours to decorate, with the reason they are safe.
 NOT_OURS = {"api/": "django-ninja's root: answers 404 (a link to the docs only when DEBUG)"}
@@ -167,11 +168,8 @@ def test_every_websocket_declares_who_may_connect(route, consumer) -> None:  # t
 @pytest.mark.parametrize("persona", PERSONAS)
 async def test_each_role_may_open_exactly_the_websockets_the_matrix_grants(persona, request):  # type: ignore[no-untyped-def]
     from asgiref.sync import sync_to_async
-    from channels.testing import WebsocketCommunicator
 
-    from opsdash.asgi import application
-
-    headers = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")]
+    user = None
     if persona != "anonymous":
         user = await sync_to_async(
             lambda: (
@@ -180,12 +178,9 @@ async def test_each_role_may_open_exactly_the_websockets_the_matrix_grants(perso
                 else User.objects.create_user("outsider")
             )
         )()
-        client = client_for(None)
-        await sync_to_async(client.force_login)(user)
-        headers.append((b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()))
     for route, consumer in _websocket_routes():
         cap = consumer.consumer_class.required_cap  # type: ignore[attr-defined]
-        communicator = WebsocketCommunicator(application, "/" + route, headers=headers)
+        communicator = await ws_as(user, "/" + route)
         connected, code = await communicator.connect()
         allowed = persona != "anonymous" and _expected(str(cap), persona) == "allowed"
         assert connected == allowed, f"/{route} as {persona}: connected={connected} code={code}"

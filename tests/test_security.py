@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.fixtures.models import REPO
 
 # Run in a fresh interpreter: settings are read from the environment once, at import.
 BEHIND_PROXY_PROBE = """

@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.test import Client
 
 from opsdash.accounts.services import create_token
-from tests.conftest import PASSWORD
+from tests.fixtures.personas import PASSWORD
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,7 @@ from websockets.sync.client import connect as websocket_connect
 
 from opsdash.accounts.services import create_token
 from tests.catalog.helpers import partial_files
-from tests.conftest import client_for
+from tests.fixtures.personas import client_for
 from tests.httpwire import Sender, closed_by_server, connect, head, read_answer
 from tests.liveserver import LiveServer, serve
 

@@ -79,7 +79,7 @@ def test_v1_answers_a_busy_model_with_openais_429_and_retry_after():
 @pytest.mark.django_db
 def test_the_api_answers_a_lifecycle_refusal_with_its_codes_status(admin) -> None:  # type: ignore[no-untyped-def]
     from opsdash.catalog.models import LocalModel, ModelStatus, SourceKind
-    from tests.conftest import client_for
+    from tests.fixtures.personas import client_for
 
     model = LocalModel.objects.create(
         name="m", slug="m", status=ModelStatus.INSTALLING, source_kind=SourceKind.PATH

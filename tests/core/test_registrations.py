@@ -16,7 +16,7 @@ from opsdash.savings.metrics import SavingsCollector
 from opsdash.savings.models import RunCost
 from opsdash.savings.reports import aggregate
 from opsdash.telemetry import collectors
-from tests.conftest import client_for
+from tests.fixtures.personas import client_for
 from tests.savings.factories import finished_run, local_model, workflow
 
 pytestmark = pytest.mark.django_db

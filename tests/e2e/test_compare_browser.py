@@ -7,8 +7,8 @@ from playwright.sync_api import Page, expect
 
 from opsdash.runs.models import Run, RunStatus
 from tests.e2e.conftest import screenshot, sign_in
+from tests.fixtures.models import install_ready
 from tests.fixtures.tinymodels import write_tiny_gguf_llama
-from tests.runs.conftest import install_ready
 
 pytestmark = [pytest.mark.e2e]
 

@@ -10,8 +10,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.e2e.conftest import screenshot, sign_in
+from tests.fixtures.models import install_ready
 from tests.liveserver import serve
-from tests.runs.conftest import install_ready
 from tests.telemetry.fake_nvml import GIB, FakeNvml
 
 pytestmark = [pytest.mark.e2e]

@@ -12,15 +12,6 @@ from asgiref.sync import SyncToAsync
 from opsdash.gateway.services import IssuedKey, create_api_key
 from opsdash.runs.models import Workflow
 
-# The live server and the browser come from the e2e suite; the models from the runs one.
-from tests.e2e.conftest import asgi_server, browser, page  # noqa: F401
-from tests.runs.conftest import (  # noqa: F401
-    endless_model,
-    smol_model,
-    supervisor_cleanup,
-    tiny_model,
-)
-
 # SmolLM2 answers this greedily with over a thousand tokens (20 s and more here): a generation
 # that does not end by itself while a test needs the model busy.
 LONG_ANSWER = {
@@ -78,7 +69,7 @@ def fresh_sync_thread() -> Iterator[None]:
 
 
 @pytest.fixture
-def gateway(api_key: IssuedKey, fresh_sync_thread: None, asgi_server: str) -> Gateway:  # noqa: F811
+def gateway(api_key: IssuedKey, fresh_sync_thread: None, asgi_server: str) -> Gateway:
     # The key is written before the server is forked (fixtures start in argument order), so
     # the server process never depends on seeing a row committed after it started.
     return Gateway(base_url=f"{asgi_server}/v1", key=api_key.secret)

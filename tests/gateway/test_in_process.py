@@ -83,7 +83,7 @@ async def test_a_prompt_longer_than_the_context_answers_context_length_exceeded(
 async def test_a_legacy_ggml_model_reports_its_context_overflow_with_the_same_code(
     api_key, tiny_ggml_path, model_root, supervisor_cleanup
 ):
-    from tests.runs.conftest import install_ready
+    from tests.fixtures.models import install_ready
 
     gpt2 = await sync_to_async(install_ready)(tiny_ggml_path, model_root, model_type="gpt2")
     assert gpt2.backend == "ctransformers"

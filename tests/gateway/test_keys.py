@@ -11,7 +11,7 @@ from django.core.management.base import CommandError
 
 from opsdash.gateway.models import WorkflowKey
 from opsdash.gateway.services import revoke_api_key, use_api_key
-from tests.conftest import client_for
+from tests.fixtures.personas import client_for
 
 pytestmark = pytest.mark.django_db
 

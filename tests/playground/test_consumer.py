@@ -6,26 +6,14 @@ import pytest
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 
-from opsdash.asgi import application
 from opsdash.runs.models import Run, RunStatus
+from tests.fixtures.websockets import ws_as
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-HEADERS = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")]
-
 
 async def connected(user: User | None) -> WebsocketCommunicator:
-    from channels.db import database_sync_to_async
-    from django.test import Client
-
-    headers = list(HEADERS)
-    if user is not None:
-        client = Client()
-        await database_sync_to_async(client.force_login)(user)
-        cookie = f"sessionid={client.cookies['sessionid'].value}"
-        headers.append((b"cookie", cookie.encode()))
-    communicator = WebsocketCommunicator(application, "/ws/playground/", headers=headers)
-    return communicator
+    return await ws_as(user, "/ws/playground/")
 
 
 async def collect(
@@ -136,7 +124,7 @@ async def test_a_prompt_longer_than_the_context_is_a_recorded_error(operator, ti
 async def test_two_panels_stream_at_once(operator, tiny_model, tiny_ggml_path, model_root):
     from asgiref.sync import sync_to_async
 
-    from tests.runs.conftest import install_ready
+    from tests.fixtures.models import install_ready
 
     gpt2 = await sync_to_async(install_ready)(tiny_ggml_path, model_root, model_type="gpt2")
     ws = await connected(operator)

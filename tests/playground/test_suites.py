@@ -22,7 +22,7 @@ from opsdash.playground.models import (
     SuiteTrigger,
 )
 from opsdash.runs.models import Run, RunSource, RunStatus
-from tests.playground.conftest import install_ready
+from tests.fixtures.models import install_ready
 
 NOT_IN_ANY_ANSWER = "zebra-quartz-7731"
 GENEROUS_LATENCY_MS = 600_000.0
@@ -413,7 +413,7 @@ def test_an_operator_creates_and_edits_suites(as_operator, operator):
 
 @pytest.mark.django_db
 def test_a_manager_cannot_see_or_run_suites(manager):
-    from tests.conftest import client_for
+    from tests.fixtures.personas import client_for
 
     client = client_for(manager)
     suite = make_suite(PASSING)

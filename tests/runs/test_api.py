@@ -13,7 +13,7 @@ from opsdash.catalog.models import LocalModel
 from opsdash.runs.models import Run, RunStatus
 from opsdash.runs.runtime import get_supervisor
 from tests.fixtures import tinymodels
-from tests.runs.conftest import install_ready
+from tests.fixtures.models import install_ready
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -180,7 +180,7 @@ def test_a_chosen_plain_chat_format_renders_messages_for_a_model_without_a_templ
     client, bearer, model_root, tiny_ggml_path, supervisor_cleanup
 ):
     from opsdash.catalog.services import set_prompt_format
-    from tests.runs.conftest import install_ready
+    from tests.fixtures.models import install_ready
 
     gpt2 = install_ready(tiny_ggml_path, model_root, model_type="gpt2")
     set_prompt_format(model=gpt2, prompt_format="alpaca", user=None)

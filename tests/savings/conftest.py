@@ -1,22 +1,13 @@
-"""Savings fixtures: the runs app's model fixtures, a manager client, no energy counters."""
+"""Savings fixtures: no energy counters."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
-from django.contrib.auth.models import User
-from django.test import Client
 
 from opsdash.savings import catalogue
 from opsdash.telemetry import energy
-from tests.conftest import client_for
-from tests.runs.conftest import smol_model, supervisor_cleanup, tiny_model  # noqa: F401
-
-
-@pytest.fixture
-def as_manager(manager: User) -> Client:
-    return client_for(manager)
 
 
 @pytest.fixture(autouse=True)

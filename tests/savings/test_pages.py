@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from opsdash.core.models import AuditEntry
 from opsdash.savings.models import CostingChange, Price
-from tests.conftest import client_for
+from tests.fixtures.personas import client_for
 from tests.savings.factories import finished_run, local_model, price, workflow
 
 pytestmark = pytest.mark.django_db

@@ -8,15 +8,12 @@ from typing import Any
 
 import psutil
 import pytest
-from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
-from django.test import Client
 
 from opsdash.runs.runtime import LoadedRunner
 from opsdash.telemetry import sampler as sampler_module
-
-HEADERS = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")]
+from tests.fixtures.websockets import ws_as
 
 
 @pytest.fixture(autouse=True)
@@ -33,14 +30,7 @@ def fresh_sampler(settings) -> Iterator[None]:  # type: ignore[no-untyped-def]
 
 
 async def telemetry_socket(user: User | None) -> WebsocketCommunicator:
-    from opsdash.asgi import application
-
-    headers = list(HEADERS)
-    if user is not None:
-        client = Client()
-        await database_sync_to_async(client.force_login)(user)
-        headers.append((b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()))
-    return WebsocketCommunicator(application, "/ws/telemetry/", headers=headers)
+    return await ws_as(user, "/ws/telemetry/")
 
 
 class ManyCores:
@@ -82,7 +72,7 @@ def loaded_tiny_model(transactional_db, model_root, tiny_gguf_path) -> Iterator[
 
     from opsdash.runs.runtime import get_supervisor, stop_supervisor
     from opsdash.runs.services import model_spec
-    from tests.playground.conftest import install_ready
+    from tests.fixtures.models import install_ready
 
     model = install_ready(tiny_gguf_path, model_root)
     async_to_sync(get_supervisor().load)(model_spec(model))

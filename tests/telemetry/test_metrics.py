@@ -13,7 +13,7 @@ from opsdash.catalog.models import LocalModel, SourceKind
 from opsdash.runs.models import Run, Workflow
 from opsdash.telemetry.metrics import TelemetryCollector, render
 from opsdash.telemetry.sampler import Sampler
-from tests.conftest import client_for
+from tests.fixtures.personas import client_for
 from tests.savings.factories import finished_run, local_model, price, workflow
 from tests.telemetry.conftest import loaded
 from tests.telemetry.fake_nvml import GIB, FakeNvml

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from opsdash.telemetry.sampler import get_sampler
-from tests.conftest import client_for
+from tests.fixtures.personas import client_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -30,7 +30,6 @@ import pytest
 from opsdash.accounts.services import create_token
 from opsdash.runs.services import SHUTDOWN_REASON
 from tests.liveserver import serve
-from tests.runs.conftest import endless_model, supervisor_cleanup  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 #: What the Makefile's `run` target gives uvicorn: a request the stop signal could not end (its
@@ -247,8 +246,7 @@ def test_sigterm_with_a_hung_runner_still_exits_within_10_s_and_records_the_run(
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_the_live_test_server_stops_as_make_run_does_even_with_a_hung_runner(
-    endless_model,  # noqa: F811
-    operator,
+    endless_model, operator
 ):
     # tests/liveserver.py gives uvicorn the graceful timeout `make run` gives it: a request the
     # stop signal cannot end (its runner is frozen here) is cancelled after it, so the server

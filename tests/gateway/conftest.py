@@ -12,13 +12,12 @@ from asgiref.sync import SyncToAsync
 from opsdash.gateway.services import IssuedKey, create_api_key
 from opsdash.runs.models import Workflow
 
-# SmolLM2 answers this greedily with over a thousand tokens (20 s and more here): a generation
-# that does not end by itself while a test needs the model busy.
+# For ``endless_model``: a generation that goes on until it is stopped, by construction (the
+# tiny llama never writes its end token, and its 262,144-token context outlasts any test),
+# while a test needs the model busy.
 LONG_ANSWER = {
-    "messages": [
-        {"role": "user", "content": "Write the numbers from 1 to 500 separated by commas."}
-    ],
-    "max_tokens": 2000,
+    "messages": [{"role": "user", "content": "hello"}],
+    "max_tokens": 100_000,
     "temperature": 0,
 }
 

@@ -100,10 +100,10 @@ def queue_of_one(settings) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.slow
-def test_a_busy_model_answers_429_with_retry_after(queue_of_one, gateway, smol_model):
+def test_a_busy_model_answers_429_with_retry_after(queue_of_one, gateway, endless_model):
     long = OpenStream(
         f"{gateway.base_url}/chat/completions",
-        LONG_ANSWER | {"model": smol_model.slug},
+        LONG_ANSWER | {"model": endless_model.slug},
         key=gateway.key,
     )
     named: list[int] = []
@@ -111,8 +111,8 @@ def test_a_busy_model_answers_429_with_retry_after(queue_of_one, gateway, smol_m
         assert long.status == 200
         next(long.events())  # the model is generating for it now
         for path, body in (
-            ("chat/completions", {"model": smol_model.slug, "messages": HELLO}),
-            ("completions", {"model": smol_model.slug, "prompt": "hi", "stream": True}),
+            ("chat/completions", {"model": endless_model.slug, "messages": HELLO}),
+            ("completions", {"model": endless_model.slug, "prompt": "hi", "stream": True}),
         ):
             busy = call("POST", f"{gateway.base_url}/{path}", body, key=gateway.key)
             assert busy.status == 429, busy.body

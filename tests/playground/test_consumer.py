@@ -11,6 +11,10 @@ from tests.fixtures.websockets import ws_as
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+#: More tokens than a test waits for: ``endless_model`` never writes its end token and holds
+#: 262,144 tokens of context, so a run asked for these goes on until it is stopped.
+ENDLESS_TOKENS = 100_000
+
 
 async def connected(user: User | None) -> WebsocketCommunicator:
     return await ws_as(user, "/ws/playground/")
@@ -56,15 +60,15 @@ async def test_an_operator_streams_tokens_and_gets_the_final_figures(operator, t
     assert run.status == RunStatus.OK and run.output == done["text"] and run.user_id == operator.pk
 
 
-async def test_stop_cancels_within_a_token_and_keeps_the_text(operator, tiny_model):
+async def test_stop_cancels_within_a_token_and_keeps_the_text(operator, endless_model):
     ws = await connected(operator)
     await ws.connect()
     await ws.send_json_to(
         {
             "type": "run",
-            "model": tiny_model.pk,
+            "model": endless_model.pk,
             "prompt": "hello",
-            "params": {"max_tokens": 2000, "temperature": 0},
+            "params": {"max_tokens": ENDLESS_TOKENS, "temperature": 0},
         }
     )
     started = await ws.receive_json_from(timeout=30)
@@ -75,16 +79,17 @@ async def test_stop_cancels_within_a_token_and_keeps_the_text(operator, tiny_mod
     await ws.disconnect()
 
     assert done["status"] == "cancelled" and done["finish_reason"] == "cancelled"
-    assert done["usage"]["completion_tokens"] < 2000
+    assert done["usage"]["completion_tokens"] < ENDLESS_TOKENS
     run = await Run.objects.aget(pk=started["run"])
     assert run.status == RunStatus.CANCELLED and run.output.startswith(first["text"])
 
 
-async def test_closing_the_socket_records_the_run_as_cancelled(operator, tiny_model):
+async def test_closing_the_socket_records_the_run_as_cancelled(operator, endless_model):
     ws = await connected(operator)
     await ws.connect()
+    params = {"max_tokens": ENDLESS_TOKENS}
     await ws.send_json_to(
-        {"type": "run", "model": tiny_model.pk, "prompt": "hello", "params": {"max_tokens": 2000}}
+        {"type": "run", "model": endless_model.pk, "prompt": "hello", "params": params}
     )
     started = await ws.receive_json_from(timeout=30)
     await ws.receive_json_from(timeout=30)  # a first token

@@ -10,7 +10,7 @@ import pytest
 
 from opsdash.runs.models import Run, RunStatus
 from opsdash.runs.runtime import get_supervisor
-from tests.playground.test_consumer import collect, connected
+from tests.playground.test_consumer import ENDLESS_TOKENS, collect, connected
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,12 +45,13 @@ async def test_twenty_concurrent_sessions_each_finish_or_hear_busy(operator, tin
 
 
 async def test_a_runner_killed_mid_generation_fails_the_run_and_the_next_request_works(
-    operator, tiny_model
+    operator, endless_model
 ):
     ws = await connected(operator)
     await ws.connect()
+    params = {"max_tokens": ENDLESS_TOKENS}
     await ws.send_json_to(
-        {"type": "run", "model": tiny_model.pk, "prompt": "hello", "params": {"max_tokens": 5000}}
+        {"type": "run", "model": endless_model.pk, "prompt": "hello", "params": params}
     )
     started = await ws.receive_json_from(timeout=30)
     assert (await ws.receive_json_from(timeout=30))["type"] == "token"
@@ -65,7 +66,7 @@ async def test_a_runner_killed_mid_generation_fails_the_run_and_the_next_request
 
     # The server keeps serving, and the next request gets a fresh runner.
     await ws.send_json_to(
-        {"type": "run", "model": tiny_model.pk, "prompt": "hello", "params": {"max_tokens": 4}}
+        {"type": "run", "model": endless_model.pk, "prompt": "hello", "params": {"max_tokens": 4}}
     )
     await ws.receive_json_from(timeout=30)
     _, again = await collect(ws)

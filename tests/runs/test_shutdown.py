@@ -63,7 +63,7 @@ async def test_a_run_the_server_cancels_after_its_grace_is_recorded_interrupted(
 
 
 async def test_a_run_the_caller_stops_is_still_cancelled_during_normal_service(
-    tiny_model, operator
+    endless_model, operator
 ):
     cancel = asyncio.Event()
     first_token = asyncio.Event()
@@ -72,7 +72,9 @@ async def test_a_run_the_caller_stops_is_still_cancelled_during_normal_service(
         first_token.set()
         cancel.set()
 
-    run = await _run(tiny_model, operator, 2000)
+    # A model that never ends, asked for more tokens than its runner writes before the cancel
+    # reaches it (the 256-token tiny model could finish first on a fast CPU).
+    run = await _run(endless_model, operator, 100_000)
     run = await execute_run(run, on_token=on_token, cancel=cancel)
 
     assert first_token.is_set()

@@ -126,12 +126,8 @@ async def test_a_prompt_longer_than_the_context_is_a_recorded_error(operator, ti
     assert done["status"] == "error" and "context" in done["error"].lower()
 
 
-async def test_two_panels_stream_at_once(operator, tiny_model, tiny_ggml_path, model_root):
-    from asgiref.sync import sync_to_async
-
-    from tests.fixtures.models import install_ready
-
-    gpt2 = await sync_to_async(install_ready)(tiny_ggml_path, model_root, model_type="gpt2")
+async def test_two_panels_stream_at_once(operator, tiny_model, tiny_gpt2_model):
+    gpt2 = tiny_gpt2_model
     ws = await connected(operator)
     await ws.connect()
     for panel, model in (("a", tiny_model.pk), ("b", gpt2.pk)):

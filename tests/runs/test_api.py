@@ -177,12 +177,11 @@ def test_a_run_left_running_by_a_dead_process_becomes_interrupted(tiny_model, op
 
 
 def test_a_chosen_plain_chat_format_renders_messages_for_a_model_without_a_template(
-    client, bearer, model_root, tiny_ggml_path, supervisor_cleanup
+    client, bearer, tiny_gpt2_model
 ):
     from opsdash.catalog.services import set_prompt_format
-    from tests.fixtures.models import install_ready
 
-    gpt2 = install_ready(tiny_ggml_path, model_root, model_type="gpt2")
+    gpt2 = tiny_gpt2_model
     set_prompt_format(model=gpt2, prompt_format="alpaca", user=None)
     messages = [{"role": "user", "content": "hello world"}]
     chat = post_run(client, bearer, model=gpt2.pk, messages=messages, max_tokens=1).json()

@@ -66,15 +66,16 @@ class ManyCores:
 
 
 @pytest.fixture
-def loaded_tiny_model(transactional_db, model_root, tiny_gguf_path) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+def loaded_tiny_model(
+    transactional_db, model_root, tiny_gguf_path, installed_once
+) -> Iterator[Any]:  # type: ignore[no-untyped-def]
     """The tiny GGUF model installed and loaded in a real runner process."""
     from asgiref.sync import async_to_sync
 
     from opsdash.runs.runtime import get_supervisor, stop_supervisor
     from opsdash.runs.services import model_spec
-    from tests.fixtures.models import install_ready
 
-    model = install_ready(tiny_gguf_path, model_root)
+    model = installed_once.ready(tiny_gguf_path, model_root)
     async_to_sync(get_supervisor().load)(model_spec(model))
     yield model
     stop_supervisor()

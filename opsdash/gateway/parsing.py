@@ -34,6 +34,11 @@ COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 class InvalidRequest(Refusal):
     """A request the gateway refuses with 400 (``param`` names the culprit when there is one)."""
 
+    @property
+    def message(self) -> str:
+        """The sentence, under the name OpenAI's error shape gives it."""
+        return self.reason
+
     def response(self) -> JsonResponse:
         return v1_error(self.code, self.reason, param=self.param)
 

@@ -43,6 +43,9 @@ class RunOut(Schema):
     text: str
     status: str
     error: str
+    error_code: str = Field(
+        "", description="why it failed, for programs: busy, context_full, load_failed, …"
+    )
     finish_reason: str
     model: int | None
     workflow: str | None

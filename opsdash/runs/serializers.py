@@ -18,6 +18,7 @@ def run_json(run: Run) -> dict[str, Any]:
         "text": run.output,
         "status": run.status,
         "error": run.error,
+        "error_code": run.error_code,
         "finish_reason": run.finish_reason,
         "model": run.model_id,
         "workflow": run.workflow.slug if run.workflow_id else None,

@@ -237,7 +237,7 @@ def test_a_full_queue_answers_429_with_retry_after_a_sentence_and_the_run(bearer
     assert busy["Retry-After"] == "2"
     body = busy.json()
     assert "busy" in body["detail"].lower()
-    assert body["run"]["status"] == "error"
+    assert body["run"]["status"] == "error" and body["run"]["error_code"] == "busy"
     assert Run.objects.filter(pk=body["run"]["id"], error_code="busy").exists()
 
 

@@ -1,10 +1,11 @@
 """The one definition of the generation parameters a run accepts.
 
-``POST /api/runs`` (its schema is built from ``PARAMS``), the gateway's OpenAI parsing, suites'
-form and validation, and the playground page (``json_script`` → ``playground.js``) all read
-this tuple, so a parameter, range or default is written once. The ranges are the backends'
-(``inference.backends.base.GenerationParams`` keeps its own guard, since ``inference/`` imports
-nothing from Django; a test checks the two agree).
+``start_run``'s validation, ``POST /api/runs`` (each body field documented from ``BY_NAME``;
+tests/runs/test_params.py holds the schema to ``PARAMS``), the gateway's OpenAI parsing, the
+suite form and the playground pages (inputs rendered from it, and ``json_script`` →
+``playground.js``) all read this tuple, so a parameter, range or default is written once. The
+ranges are the backends' (``inference.backends.base.GenerationParams`` keeps its own guard,
+since ``inference/`` imports nothing from Django; a test checks the two agree).
 """
 
 from __future__ import annotations

@@ -41,8 +41,9 @@ def test_an_admin_installs_a_model_from_a_path_and_sees_it_ready(
     expect(page.get_by_test_id("model-status")).to_have_text("deleted")
     assert not path.with_name("browser-tiny.gguf").exists() or path.exists()  # the source stays
 
+    # The catalog's old audit URL lands on the one audit log, filtered to models.
     page.goto(f"{live_server.url}/models/audit/")
-    for action in ("install", "retire", "restore", "delete"):
+    for action in ("model.install", "model.retire", "model.restore", "model.delete"):
         expect(page.get_by_role("cell", name=action, exact=True).first).to_be_visible()
 
 

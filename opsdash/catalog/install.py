@@ -262,14 +262,12 @@ def _printable(text: str) -> str:
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
-def start_install(*, source: InstallSource, user: User | None) -> LocalModel:
-    """Validate, create the ``installing`` record and run the install in the background.
-
-    URL downloads run on their own lane of the job pool, so slow servers never hold up
-    installs from a server path or an upload (see ``jobs``).
-    """
+def _validate_audited(
+    source: InstallSource, *, user: User | None, roots: Sequence[Path] | None = None
+) -> InstallSource:
+    """``_validate``, with a refusal written to the audit log before it is raised."""
     try:
-        source = _validate(source)
+        return _validate(source, roots=roots)
     except InstallRefused as exc:
         audit(
             action="install",
@@ -278,6 +276,15 @@ def start_install(*, source: InstallSource, user: User | None) -> LocalModel:
             detail=_printable(f"{source.kind} {source.location}: {exc.reason}"),
         )
         raise
+
+
+def start_install(*, source: InstallSource, user: User | None) -> LocalModel:
+    """Validate, create the ``installing`` record and run the install in the background.
+
+    URL downloads run on their own lane of the job pool, so slow servers never hold up
+    installs from a server path or an upload (see ``jobs``).
+    """
+    source = _validate_audited(source, user=user)
     model = _new_record(source, user=user)
     lane = jobs.Lane.DOWNLOAD if source.kind == SourceKind.URL else jobs.Lane.LOCAL
     jobs.submit(_acquire_and_finish, model.pk, source, lane=lane)
@@ -291,16 +298,7 @@ def install_model(
 
     ``roots`` replaces ``OPSDASH_MODEL_ROOTS`` for files OpsDash itself fetched (the demo model).
     """
-    try:
-        source = _validate(source, roots=roots)
-    except InstallRefused as exc:
-        audit(
-            action="install",
-            outcome="refused",
-            actor=user,
-            detail=_printable(f"{source.kind} {source.location}: {exc.reason}"),
-        )
-        raise
+    source = _validate_audited(source, user=user, roots=roots)
     model = _new_record(source, user=user)
     _acquire_and_finish(model.pk, source)
     model.refresh_from_db()

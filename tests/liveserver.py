@@ -95,7 +95,12 @@ def _child(sock: socket.socket, setup: Callable[[], None] | None, ready: Any) ->
 def serve(setup: Callable[[], None] | None = None) -> Iterator[LiveServer]:
     """Serve OpsDash in a child process until the block ends; ``setup`` runs in the child first."""
     # The child must not inherit an open SQLite handle: a connection shared across a fork reads
-    # stale or broken pages. Close ours; both sides reconnect on their next query.
+    # stale or broken pages. Close ours; both sides reconnect on their next query. close_all()
+    # reaches only this thread's connections, so stop the sampler an earlier test may have left
+    # running here too (its thread holds one; it starts again on first use).
+    from opsdash.telemetry.sampler import stop_sampler
+
+    stop_sampler()
     connections.close_all()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -83,20 +83,16 @@ def test_an_oversized_v1_body_is_refused_in_openais_error_shape(server):
     assert set(error) == {"message", "type", "param", "code"} and "larger" in error["message"]
 
 
+def upload_socket(server, headers: dict[str, str], *, token: str | None = None):  # type: ignore[no-untyped-def]
+    """A socket that has sent the head of a multipart model upload, with ``headers`` added."""
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
+    content = {"Content-Type": "multipart/form-data; boundary=opsdashboundary"}
+    return connect(server.port, head("POST", "/api/models/upload", auth | content | headers))
+
+
 def test_an_admins_upload_over_the_limit_is_refused_before_any_of_it_is_written(server, settings):
     before = server.written()
-    sock = connect(
-        server.port,
-        head(
-            "POST",
-            "/api/models/upload",
-            {
-                "Authorization": f"Bearer {server.token}",
-                "Content-Type": "multipart/form-data; boundary=opsdashboundary",
-                "Content-Length": str(9 * MIB),
-            },
-        ),
-    )
+    sock = upload_socket(server, {"Content-Length": str(9 * MIB)}, token=server.token)
     sender = Sender(sock, total=9 * MIB).start()
 
     answer = read_answer(sock, timeout=10)
@@ -109,18 +105,7 @@ def test_an_admins_upload_over_the_limit_is_refused_before_any_of_it_is_written(
 
 def test_a_chunked_upload_is_refused_unread_and_leaves_no_partial_file(server, settings):
     before = server.written()
-    sock = connect(
-        server.port,
-        head(
-            "POST",
-            "/api/models/upload",
-            {
-                "Authorization": f"Bearer {server.token}",
-                "Content-Type": "multipart/form-data; boundary=opsdashboundary",
-                "Transfer-Encoding": "chunked",
-            },
-        ),
-    )
+    sock = upload_socket(server, {"Transfer-Encoding": "chunked"}, token=server.token)
     sender = Sender(sock, total=64 * MIB, chunked=True).start()
 
     answer = read_answer(sock, timeout=20)
@@ -134,17 +119,7 @@ def test_a_chunked_upload_is_refused_unread_and_leaves_no_partial_file(server, s
 
 def test_an_anonymous_upload_is_refused_before_its_body_is_read(server, settings):
     before = server.written()
-    sock = connect(
-        server.port,
-        head(
-            "POST",
-            "/api/models/upload",
-            {
-                "Content-Type": "multipart/form-data; boundary=opsdashboundary",
-                "Content-Length": str(4 * MIB),
-            },
-        ),
-    )
+    sock = upload_socket(server, {"Content-Length": str(4 * MIB)})
     sender = Sender(sock, total=4 * MIB).start()
 
     answer = read_answer(sock, timeout=10)

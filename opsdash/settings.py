@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "opsdash.telemetry",
     "opsdash.savings",
     "opsdash.gateway",
+    "opsdash.fleet",
 ]
 
 MIDDLEWARE = [
@@ -262,11 +263,29 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": envstr("OPSDASH_LOG_LEVEL", "INFO")},
 }
 
+# Fleet
+# Embedded (the default): this process is the one node; it samples and runs models itself.
+# Fleet hub (OPSDASH_FLEET, on by default with a Redis URL): web processes on PostgreSQL and
+# Redis that run no model and sample nothing; each GPU machine runs `manage.py agent`.
+FLEET = envbool("OPSDASH_FLEET", bool(_redis_url))
+if FLEET and not _redis_url:
+    raise ImproperlyConfigured(
+        "OPSDASH_FLEET needs OPSDASH_REDIS_URL: hub processes reach each node's socket through "
+        "the Redis channel layer."
+    )
+# This machine's node name: the embedded node, or the agent's (manage.py agent --name).
+NODE_NAME = envstr("OPSDASH_NODE_NAME", os.uname().nodename.split(".")[0])
+NODE_UNHEALTHY_SECONDS = envint("OPSDASH_NODE_UNHEALTHY_SECONDS", 15, minimum=1)
+NODE_OFFLINE_SECONDS = envint("OPSDASH_NODE_OFFLINE_SECONDS", 60, minimum=1)
+# What `manage.py agent` dials, and the enrollment token it presents the first time.
+HUB_URL = envstr("OPSDASH_HUB_URL", "")
+NODE_TOKEN = envsecret("OPSDASH_NODE_TOKEN")
+
 # Telemetry
-# One sampler per process (embedded mode), or with OPSDASH_TELEMETRY_EMBEDDED=false one
-# `manage.py telemetry_agent` per node speaking through the (Redis) channel layer.
-TELEMETRY_EMBEDDED = envbool("OPSDASH_TELEMETRY_EMBEDDED", True)
-TELEMETRY_HOST = envstr("OPSDASH_TELEMETRY_HOST", os.uname().nodename)
+# One sampler per process in embedded mode; in a fleet each agent runs its node's sampler and
+# the hub processes relay their frames.
+TELEMETRY_EMBEDDED = envbool("OPSDASH_TELEMETRY_EMBEDDED", not FLEET)
+TELEMETRY_HOST = envstr("OPSDASH_TELEMETRY_HOST", NODE_NAME)
 TELEMETRY_TICK_MS = envint("OPSDASH_TELEMETRY_TICK_MS", 1000, minimum=100)
 # A socket with frames waiting and nothing acknowledged this long is closed (the page reconnects).
 TELEMETRY_STALL_SECONDS = envint("OPSDASH_TELEMETRY_STALL_SECONDS", 10, minimum=1)

@@ -86,6 +86,8 @@ class Run(models.Model):
     # Which process ran it, so a restart only marks its own dead runs `interrupted`; the
     # process's start time tells it from a later process that was given the same pid.
     host = models.CharField(max_length=255, blank=True)
+    # The node that generated it (the embedded node's name, or a fleet node's).
+    node = models.CharField(max_length=63, blank=True, db_index=True)
     pid = models.IntegerField(null=True, blank=True)
     pid_started_at = models.FloatField(null=True, blank=True)
 

@@ -1,0 +1,93 @@
+"""The agent link: what an agent and the hub say to each other over ``/ws/agent/``.
+
+Framework-free (no Django import), so the agent, the hub's consumer, tests and the benchmark all
+build and read messages through this one module. Every message is one JSON object with a
+``type``; requests and their events carry a ``request_id`` (and the hub's ``reply_to`` channel)
+so one socket multiplexes heartbeats, telemetry, placement jobs and many generations.
+
+Why one outbound WebSocket per node (the pattern of Beszel and GPUStack's workers): a node needs
+no inbound port and holds no database or Redis credential; any hub process can take the socket,
+and the process holding it joins the channel-layer group ``node_group(name)``, so a request that
+arrives at another hub process reaches the node through Redis. Events name the ``reply_to``
+channel of the hub process that asked, so after a hub restart an agent that reconnects to
+another process still delivers the rest of a generation to whoever is waiting for it.
+
+Agent → hub
+  hello       {name, version, facts: {cpu_count, memory_total_bytes, gpus}, token? | credential?,
+               models: [{model_id, sha256, status}]}  first message; a token enrolls, a
+               credential (given once in ``welcome``) identifies a known node
+  heartbeat   {loaded: [...], queue_length}  every HEARTBEAT_SECONDS
+  frame       {frame: <telemetry frame>}  the node's sampler, every tick (host = node name)
+  event       {request_id, reply_to, event: <token event>}  one event of a generation:
+               {"type": "accepted"} first, then {"type": "token", "text"}…, then
+               {"type": "done", …usage} or {"type": "error", "code", "reason"}
+  placement   {model_id, status, error?, bytes_done?}  progress of a placement job
+
+Hub → agent
+  welcome     {node, status, credential?, placements: [PlacementSpec…]}  answer to hello
+  refused     {reason, code}  then the hub closes with CLOSE_REFUSED; the agent stops
+  status      {status}  approved, drained, resumed
+  place       {placement: PlacementSpec}  fetch (unless present), check, trial-load
+  unplace     {model_id}  unload and delete the node's copy
+  generate    {request_id, reply_to, model: PlacementSpec, request: {prompt?, messages?,
+               params}}
+  cancel      {request_id}
+
+A PlacementSpec is ``{model_id, sha256, name, slug, backend, model_type, size_bytes,
+file_url}``; ``file_url`` is the hub path the agent fetches the file from (``Range`` resumes),
+authenticated by its node credential.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+PROTOCOL_VERSION = 1
+AGENT_PATH = "/ws/agent/"
+
+#: How often an agent sends a heartbeat (a frame also counts as one on the hub).
+HEARTBEAT_SECONDS = 2.0
+#: How long a hub waits for a node's ``accepted`` before it tries another node.
+ACCEPT_TIMEOUT_SECONDS = 5.0
+
+#: Close codes (4000–4999 are the application's): the agent stops on REFUSED, and reconnects
+#: with backoff on anything else.
+CLOSE_REFUSED = 4401
+CLOSE_REPLACED = 4409  # another connection took over this node's identity
+
+# Agent → hub
+HELLO = "hello"
+HEARTBEAT = "heartbeat"
+FRAME = "frame"
+EVENT = "event"
+PLACEMENT = "placement"
+# Hub → agent
+WELCOME = "welcome"
+REFUSED = "refused"
+STATUS = "status"
+PLACE = "place"
+UNPLACE = "unplace"
+GENERATE = "generate"
+CANCEL = "cancel"
+
+#: Error codes a generation may end with on the node, besides inference's own.
+NODE_LOST = "node_lost"
+NODE_BUSY = "busy"
+
+
+def node_group(name: str) -> str:
+    """The channel-layer group of the hub process holding node ``name``'s socket."""
+    return f"fleet.node.{name}"
+
+
+def encode(message_type: str, **fields: Any) -> str:
+    return json.dumps({"type": message_type, **fields}, separators=(",", ":"))
+
+
+def decode(text: str) -> dict[str, Any]:
+    """One message; ``ValueError`` for anything that is not a JSON object with a string type."""
+    message = json.loads(text)
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise ValueError("An agent-link message is a JSON object with a string `type`.")
+    return message

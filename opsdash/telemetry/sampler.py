@@ -32,7 +32,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,6 +110,7 @@ class Sampler:
         self._history_text: str | None = None
         self._fresh = threading.Condition(self._lock)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._sink: Callable[[str], Awaitable[object]] | None = None
         self._inflight: concurrent.futures.Future[Any] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -175,9 +176,16 @@ class Sampler:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Send frames to the group through this event loop (the one serving websockets)."""
+    def attach(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sink: Callable[[str], Awaitable[object]] | None = None,
+    ) -> None:
+        """Send frames to the group through this event loop (the one serving websockets), or,
+        with ``sink``, hand each frame's text to that coroutine function on it instead (a fleet
+        agent sends its frames to the hub). Latest wins either way."""
         self._loop = loop
+        self._sink = sink
 
     # --- what readers get ---------------------------------------------------------------------
 
@@ -336,21 +344,24 @@ class Sampler:
         if self._inflight is not None and not self._inflight.done():
             self.dropped += 1  # the loop has not sent the last one yet: latest wins
             return
-        from channels.layers import get_channel_layer
-
-        layer = get_channel_layer()
-        if layer is None:
-            return
-        message = {"type": "telemetry.frame", "host": self.host, "text": text}
         try:
-            self._inflight = asyncio.run_coroutine_threadsafe(
-                layer.group_send(frames.GROUP, message), loop
-            )
+            self._inflight = asyncio.run_coroutine_threadsafe(self._send(text), loop)
         except RuntimeError:  # the loop closed between the check and the call
             self._loop = None
             return
         self._inflight.add_done_callback(_log_failure)
         self.published += 1
+
+    async def _send(self, text: str) -> None:
+        if self._sink is not None:
+            await self._sink(text)
+            return
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+        if layer is not None:
+            message = {"type": "telemetry.frame", "host": self.host, "text": text}
+            await layer.group_send(frames.GROUP, message)
 
     # --- database work, on its own thread -----------------------------------------------------
 

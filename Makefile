@@ -12,7 +12,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 STAMP := $(VENV)/.installed-$(shell cat uv.lock pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install lock run test lint bench browser clean
+.PHONY: install lock run test lint bench browser services clean
 
 install: $(STAMP)
 
@@ -45,16 +45,32 @@ browser:
 		exit 1; \
 	fi
 
+# Debian's PostgreSQL and Redis for the fleet tests: tests/fixtures/engines.py starts throwaway
+# instances of them (loopback, temp folders) and stops them at the end; no service is enabled.
+PG_INITDB := $(firstword $(shell command -v initdb) $(wildcard /usr/lib/postgresql/*/bin/initdb))
+services:
+	@if [ -n "$(PG_INITDB)" ] && command -v redis-server >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+		echo "Installing Debian's postgresql and redis-server for the fleet tests…"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends postgresql redis-server >/dev/null; \
+	else \
+		echo "The fleet tests need PostgreSQL and Redis: run 'sudo apt-get install postgresql redis-server' and try again."; \
+		exit 1; \
+	fi
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy opsdash inference
 
 # Browser tests run in a session of their own: Playwright's sync API and pytest-asyncio each
-# want the main thread's event loop, and one session cannot give it to both.
-test: install browser lint
-	$(BIN)/python -m pytest -m "not e2e"
+# want the main thread's event loop, and one session cannot give it to both. Fleet tests run in
+# a third: they start PostgreSQL, Redis, hub and agent processes, none of which the others need.
+test: install browser services lint
+	$(BIN)/python -m pytest -m "not e2e and not fleet"
 	$(BIN)/python -m pytest -m e2e
+	$(BIN)/python -m pytest -m fleet
 
 # uvicorn hands request bodies to OpsDash as they arrive: the body guard refuses one too large
 # for its endpoint, or without credentials, before anything stores it, and uploads stream straight

@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.fixtures.personas",
     "tests.fixtures.models",
     "tests.fixtures.browser",
+    "tests.fixtures.engines",
 ]
 
 

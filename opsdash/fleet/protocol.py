@@ -21,7 +21,10 @@ Agent → hub
   event       {request_id, reply_to, event: <token event>}  one event of a generation:
                {"type": "accepted"} first, then {"type": "token", "text"}…, then
                {"type": "done", …usage} or {"type": "error", "code", "reason"}
-  placement   {model_id, status, error?, bytes_done?}  progress of a placement job
+  placement   {model_id, status, error?, bytes_done?}  progress of a placement job: status
+               fetching, loading, ready or failed (with error); ``removed`` (PLACEMENT_REMOVED)
+               once it has deleted its copy, after ``unplace`` or because ``welcome`` no
+               longer lists the model
 
 Hub → agent
   welcome     {node, status, credential?, placements: [PlacementSpec…]}  answer to hello
@@ -35,7 +38,8 @@ Hub → agent
 
 A PlacementSpec is ``{model_id, sha256, name, slug, backend, model_type, size_bytes,
 file_url}``; ``file_url`` is the hub path the agent fetches the file from (``Range`` resumes),
-authenticated by its node credential.
+authenticated by its node credential (``Authorization: Bearer <credential>``); the agent keeps
+every model in ``welcome``'s list and deletes (reporting ``removed``) any copy that is not in it.
 """
 
 from __future__ import annotations
@@ -74,6 +78,9 @@ CANCEL = "cancel"
 #: Error codes a generation may end with on the node, besides inference's own.
 NODE_LOST = "node_lost"
 NODE_BUSY = "busy"
+
+#: The ``placement`` status an agent reports once its copy of a model is gone.
+PLACEMENT_REMOVED = "removed"
 
 
 def node_group(name: str) -> str:

@@ -14,7 +14,7 @@ from ninja import Router, Schema, Status
 from opsdash.accounts.api_auth import api_auth
 from opsdash.accounts.roles import Cap
 from opsdash.api_errors import BODY_STATUSES, DbId, responses
-from opsdash.catalog import services
+from opsdash.catalog import hooks, services
 from opsdash.catalog.models import LocalModel, SourceKind
 from opsdash.typing import AuthedRequest
 
@@ -47,6 +47,23 @@ class ModelOut(Schema):
     installed_at: datetime | None
     retired_at: datetime | None
     deleted_at: datetime | None
+
+
+class PlacementOut(Schema):
+    node: str
+    status: str
+    error: str
+
+
+class ModelDetailOut(ModelOut):
+    """One model, with where it runs: in a fleet each node it is placed on; embedded, this
+    machine (the fleet app answers, through ``hooks.placements_of``)."""
+
+    placements: list[PlacementOut]
+
+    @staticmethod
+    def resolve_placements(obj: LocalModel) -> list[object]:
+        return hooks.model_placements(model=obj)
 
 
 class ModelList(Schema):
@@ -105,7 +122,9 @@ LIFECYCLE = responses({200: ModelOut}, 404, 409, 422)
 
 
 @router.get(
-    "/{model_id}", response=responses({200: ModelOut}, 404, 422), auth=api_auth(Cap.VIEW_MODELS)
+    "/{model_id}",
+    response=responses({200: ModelDetailOut}, 404, 422),
+    auth=api_auth(Cap.VIEW_MODELS),
 )
 def get_model(request: HttpRequest, model_id: DbId) -> LocalModel:
     return get_object_or_404(LocalModel, pk=model_id)

@@ -1,16 +1,20 @@
-"""What other apps do when a model becomes ready (playground runs the suites marked for it).
+"""What other apps do when a model becomes ready (playground runs the suites marked for it) or
+is retired (the fleet takes it off its nodes), and where other apps say a model is placed.
 
-The catalog calls every registered hook after the install has committed, outside its
-transaction. Error policy (said again where each hook is registered): a hook that raises is
-logged and never fails the install; the next hook still runs.
+The catalog calls every registered hook after the install (or the retire) has committed,
+outside its transaction. Error policy (said again where each hook is registered): a hook that
+raises is logged and never fails the install or the retire; the next hook still runs.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opsdash.core.registry import Registry
+
+if TYPE_CHECKING:
+    from opsdash.catalog.models import LocalModel
 
 logger = logging.getLogger(__name__)
 
@@ -30,3 +34,35 @@ def run_after_install(*, model_id: int) -> None:
             hook(model_id=model_id)
         except Exception:
             logger.exception("after-install hook %r failed for model %s", hook, model_id)
+
+
+class AfterRetire(Protocol):
+    """Acts on model ``model_id``, which has just been retired or deleted (no longer served)."""
+
+    def __call__(self, *, model_id: int) -> object: ...
+
+
+after_retire: Registry[AfterRetire] = Registry("after-retire hooks")
+
+
+def run_after_retire(*, model_id: int) -> None:
+    for hook in after_retire.entries():
+        try:
+            hook(model_id=model_id)
+        except Exception:
+            logger.exception("after-retire hook %r failed for model %s", hook, model_id)
+
+
+class PlacementsOf(Protocol):
+    """Where ``model`` runs: ``[{"node", "status", "error", "bytes_done"}]``."""
+
+    def __call__(self, *, model: LocalModel) -> list[Any]: ...
+
+
+#: The fleet app answers where a model is placed; the catalog shows it without importing it.
+placements_of: Registry[PlacementsOf] = Registry("placement providers")
+
+
+def model_placements(*, model: LocalModel) -> list[Any]:
+    """Every registered provider's answer, joined (none registered: ``[]``)."""
+    return [entry for provider in placements_of.entries() for entry in provider(model=model)]

@@ -13,6 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from inference import chat_formats
+from opsdash.catalog import hooks
 from opsdash.catalog.errors import LifecycleError
 from opsdash.catalog.install import audit
 from opsdash.catalog.models import LocalModel, ModelStatus
@@ -34,6 +35,12 @@ def _require_status(model: LocalModel, allowed: tuple[str, ...], action: str) ->
     )
 
 
+def _after_retire(pk: int) -> None:
+    # Other apps stop serving the model (the fleet takes it off its nodes) without the catalog
+    # importing them, once the retire has committed; a failing hook is logged (hooks.py).
+    transaction.on_commit(lambda: hooks.run_after_retire(model_id=pk))
+
+
 @transaction.atomic
 def retire_model(*, model: LocalModel, user: User | None) -> LocalModel:
     """Take a ready model out of use; its file, runs and savings history stay."""
@@ -42,6 +49,7 @@ def retire_model(*, model: LocalModel, user: User | None) -> LocalModel:
     model.status, model.retired_at = ModelStatus.RETIRED, timezone.now()
     model.save(update_fields=["status", "retired_at"])
     audit(action="retire", outcome="ok", model=model, actor=user)
+    _after_retire(model.pk)
     return model
 
 
@@ -89,6 +97,7 @@ def delete_model(*, model: LocalModel, user: User | None) -> LocalModel:
         actor=user,
         detail=f"removed {model.file_path} ({freed} bytes)" if freed else "no file to remove",
     )
+    _after_retire(model.pk)
     return model
 
 

@@ -29,6 +29,8 @@ class Cap(StrEnum):
     MANAGE_USERS = "manage_users"
     READ_AUDIT = "read_audit"
     USE_API_TOKENS = "use_api_tokens"
+    VIEW_NODES = "view_nodes"
+    MANAGE_NODES = "manage_nodes"
 
 
 MATRIX: dict[Cap, frozenset[Role]] = {
@@ -45,6 +47,9 @@ MATRIX: dict[Cap, frozenset[Role]] = {
     Cap.MANAGE_USERS: frozenset({Role.ADMIN}),
     Cap.READ_AUDIT: frozenset({Role.ADMIN}),
     Cap.USE_API_TOKENS: frozenset({Role.OPERATOR, Role.ADMIN, Role.MANAGER}),
+    # Operators watch the fleet they test on; only admins enroll, drain and remove nodes.
+    Cap.VIEW_NODES: frozenset({Role.OPERATOR, Role.ADMIN}),
+    Cap.MANAGE_NODES: frozenset({Role.ADMIN}),
 }
 
 

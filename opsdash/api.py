@@ -23,7 +23,9 @@ api = NinjaAPI(
 )
 install_error_handlers(api)
 api.add_router("/models", catalog_router)
+api.add_router("/models", "opsdash.fleet.placement_api.router")  # its /{id}/placements
 api.add_router("", runs_router)
 api.add_router("/savings", savings_router)
 api.add_router("/telemetry", "opsdash.telemetry.api.router")
 api.add_router("/audit", "opsdash.core.api.router")
+api.add_router("/nodes", "opsdash.fleet.api.router")

@@ -5,6 +5,7 @@ from django.urls import include, path
 from opsdash import views
 from opsdash.api import api
 from opsdash.catalog import views as catalog_views
+from opsdash.fleet import files as fleet_files
 from opsdash.telemetry import views as telemetry_views
 
 urlpatterns = [
@@ -24,5 +25,8 @@ urlpatterns = [
     # Uploads stream through our own upload handler, which django-ninja's body parsing would
     # bypass, so this one API endpoint is a plain view with the same token/session auth.
     path("api/models/upload", catalog_views.upload, name="api_models_upload"),
+    # Agents fetch placed model files with their node credential, not a user's session or
+    # token; a plain view so the file streams in chunks with Range support (fleet/files.py).
+    path("api/fleet/files/<str:sha256>", fleet_files.model_file, name="api_fleet_file"),
     path("api/", api.urls),
 ]

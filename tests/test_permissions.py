@@ -5,7 +5,8 @@ gateway's ``@gateway_endpoint``) fails the first test, so a new page cannot slip
 second asks each one as each role.
 
 ``GATEWAY_KEY`` marks the OpenAI-compatible ``/v1`` endpoints: a workflow API key opens them, not
-a role, so every persona (signed in or not, without a key) must get a 401.
+a role, so every persona (signed in or not, without a key) must get a 401; ``NODE_CREDENTIAL``
+marks what only a fleet node's credential opens (model file fetches), the same way.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from opsdash.accounts.permissions import PUBLIC
 from opsdash.accounts.roles import MATRIX, Cap
 from opsdash.accounts.services import create_token
 from opsdash.catalog.models import LocalModel, SourceKind
+from opsdash.fleet.files import NODE_CREDENTIAL
 from opsdash.gateway.auth import GATEWAY_KEY
 from tests.fixtures.personas import client_for
 from tests.fixtures.websockets import ws_as
@@ -85,7 +87,8 @@ def test_the_walk_finds_pages_and_api_operations() -> None:
 def test_every_url_declares_who_may_use_it(endpoint: Endpoint) -> None:
     assert endpoint.cap is not None, (
         f"/{endpoint.route} has no permission check: decorate its view with @requires(Cap…), "
-        f"@api_requires(Cap…), @gateway_endpoint(…) or, if it must be public, @public."
+        f"@api_requires(Cap…), @gateway_endpoint(…), @node_credential or, if it must be "
+        f"public, @public."
     )
 
 
@@ -102,7 +105,7 @@ def _concrete(route: str, model_id: int, token_id: int) -> str:
 def _expected(cap: str, persona: str) -> str:
     if cap == PUBLIC:
         return "allowed"
-    if persona == "anonymous" or cap == GATEWAY_KEY:
+    if persona == "anonymous" or cap in (GATEWAY_KEY, NODE_CREDENTIAL):
         return "login"
     roles = {r.value for r in MATRIX[Cap(cap)]}
     return "allowed" if persona in roles else "forbidden"
@@ -146,7 +149,7 @@ def test_each_role_gets_exactly_what_the_matrix_grants(persona: str, request) ->
         if (
             endpoint.is_api
             and endpoint.cap != PUBLIC
-            and (persona == "anonymous" or endpoint.cap == GATEWAY_KEY)
+            and (persona == "anonymous" or endpoint.cap in (GATEWAY_KEY, NODE_CREDENTIAL))
         ):
             assert response.status_code == 401, f"{url} must answer 401 to scripts, not redirect"
     assert not mismatches, "\n".join(mismatches)

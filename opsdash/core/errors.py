@@ -38,6 +38,8 @@ class Code(StrEnum):
     CRASHED = "crashed"
     SHUTTING_DOWN = "shutting_down"
     UNAVAILABLE = "unavailable"
+    NO_NODE = "no_node"  # fleet mode: no node can serve the model now (opsdash.fleet.scheduler)
+    NODE_LOST = "node_lost"  # fleet mode: the node stopped answering during the generation
 
 
 HTTP_STATUS: dict[Code, int] = {
@@ -59,6 +61,8 @@ HTTP_STATUS: dict[Code, int] = {
     Code.CRASHED: 503,
     Code.SHUTTING_DOWN: 503,
     Code.UNAVAILABLE: 503,
+    Code.NO_NODE: 503,
+    Code.NODE_LOST: 503,
 }
 
 

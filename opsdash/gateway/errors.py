@@ -34,6 +34,10 @@ V1_ERRORS: dict[Code, OpenAIError] = {
     Code.LOAD_FAILED: OpenAIError(503, "server_error", "model_not_loaded"),
     Code.CRASHED: OpenAIError(503, "server_error", "model_not_loaded"),
     Code.SHUTTING_DOWN: OpenAIError(503, "server_error", "server_shutting_down", retry=True),
+    # Fleet mode: no node can serve the model now (the sentence says why), or the node was
+    # lost before any text was sent; another try may find a node.
+    Code.NO_NODE: OpenAIError(503, "server_error", "model_not_loaded", retry=True),
+    Code.NODE_LOST: OpenAIError(503, "server_error", "node_lost", retry=True),
 }
 #: Anything else the gateway refuses is the request's own fault.
 REFUSED = OpenAIError(400)

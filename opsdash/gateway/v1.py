@@ -12,7 +12,9 @@ under ``/v1``, 413 a body over Django's size limit, 429 the model's queue is ful
 anything else that went wrong: always JSON, never a page). A stream is only begun once the
 first text exists, so all of these reach streaming clients as HTTP statuses too; a failure
 after that arrives as an ``{"error": ...}`` event. Every answer to a request that wrote a run,
-refusals included, names it in ``X-OpsDash-Run``.
+refusals included, names it in ``X-OpsDash-Run``, and the node that generated it in
+``X-OpsDash-Node`` (the local node in the embedded mode). In fleet mode, 503 ``model_not_loaded``
+also answers when no node can serve the model (the message says why).
 """
 
 from __future__ import annotations
@@ -149,6 +151,10 @@ async def _complete(
 
     response = await _respond(call, run, generation)
     response["X-OpsDash-Run"] = str(run.pk)
+    # Set by start_run (embedded) or by execute_run on this same instance once a node accepted
+    # it (fleet), which is before its first text: so a stream's headers name it too.
+    if run.node:
+        response["X-OpsDash-Node"] = run.node
     return response
 
 
@@ -229,6 +235,8 @@ def _failure(run: Run, call: CompletionCall) -> HttpResponse | None:
             f"This model's maximum context length was exceeded: {run.error}",
             param="messages" if call.endpoint == Endpoint.CHAT else "prompt",
         )
+    if run.error_code in {Code.NO_NODE, Code.NODE_LOST}:
+        return v1_error(run.error_code, f"The model `{slug}` could not be served: {run.error}")
     if run.error_code in {Code.LOAD_FAILED, Code.CRASHED}:
         return v1_error(run.error_code, f"The model `{slug}` could not be loaded: {run.error}")
     if not run.output:

@@ -50,6 +50,7 @@ class RunOut(Schema):
     model: int | None
     workflow: str | None
     source: str
+    node: str = Field("", description="the node that generated it (X-OpsDash-Node)")
     usage: Usage
     timings: Timings
     started_at: str | None
@@ -68,7 +69,8 @@ class BusyOut(ErrorOut):
 
 
 class InterruptedOut(ErrorOut):
-    """A 503: the server shut down during the run; the run keeps its text so far."""
+    """A 503: the server shut down during the run, or (fleet mode) no node could take it or
+    its node was lost; the run keeps its text so far."""
 
     run: RunOut
 
@@ -124,6 +126,7 @@ class RunFilters(Schema):
     workflow: str | None = None
     user: str | None = None
     status: str | None = None
+    node: str | None = Field(None, description="only the runs this node generated")
     since: datetime | None = None
     until: datetime | None = None
     limit: int = Field(50, description="at most 500")
@@ -158,10 +161,14 @@ async def create_run(request: AuthedRequest, payload: RunIn, response: HttpRespo
     # is recorded as `cancelled` with the text so far.
     run = await execute_run(run)
     run = await Run.objects.select_related("workflow").aget(pk=run.pk)
+    if run.node:
+        response["X-OpsDash-Node"] = run.node
     if run.error_code == Code.BUSY:
         response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return Status(429, {"detail": run.error, "run": run_json(run)})
-    if run.status == RunStatus.INTERRUPTED:  # the server is shutting down
+    # The server is shutting down, or (fleet mode) no node took the run or its node was lost:
+    # worth trying again in a moment, on another node if need be.
+    if run.status == RunStatus.INTERRUPTED or run.error_code in {Code.NO_NODE, Code.NODE_LOST}:
         response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return Status(503, {"detail": run.error, "run": run_json(run)})
     return run_json(run)
@@ -182,6 +189,8 @@ def list_runs(request: HttpRequest, filters: Query[RunFilters]) -> dict[str, Any
         runs = runs.filter(workflow__slug=filters.workflow)
     if filters.status:
         runs = runs.filter(status=filters.status)
+    if filters.node:
+        runs = runs.filter(node=filters.node)
     if filters.since:
         runs = runs.filter(started_at__gte=filters.since)
     if filters.until:

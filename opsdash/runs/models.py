@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 
@@ -93,6 +95,12 @@ class Run(models.Model):
 
     started_at = models.DateTimeField(auto_now_add=True, db_index=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    #: Not a column: the energy a fleet node reported for this run in its final event
+    #: (``{"joules", "source", "basis", "devices"}``), set by ``finish_run`` for the savings
+    #: finalizer to price in the same transaction (it freezes it on the run's cost). None for
+    #: the embedded mode, whose energy the local counters measure.
+    node_energy: dict[str, Any] | None = None
 
     class Meta:
         ordering = ["-started_at", "-id"]

@@ -54,6 +54,10 @@ def interrupt_supervisor() -> None:
     current = _supervisor
     if current is not None:
         current.interrupt()
+    if settings.FLEET:
+        from opsdash.fleet import remote  # the generations this hub process awaits on nodes
+
+        remote.interrupt()
 
 
 async def close_supervisor(grace: float = SHUTDOWN_GRACE_SECONDS, *, final: bool = False) -> None:

@@ -23,6 +23,7 @@ def run_json(run: Run) -> dict[str, Any]:
         "model": run.model_id,
         "workflow": run.workflow.slug if run.workflow_id else None,
         "source": run.source,
+        "node": run.node,
         "usage": {"prompt_tokens": run.prompt_tokens, "completion_tokens": run.completion_tokens},
         "timings": {
             "ttft_ms": run.ttft_ms,

@@ -9,13 +9,15 @@ finalized: ``ok``, ``error`` (with the reason), ``cancelled`` (with the text so 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
@@ -29,10 +31,19 @@ from inference.errors import (
     MemoryBudgetExceeded,
     RunnerCrashed,
 )
-from inference.runtime.supervisor import SHUT_DOWN, GenerateRequest, ModelSpec, SupervisorBusy
+from inference.runtime.supervisor import (
+    SHUT_DOWN,
+    GenerateRequest,
+    ModelSpec,
+    Supervisor,
+    SupervisorBusy,
+)
 from opsdash.catalog.models import LocalModel, ModelStatus
 from opsdash.core.errors import Code, Refusal
 from opsdash.core.processes import current_process, is_alive
+from opsdash.fleet import remote
+from opsdash.fleet.placements import placement_spec
+from opsdash.fleet.scheduler import routable_nodes, why_unroutable
 from opsdash.runs import finalizers
 from opsdash.runs.models import Run, RunSource, RunStatus, Workflow
 from opsdash.runs.params import INVALID_PARAM, PARAM_NAMES, violations
@@ -125,6 +136,9 @@ def start_run(
             raise RunRefused(f"There is no workflow “{request.workflow}”.", code=Code.NOT_FOUND)
     else:
         workflow = default_workflow()
+    if settings.FLEET and not routable_nodes(model_id=model.pk):
+        # Refused before any row: no node could take it (503 model_not_loaded, naming why).
+        raise RunRefused(why_unroutable(model_id=model.pk), code=Code.NO_NODE)
     me = current_process()
     return Run.objects.create(
         model=model,
@@ -135,6 +149,8 @@ def start_run(
         messages=request.messages,
         params={name: getattr(params, name) for name in PARAM_NAMES} | {"stop": list(params.stop)},
         group=group,
+        # Embedded: the local host is the one node. Fleet: set once a node accepts the run.
+        node="" if settings.FLEET else settings.NODE_NAME,
         host=me.host,
         pid=me.pid,
         pid_started_at=me.started_at,
@@ -172,11 +188,29 @@ def finish_run(
         run.runner_pid = usage.get("pid") or None
         run.finished_at = timezone.now()
         run.save()
+        run.node_energy = node_energy(usage)
         # Other apps act on the finalized run in this same transaction (savings prices it and
         # updates its daily rollup) without runs importing them; none of them can stop the run
         # being finalized (finalizers.py).
         finalizers.run_finalizers(run=run)
     return run
+
+
+def node_energy(usage: dict[str, Any]) -> dict[str, Any] | None:
+    """The energy a fleet node reported in its done event (``energy_joules``, and
+    ``energy_source`` "measured" or "estimated", ``energy_basis``, ``energy_devices``), or None
+    when it reported none (the hub then estimates it from the run's CPU time)."""
+    joules = usage.get("energy_joules")
+    if isinstance(joules, bool) or not isinstance(joules, int | float) or not joules >= 0:
+        return None
+    source = usage.get("energy_source")
+    devices = usage.get("energy_devices")
+    return {
+        "joules": float(joules),
+        "source": source if source in {"measured", "estimated"} else "estimated",
+        "basis": str(usage.get("energy_basis") or ""),
+        "devices": [str(d) for d in devices] if isinstance(devices, list) else [],
+    }
 
 
 def model_spec(model: LocalModel) -> ModelSpec:
@@ -228,6 +262,8 @@ async def shut_down_runs() -> None:
     Whatever is still generating is recorded ``interrupted`` by its request; a runner that does
     not exit within ``SHUTDOWN_GRACE_SECONDS`` is killed, so the server exits within 10 s.
     """
+    if settings.FLEET:
+        remote.interrupt()  # the nodes' generations this hub process is waiting on
     await close_supervisor(final=True)
     late = await wait_for_runs_in_flight(timeout=RECORD_TIMEOUT_SECONDS)
     if late:
@@ -256,9 +292,10 @@ async def _execute_run(run: Run, *, on_token: OnToken | None, cancel: asyncio.Ev
     )
     parts: list[str] = []
     final: dict[str, Any] | None = None
-    supervisor = get_supervisor()
+    # Fleet mode: the hub generates nothing itself; a node does (opsdash.fleet.remote).
+    supervisor = None if settings.FLEET else get_supervisor()
     try:
-        async for event in supervisor.generate(model_spec(model), request, cancel_event=cancel):
+        async for event in _generate(run, model, request, cancel, supervisor):
             if event["type"] == "token":
                 parts.append(event["text"])
                 if on_token is not None:
@@ -274,7 +311,7 @@ async def _execute_run(run: Run, *, on_token: OnToken | None, cancel: asyncio.Ev
     except asyncio.CancelledError:
         # The server cancels the requests it could not finish in its shutdown grace period.
         status, error = RunStatus.CANCELLED, ""
-        if supervisor.shutting_down:
+        if _shutting_down(supervisor):
             status, error = RunStatus.INTERRUPTED, SHUTDOWN_REASON
         await asyncio.shield(_finish(run, status, "".join(parts), error, final))
         raise
@@ -289,9 +326,40 @@ async def _execute_run(run: Run, *, on_token: OnToken | None, cancel: asyncio.Ev
         return await _finish(run, RunStatus.OK, "".join(parts), "", final)
     # Cancelled by the supervisor's shutdown, or by the caller. A shutdown wins: the caller's
     # cancel may be its consequence (the server closing the playground's websocket).
-    if supervisor.shutting_down or cancel is None or not cancel.is_set():
+    if _shutting_down(supervisor) or cancel is None or not cancel.is_set():
         return await _finish(run, RunStatus.INTERRUPTED, "".join(parts), SHUTDOWN_REASON, final)
     return await _finish(run, RunStatus.CANCELLED, "".join(parts), "", final)
+
+
+def _generate(
+    run: Run,
+    model: LocalModel,
+    request: GenerateRequest,
+    cancel: asyncio.Event | None,
+    supervisor: Supervisor | None,
+) -> AsyncIterator[Any]:
+    """The run's events: from the local runner (embedded), or from a node (fleet)."""
+    if supervisor is not None:
+        return supervisor.generate(model_spec(model), request, cancel_event=cancel)
+
+    async def chosen(node: str) -> None:
+        # On the row at once, so a run a crash leaves behind still names its node; on the
+        # caller's instance too (it is the one /v1 names in its X-OpsDash-Node header).
+        run.node = node
+        await Run.objects.filter(pk=run.pk).aupdate(node=node)
+
+    params = dataclasses.asdict(request.params) | {"stop": list(request.params.stop)}
+    return remote.generate(
+        model_id=model.pk,
+        spec=dict(placement_spec(model)),
+        request={"prompt": request.prompt, "messages": request.messages, "params": params},
+        cancel_event=cancel,
+        on_node=chosen,
+    )
+
+
+def _shutting_down(supervisor: Supervisor | None) -> bool:
+    return remote.shutting_down() if supervisor is None else supervisor.shutting_down
 
 
 #: inference's codes in opsdash's terms; an error without one (a loaded model refusing a
@@ -307,7 +375,21 @@ def error_code(exc: InferenceError) -> str:
         return Code.LOAD_FAILED  # it could not be loaded, even after unloading idle models
     if isinstance(exc, RunnerCrashed):
         return Code.CRASHED
+    if exc.code in _NODE_CODES:  # a node's own error, or the hub losing the node
+        return Code(exc.code)
     return _INFERENCE_CODES.get(exc.code or "", "")
+
+
+#: The codes a fleet node's error event carries as they are (the agent reports its runs'
+#: ``error_code``), and the hub's own for a node it could not use.
+_NODE_CODES = {
+    Code.BUSY,
+    Code.CRASHED,
+    Code.LOAD_FAILED,
+    Code.CONTEXT_FULL,
+    Code.NO_NODE,
+    Code.NODE_LOST,
+}
 
 
 async def _finish(

@@ -235,8 +235,23 @@ def _overlapping_spans(run: Run, devices: frozenset[str]) -> list[Span]:
 
 
 def run_energy(run: Run) -> EnergyReading:
-    """Measured when this host's counters covered the whole run, else estimated (energy.py)."""
-    meter = host_energy() if run.finished_at is not None else None  # a reading at its end
+    """Measured when this host's counters covered the whole run, else estimated (energy.py).
+
+    A fleet run was generated on a node: its energy is what the node reported (measured by
+    its counters or estimated there), and without a report it is estimated from the run's CPU
+    time; the hub's own counters saw none of it.
+    """
+    if run.node_energy is not None:
+        reported = run.node_energy
+        basis = f"node {run.node}: {reported['basis'] or 'as the node reported it'}"
+        return EnergyReading(
+            round(reported["joules"] * 1000),
+            EnergySource(reported["source"]),
+            basis,
+            list(reported["devices"]),
+        )
+    local = not settings.FLEET and run.finished_at is not None
+    meter = host_energy() if local else None  # a reading at its end
     if meter is not None and run.finished_at is not None:
         devices = meter.devices_for(pids=[run.runner_pid])
         span = Span(run.started_at.timestamp(), run.finished_at.timestamp(), devices)

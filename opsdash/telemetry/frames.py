@@ -7,7 +7,9 @@ in DESIGN.md ("Shapes that scripts rely on") are stable; fields may be added, ne
 Units: ``*_bytes`` bytes, ``*_bytes_s`` bytes per second, ``*_total`` counters since boot,
 ``percent`` 0–100, ``temp`` °C, ``power`` W, ``energy`` J, ``*_clock`` MHz, ``t`` epoch ms.
 GPU keys are short on purpose, and GPU UUIDs stay out (the log names them at start-up): eight
-GPUs and 64 cores must fit in 4 KB per tick.
+GPUs and 64 cores must fit in 6 KB per tick. (It was 4 KB until each GPU gained its health
+figures, ECC, throttling, XIDs and processes, ~150 bytes a GPU in positional lists:
+``probes/gpu_health.py``.)
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from opsdash.telemetry.probes.figures import (  # noqa: F401
 GROUP = "telemetry"
 """The channel-layer group every sampler sends frames to and every consumer joins."""
 
-FRAME_BUDGET_BYTES = 4096
+FRAME_BUDGET_BYTES = 6144
 
 
 class RunnerFigures(ProcessFigures):

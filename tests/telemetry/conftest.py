@@ -35,7 +35,7 @@ async def telemetry_socket(user: User | None) -> WebsocketCommunicator:
 
 class ManyCores:
     """psutil, except that it reports ``cores`` busy cores and ``disks`` busy disks and NICs:
-    the big host the 4 KB frame budget is written for."""
+    the big host the 6 KB frame budget is written for."""
 
     def __init__(self, cores: int = 64, devices: int = 4) -> None:
         self.cores = cores

@@ -1,4 +1,4 @@
-"""The frame: the shape scripts rely on (DESIGN.md) and its 4 KB budget on a big host."""
+"""The frame: the shape scripts rely on (DESIGN.md) and its 6 KB budget on a big host."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def test_a_frame_has_the_stable_shape(tmp_path):
     assert json.loads(sampler.latest_text()) == json.loads(frames.encode(frame))
 
 
-def test_eight_gpus_and_64_cores_fit_in_4_kb(tmp_path):
+def test_eight_gpus_with_their_health_figures_and_64_cores_fit_in_6_kb(tmp_path):
     sampler = big_host_sampler(tmp_path)
     sampler.tick()
     frame = sampler.tick()  # the second has rates and the process table
@@ -88,6 +88,7 @@ def test_eight_gpus_and_64_cores_fit_in_4_kb(tmp_path):
     assert len(frame["runners"]) == 2 and frame["runners"][0]["gpu_mem_bytes"] == 8 * 70 * GIB
     assert frame["disk"]["read_bytes_s"] > 10**9, "big rates, big numbers"
     assert len(frame["disk"]["devices"]) == 4 and len(frame["net"]["interfaces"]) == 2
+    assert all(g["ecc"] == [0, 0, 0, 0] and g["procs"] for g in frame["gpus"]), "health included"
     assert len(text.encode()) <= frames.FRAME_BUDGET_BYTES, f"{len(text.encode())} bytes"
     print(f"8 GPUs, 64 cores, 2 models, 4 disks, 2 NICs: {len(text.encode())} bytes")
 

@@ -68,6 +68,18 @@ class GpuFigures(TypedDict):
     energy: int | None  # J since the driver loaded; None where unsupported
     pcie_rx: int | None  # bytes per second
     pcie_tx: int | None
+    # Health (probes/gpu_health.py says each one's shape); NotRequired because a frame from an
+    # agent of an older version lacks them: readers use .get().
+    margin: NotRequired[int | None]  # °C before the GPU slows itself down
+    slowdown: NotRequired[int | None]  # °C, the slowdown threshold
+    throttle: NotRequired[dict[str, int] | None]  # active reason → seconds active
+    ecc: NotRequired[list[int | None] | None]  # vol corr, vol uncorr, agg corr, agg uncorr
+    retired: NotRequired[list[int | None] | None]  # single-bit, double-bit pages, pending
+    remap: NotRequired[list[int] | None]  # correctable, uncorrectable rows, pending, failure
+    viol: NotRequired[list[float | None] | None]  # power, thermal: seconds held down
+    xid: NotRequired[list[list[int]] | None]  # [xid, epoch ms] of the last 10 minutes
+    xid_total: NotRequired[int | None]  # XID events this process has seen
+    procs: NotRequired[list[list[int | None]] | None]  # pid, used bytes, sm %, mem %
 
 
 class ProcessFigures(TypedDict):

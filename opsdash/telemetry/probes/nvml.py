@@ -13,12 +13,15 @@ driver loaded after start-up, or a GPU back from a reset, shows up without a res
 
 from __future__ import annotations
 
+import importlib
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
+from opsdash.telemetry.probes import gpu_health
 from opsdash.telemetry.probes.figures import (
     GPU_OK,
     NO_DEVICES,
@@ -66,6 +69,7 @@ class _Device:
     uuid: str
     slow: dict[str, Any] = field(default_factory=dict)
     unsupported: set[str] = field(default_factory=set)
+    health: gpu_health.DeviceHealth = field(default_factory=gpu_health.DeviceHealth)
 
 
 class NvmlProbe:
@@ -101,10 +105,14 @@ class NvmlProbe:
         nvml = self._module
         if nvml is None:
             try:
-                import pynvml
+                nvml = _import_nvml()
             except ImportError:
                 return self._fail(NO_LIBRARY, SENTENCES["package"])
-            nvml = pynvml
+            except Exception as exc:  # a malformed OPSDASH_NVML_MODULE
+                return self._fail(
+                    f"error: {_message(exc)}",
+                    f"{NVML_MODULE_VARIABLE} names no usable NVML module: {_message(exc)}.",
+                )
         self._nvml = nvml
         try:
             nvml.nvmlInit()
@@ -128,6 +136,8 @@ class NvmlProbe:
         if not devices:
             self._shutdown()
             return self._fail(NO_DEVICES, SENTENCES[NO_DEVICES])
+        for device in devices:
+            gpu_health.open_events(nvml, device.handle, device.health, device.index)
         self._devices = devices
         self._state, self._detail = GPU_OK, ""
         logger.info("NVML: %s", ", ".join(f"{d.index}: {d.name} ({d.uuid})" for d in devices))
@@ -135,6 +145,8 @@ class NvmlProbe:
 
     def close(self) -> None:
         if self._state == GPU_OK:
+            for device in self._devices:
+                gpu_health.close_events(self._nvml, device.health)
             self._shutdown()
         self._devices = []
         self._state = None
@@ -226,7 +238,8 @@ class NvmlProbe:
         )
         self._energy_mj.append(int(energy_mj) if energy_mj is not None else None)
         slow = device.slow
-        return {
+        health = gpu_health.read_fast(nvml, h, device.health, self._caller(device), temp)
+        figures: dict[str, Any] = {
             "index": device.index,
             "name": device.name,
             "util": int(rates.gpu) if rates is not None else None,
@@ -243,6 +256,9 @@ class NvmlProbe:
             "pcie_rx": slow.get("pcie_rx"),
             "pcie_tx": slow.get("pcie_tx"),
         }
+        figures.update(health)
+        figures.update(gpu_health.figures(device.health, int(time.time() * 1000)))
+        return cast(GpuFigures, figures)
 
     def _read_slow(self) -> None:
         nvml = self._nvml
@@ -278,6 +294,11 @@ class NvmlProbe:
             processes = self._field(
                 device, "processes", lambda h=h: nvml.nvmlDeviceGetComputeRunningProcesses(h)
             )
+            call = self._caller(device)
+            gpu_health.read_slow(nvml, h, device.health, call)
+            device.health.slow["procs"] = gpu_health.processes(
+                nvml, h, device.health, call, processes
+            )
             for process in processes or ():
                 process_gpus.setdefault(process.pid, set()).add(device.index)
                 used = getattr(process, "usedGpuMemory", None)
@@ -286,20 +307,43 @@ class NvmlProbe:
         self._process_memory = process_memory
         self._process_gpus = process_gpus
 
+    def _caller(self, device: _Device) -> gpu_health.FieldCall:
+        return lambda name, call: self._field(device, name, call)
+
     def _field(self, device: _Device, name: str, call: Any) -> Any:
-        """One NVML call; a field the GPU does not support is None and not asked for again.
-        Any other NVML error propagates: the session is treated as broken."""
+        """One NVML call; a field the GPU does not support is None and not asked for again
+        (NotSupported, NoPermission, or FunctionNotFound from a driver older than the
+        nvidia-ml-py). Any other NVML error propagates: the session is treated as broken."""
         if name in device.unsupported:
             return None
         try:
             return call()
         except Exception as exc:
-            if _is(self._nvml, exc, "NVMLError_NotSupported") or _is(
-                self._nvml, exc, "NVMLError_NoPermission"
-            ):
+            if any(_is(self._nvml, exc, unsupported) for unsupported in UNSUPPORTED):
                 device.unsupported.add(name)
                 return None
             raise _DeviceError(f"GPU {device.index}: {_message(exc)}") from exc
+
+
+UNSUPPORTED = ("NVMLError_NotSupported", "NVMLError_NoPermission", "NVMLError_FunctionNotFound")
+
+NVML_MODULE_VARIABLE = "OPSDASH_NVML_MODULE"
+
+
+def _import_nvml() -> Any:
+    """``pynvml``, or what ``OPSDASH_NVML_MODULE`` names: a module, or ``module:factory`` whose
+    call returns the object to use (``tests.telemetry.fake_nvml:eight_gpus`` gives a benchmark's
+    agent processes the tests' fake 8-GPU node). Read here rather than in settings because the
+    probes are framework-free; unset, it is the real library."""
+    name = os.environ.get(NVML_MODULE_VARIABLE, "").strip() or "pynvml"
+    module_name, _, factory = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        if module_name == "pynvml":
+            raise
+        raise ValueError(f"{name!r} cannot be imported") from None
+    return getattr(module, factory)() if factory else module
 
 
 class _DeviceError(Exception):

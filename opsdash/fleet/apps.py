@@ -9,8 +9,9 @@ class FleetConfig(AppConfig):
     verbose_name = "Fleet"
 
     def ready(self) -> None:
+        from opsdash.catalog import hooks
         from opsdash.core import background
-        from opsdash.fleet import health
+        from opsdash.fleet import health, placements
 
         # The hub's health sweep (fleet mode only; start is a no-op otherwise). Stopping it
         # is a join of at most one sweep; a failed sweep is logged and retried, never fatal.
@@ -20,3 +21,7 @@ class FleetConfig(AppConfig):
             stop=health.stop_sweeper,
             reset_after_fork=health.reset_after_fork,
         )
+        # A retired model leaves every node (a failing hook is logged; the retire stands), and
+        # the catalog's model JSON and page say where a model runs without importing the fleet.
+        hooks.after_retire.register(placements.remove_model_placements)
+        hooks.placements_of.register(placements.placements_of)

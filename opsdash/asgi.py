@@ -25,6 +25,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.db import DatabaseError  # noqa: E402
+from django.urls import re_path  # noqa: E402
 
 from opsdash.catalog.services import recover_interrupted_installs  # noqa: E402
 from opsdash.catalog.uploads import UPLOAD_PATH, upload_body_rule  # noqa: E402
@@ -32,7 +33,7 @@ from opsdash.core import background  # noqa: E402
 from opsdash.core.bodylimits import BodyLimits  # noqa: E402
 from opsdash.core.streamed_body import StreamingBodyASGIHandler  # noqa: E402
 from opsdash.playground.suites import mark_interrupted_suite_runs  # noqa: E402
-from opsdash.routing import websocket_urlpatterns  # noqa: E402
+from opsdash.routing import agent_websocket_urlpatterns, websocket_urlpatterns  # noqa: E402
 from opsdash.runs.runtime import interrupt_supervisor  # noqa: E402
 from opsdash.runs.services import mark_interrupted_runs  # noqa: E402
 
@@ -149,8 +150,17 @@ application = Lifespan(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,
-            "websocket": AllowedHostsOriginValidator(
-                AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+            "websocket": URLRouter(
+                [
+                    # An agent sends no Origin and no cookie: its hello identifies it.
+                    *agent_websocket_urlpatterns,
+                    re_path(
+                        r"",
+                        AllowedHostsOriginValidator(
+                            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+                        ),
+                    ),
+                ]
             ),
         }
     )

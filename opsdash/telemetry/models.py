@@ -32,13 +32,21 @@ class AlertKind(models.TextChoices):
     GPU_MEMORY = "gpu_memory", "GPU memory"
     RAM = "ram", "RAM"
     DISK_FREE = "disk_free", "Models disk free space"
+    GPU_THERMAL_MARGIN = "gpu_thermal_margin", "GPU thermal margin"
+    GPU_THROTTLE = "gpu_throttle", "GPU thermal slowdown"
+    GPU_POWER_CAP = "gpu_power_cap", "GPU at its power cap"
+    GPU_XID = "gpu_xid", "GPU XID errors"
+    GPU_ECC = "gpu_ecc", "GPU uncorrected ECC errors"
+    GPU_RETIREMENT = "gpu_retirement", "GPU memory retirement pending"
 
 
 class AlertRule(models.Model):
     """A threshold admins set; one row per kind (created by a migration).
 
     GPU temperature in °C, GPU memory and RAM in percent used (raised above the threshold),
-    disk free in bytes of the models folder's disk (raised below it).
+    disk free in bytes of the models folder's disk and the GPU thermal margin in °C (raised
+    below it), thermal slowdown and power cap in seconds active, XID, uncorrected ECC and
+    pending retirements in counts (raised when reached). ``alerts.py`` says each rule.
     """
 
     kind = models.CharField(max_length=20, choices=AlertKind.choices, unique=True)

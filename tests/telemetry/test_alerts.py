@@ -12,7 +12,14 @@ from tests.telemetry.test_sampler import wait_for
 
 
 def hot_frame(tmp_path):  # type: ignore[no-untyped-def]
-    nvml = FakeNvml(gpus=2, temperature=91, memory_used=79 * GIB)
+    # A driver that does not tell the slowdown temperature: the fixed temperature rule applies.
+    nvml = FakeNvml(
+        gpus=2,
+        temperature=91,
+        memory_used=79 * GIB,
+        unsupported={"nvmlDeviceGetTemperatureThreshold"},
+        missing={"nvmlDeviceGetMarginTemperature"},
+    )
     sampler = Sampler(tick_seconds=1.0, host="h", models_dir=tmp_path, nvml=nvml, persist=False)
     return sampler.tick()
 
@@ -143,6 +150,8 @@ def test_with_no_thresholds_stored_a_fresh_install_alerts_at_the_documented_defa
         frame["disk"]["models_free_bytes"] = int(free_gib * GIB)
         return sorted(b.kind for b in alerts.breaches(frame, alert_rules()))
 
-    # 85 °C, 95% of GPU memory (80 GiB here), 90% of RAM, 10 GiB free for models.
+    # 5 °C of thermal margin (the fake's slowdown is at 89 °C, so 85 °C is the edge: the fixed
+    # 85 °C rule is only the fallback when the margin is unknown), 95% of GPU memory (80 GiB
+    # here), 90% of RAM, 10 GiB free for models.
     assert kinds(84, 75.0, 0.89, 11) == []
-    assert kinds(86, 77.0, 0.91, 9) == ["disk_free", "gpu_memory", "gpu_temperature", "ram"]
+    assert kinds(86, 77.0, 0.91, 9) == ["disk_free", "gpu_memory", "gpu_thermal_margin", "ram"]

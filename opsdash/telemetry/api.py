@@ -6,7 +6,6 @@ No ``from __future__ import annotations``: django-ninja reads these annotations 
 from typing import Any, Literal
 
 from ninja import Router
-from ninja.errors import HttpError
 
 from opsdash.accounts.api_auth import api_auth
 from opsdash.accounts.roles import Cap
@@ -22,31 +21,41 @@ RangeName = Literal["5m", "15m", "1h", "24h", "7d"]
 @router.get(
     "/snapshot",
     auth=api_auth(Cap.VIEW_TELEMETRY),
-    response=responses({200: dict[str, Any]}, 503),
+    response=responses({200: dict[str, Any]}, 400, 404, 422, 503),
     url_name="telemetry_snapshot",
 )
-def snapshot(request: Any) -> dict[str, Any]:
-    """The latest frame, in the shape the websocket sends (DESIGN.md)."""
-    try:
-        return dict(services.snapshot())
-    except services.TelemetryUnavailable as exc:
-        raise HttpError(503, exc.reason) from exc
+def snapshot(request: Any, host: str | None = None) -> dict[str, Any]:
+    """The latest frame, in the shape the websocket sends (DESIGN.md), of node ``host``.
+
+    Without ``host``: the local host in embedded mode; on a hub, its one live node, or 400
+    naming the live nodes when there are several. 404 when ``host`` sends no telemetry."""
+    return dict(services.snapshot(host=host))
+
+
+@router.get(
+    "/snapshots",
+    auth=api_auth(Cap.VIEW_TELEMETRY),
+    response=responses({200: dict[str, Any]}, 503),
+    url_name="telemetry_snapshots",
+)
+def snapshots(request: Any) -> dict[str, Any]:
+    """``{"items": [frame…], "count"}``: the latest frame of every live node, by name."""
+    items = [dict(f) for f in services.snapshots()]
+    return {"items": items, "count": len(items)}
 
 
 @router.get(
     "/history",
     auth=api_auth(Cap.VIEW_TELEMETRY),
-    response=responses({200: dict[str, Any]}, 422, 503),
+    response=responses({200: dict[str, Any]}, 400, 404, 422, 503),
     url_name="telemetry_history",
 )
 def history(request: Any, range: RangeName = "1h", host: str | None = None) -> dict[str, Any]:
     """``{"range", "host", "step_seconds", "t": [epoch ms], "series": {name: {"min", "avg",
-    "max"}}}``: 5m and 15m at 1 s from memory; 1h, 24h and 7d from per-minute rows, merged
-    into 60 s, 120 s and 900 s points. Missing points are null."""
-    try:
-        return dict(services.history(range_name=range, host=host))
-    except services.TelemetryUnavailable as exc:
-        raise HttpError(503, exc.reason) from exc
+    "max"}}}`` of node ``host`` (chosen as for the snapshot): 5m and 15m at 1 s from memory;
+    1h, 24h and 7d from per-minute rows, merged into 60 s, 120 s and 900 s points. Missing
+    points are null."""
+    return dict(services.history(range_name=range, host=host))
 
 
 @router.get(

@@ -1,100 +1,50 @@
-"""/ws/telemetry/: the sampler's frames, pushed to each open page.
+"""/ws/telemetry/: every node's frames, pushed to each open page.
 
-Server → client: one ``{"type": "history", "frames": [...]}`` (the last 15 minutes) on connect,
-then ``{"type": "frame", ...}`` every tick. Client → server: ``{"type": "ack"}`` after each
-message it has read.
+Server → client: one ``{"type": "history", "host", "frames": [...]}`` per node on connect (the
+last 15 minutes), then ``{"type": "frame", ...}`` of every node every tick. Client → server:
+``{"type": "ack"}`` after each message it has read.
 
-Flow control, because ASGI gives no back-pressure (daphne would buffer for a client that does
+Which nodes: in embedded mode, the one local host. On a hub, every live node (the fleet store,
+``opsdash.telemetry.store``); ``?host=NAME`` limits the socket to one node, and ``?focus=NAME``
+keeps every node's frames but sends the full history of that one only, the others' last
+``SPARK_SECONDS`` (a page draws the others as small multiples: twenty nodes' 15 minutes would
+be megabytes on every page load).
+
+Flow control, because ASGI gives no back-pressure (a server would buffer for a client that does
 not read): one message in flight per socket. Frames that arrive while the last one is not yet
-acknowledged replace each other (latest wins, one per host), so a slow page skips frames and a
-stuck one costs one frame of memory. A socket with frames waiting and no ack for
-``OPSDASH_TELEMETRY_STALL_SECONDS`` is closed with code 4408; the page reconnects by itself.
+acknowledged replace each other per host (latest wins, one per host, so one node's frame is
+never dropped because another's came after it; hosts take turns). A socket with frames waiting
+and no ack for ``OPSDASH_TELEMETRY_STALL_SECONDS`` is closed with code 4408; the page reconnects
+by itself.
 
-Fan-out: each web process has one member in the ``telemetry`` group (``Relay``), which hands
-every frame to the sockets of that process. Joining every socket to the group instead costs one
-channel-layer delivery per socket per tick, and the in-memory layer scans all its channels on
-each receive: with 200 pages open that alone took tens of milliseconds a tick.
+Fan-out: each web process has one member in the ``telemetry`` group (``relay.Relay``), which
+hands every frame to the sockets of that process.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
 from typing import Any
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.layers import get_channel_layer
 from django.conf import settings
 
 from opsdash.accounts.roles import Cap, can
-from opsdash.telemetry.frames import GROUP
+from opsdash.telemetry.relay import relay_for_this_loop
 from opsdash.telemetry.sampler import get_sampler
-from opsdash.telemetry.services import AGENTS_GROUP
+from opsdash.telemetry.store import get_store
 
 logger = logging.getLogger(__name__)
 
 CLOSE_FORBIDDEN = 4403
 CLOSE_STALLED = 4408
-REJOIN_SECONDS = 3600  # channels_redis forgets group members after a day
-
-
-class Relay:
-    """This process's member of the ``telemetry`` group, on one event loop."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.sockets: set[TelemetryConsumer] = set()
-        self.task: asyncio.Task[None] | None = None
-        self.joined = asyncio.Event()
-
-    def start(self) -> None:
-        self.task = self.loop.create_task(self._run())
-
-    async def _run(self) -> None:
-        layer = get_channel_layer()
-        assert layer is not None
-        channel = await layer.new_channel("telemetry.relay.")
-        try:
-            while True:
-                await layer.group_add(GROUP, channel)
-                self.joined.set()
-                deadline = time.monotonic() + REJOIN_SECONDS
-                while time.monotonic() < deadline:
-                    try:
-                        message = await asyncio.wait_for(layer.receive(channel), REJOIN_SECONDS)
-                    except TimeoutError:
-                        continue
-                    if message.get("type") == "telemetry.frame":
-                        await self._deliver(message)
-        finally:
-            with contextlib.suppress(Exception):
-                await layer.group_discard(GROUP, channel)
-
-    async def _deliver(self, message: dict[str, Any]) -> None:
-        for socket in list(self.sockets):
-            try:
-                await socket.offer(message.get("host", ""), message["text"])
-            except Exception:  # one broken socket must not starve the others
-                logger.exception("telemetry frame to one socket failed")
-
-
-_relays: dict[asyncio.AbstractEventLoop, Relay] = {}
-
-
-async def relay_for_this_loop() -> Relay:
-    loop = asyncio.get_running_loop()
-    for old in [r for r in _relays.values() if r.loop.is_closed()]:
-        _relays.pop(old.loop, None)
-    relay = _relays.get(loop)
-    if relay is None or relay.task is None or relay.task.done():
-        relay = _relays[loop] = Relay(loop)
-        relay.start()
-    await relay.joined.wait()
-    return relay
+SPARK_SECONDS = 120  # the history of the nodes a page shows as small multiples
+HISTORY_KEY = "\x00history:"  # a pending history message, queued before any frame
 
 
 class TelemetryConsumer(AsyncWebsocketConsumer):
@@ -105,6 +55,9 @@ class TelemetryConsumer(AsyncWebsocketConsumer):
         if user is None or not await database_sync_to_async(can)(user, self.required_cap):
             await self.close(code=CLOSE_FORBIDDEN)
             return
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        self.only_host: str | None = (query.get("host") or [None])[0] or None
+        focus = (query.get("focus") or [None])[0] or None
         self.pending: dict[str, str] = {}
         self.sent_at: float | None = None  # when the unacknowledged message went out
         self.stall_seconds = float(settings.TELEMETRY_STALL_SECONDS)
@@ -115,11 +68,20 @@ class TelemetryConsumer(AsyncWebsocketConsumer):
             sampler.attach(asyncio.get_running_loop())
             await self._send_now(sampler.history_text())
         else:
-            await self.channel_layer.group_send(
-                AGENTS_GROUP,
-                {"type": "telemetry.request", "what": "history", "reply_to": self.channel_name},
-            )
+            self._queue_histories(focus)
+            await self._flush()
         self.relay.sockets.add(self)
+
+    def _queue_histories(self, focus: str | None) -> None:
+        store = get_store()
+        hosts = store.live_hosts()
+        if self.only_host is not None:
+            hosts = [h for h in hosts if h == self.only_host]
+        for host in hosts:
+            full = focus is None or host == focus or host == self.only_host
+            text = store.history_text(host, seconds=None if full else SPARK_SECONDS)
+            if text is not None:
+                self.pending[HISTORY_KEY + host] = text
 
     async def disconnect(self, code: int) -> None:
         relay = getattr(self, "relay", None)
@@ -145,12 +107,11 @@ class TelemetryConsumer(AsyncWebsocketConsumer):
 
     async def offer(self, host: str, text: str) -> None:
         """A new frame from the relay: keep it as the latest of its host, send it if free."""
+        if self.only_host is not None and host != self.only_host:
+            return
+        # A dict keeps the order hosts first became pending: the one waiting longest goes next.
         self.pending[host] = text
         await self._flush()
-
-    async def telemetry_history(self, event: dict[str, Any]) -> None:
-        """An agent's answer to the history request (scale-out mode)."""
-        await self._send_now(event["text"])
 
     async def _flush(self) -> None:
         if not self.pending:

@@ -1,27 +1,31 @@
 """Telemetry verbs: the one place pages, API, consumers, /metrics and commands get figures from.
 
-Embedded mode (the default) reads the sampler of this process. With
-``OPSDASH_TELEMETRY_EMBEDDED=false`` the web processes run no sampler: ``manage.py
-telemetry_agent`` does, one per node, and answers requests sent over the channel layer
-(``AGENTS_GROUP``) with its latest frame or its 15-minute history, so the same functions work.
+Embedded mode (the default, ``OPSDASH_TELEMETRY_EMBEDDED``) reads the sampler of this process:
+the local host is the one node. Fleet mode (a hub: no sampler in the web processes) reads this
+process's fleet store (``opsdash.telemetry.store``), which every node's frames reach through the
+``telemetry`` group whichever hub process holds the node's socket; each node's agent runs its
+node's one sampler (``manage.py agent``).
+
+Which node: ``snapshot(host=NAME)`` and ``history(host=NAME)`` answer for that node, refused
+with a 404 sentence naming the live nodes when it is not one of them. Without a host the
+embedded mode answers for the local host, and a hub for its one live node; with several live
+nodes a hub refuses (400) rather than pick one a script did not ask for.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypedDict
 
-from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from opsdash.core.audit import Target, record
 from opsdash.core.errors import Code, Refusal
-from opsdash.telemetry import frames, storage
+from opsdash.telemetry import fleet, frames, relay, storage
 from opsdash.telemetry.frames import Frame
 from opsdash.telemetry.history import RANGES, HistoryAnswer, from_rows, from_samples
 from opsdash.telemetry.models import AlertEpisode, AlertKind, AlertRule
@@ -33,65 +37,120 @@ from opsdash.telemetry.storage import close_open_episodes as close_open_episodes
 from opsdash.telemetry.storage import prune_history as prune_history
 from opsdash.telemetry.storage import record_alert_changes as record_alert_changes
 from opsdash.telemetry.storage import save_minute as save_minute
-
-AGENTS_GROUP = "telemetry.agents"
-AGENT_ANSWER_SECONDS = 2.0
+from opsdash.telemetry.store import FleetStore, describe_live, get_store
 
 
 class TelemetryUnavailable(Refusal):
-    """No frame could be had (no agent answered, or the sampler has not produced one yet)."""
+    """No frame could be had (no node sends telemetry, or the sampler has not produced one)."""
 
     default_code = Code.UNAVAILABLE
+
+
+class UnknownHost(Refusal):
+    """The host asked for sends no telemetry here."""
+
+    default_code = Code.NOT_FOUND
+
+
+class HostRequired(Refusal):
+    """Several nodes are live and the caller did not say which one."""
+
+    default_code = Code.INVALID
+
+
+class NodeCard(TypedDict):
+    """One node of the telemetry page's grid (the figures come with its frames)."""
+
+    host: str
+    status: str  # healthy (a frame within NODE_UNHEALTHY_SECONDS) or unhealthy
+    age_seconds: float | None
+    frame: Frame | None
 
 
 # --- frames ---------------------------------------------------------------------------------
 
 
-def snapshot() -> Frame:
-    """The latest frame (of the first agent to answer, in agent mode)."""
+def snapshot(host: str | None = None) -> Frame:
+    """The latest frame of ``host`` (see the module's docstring for which node without one)."""
     if settings.TELEMETRY_EMBEDDED:
-        latest = get_sampler().latest(wait=max(3.0, 3 * settings.TELEMETRY_TICK_MS / 1000))
+        sampler = get_sampler()
+        if host is not None and host != sampler.host:
+            raise UnknownHost(
+                f"This OpsDash samples only its own host, {sampler.host!r}; "
+                f"there is no node {host!r}.",
+                param="host",
+            )
+        latest = sampler.latest(wait=max(3.0, 3 * settings.TELEMETRY_TICK_MS / 1000))
         if latest is None:
             raise TelemetryUnavailable("The sampler has not produced a frame yet; try again.")
         return latest
-    answers = async_to_sync(ask_agents)("latest", first_only=True)
-    if not answers:
-        raise TelemetryUnavailable(
-            "No telemetry agent answered: run `manage.py telemetry_agent` on each node."
-        )
-    frame: Frame = json.loads(answers[0])
+    store = _fleet_store(host)
+    name = _fleet_host(store, host)
+    frame = store.latest(name)
+    if frame is None:  # went offline between the two reads
+        raise UnknownHost(_not_live(store, name), param="host")
     return frame
 
 
 def snapshots() -> list[Frame]:
-    """The latest frame of every host (one in embedded mode)."""
+    """The latest frame of every live node, by name (the one local host in embedded mode)."""
     if settings.TELEMETRY_EMBEDDED:
         return [snapshot()]
-    return [json.loads(text) for text in async_to_sync(ask_agents)("latest")]
+    store = _fleet_store(None)
+    found = [store.latest(host) for host in store.live_hosts()]
+    return [f for f in found if f is not None]
 
 
-async def ask_agents(what: str, *, first_only: bool = False) -> list[str]:
-    """Ask every telemetry agent for ``latest`` or ``history``; their JSON texts."""
-    from channels.layers import get_channel_layer
+def node_cards() -> list[NodeCard]:
+    """The telemetry page's grid: every live node (the local host alone in embedded mode)."""
+    unhealthy = float(settings.NODE_UNHEALTHY_SECONDS)
+    if settings.TELEMETRY_EMBEDDED:
+        sampler = current_sampler()
+        frame = sampler.latest() if sampler is not None else None
+        host = sampler.host if sampler is not None else str(settings.TELEMETRY_HOST)
+        return [{"host": host, "status": "healthy", "age_seconds": 0.0, "frame": frame}]
+    store = _fleet_store(None)
+    cards: list[NodeCard] = []
+    for host in store.live_hosts():
+        age = store.age_seconds(host)
+        status = "healthy" if age is not None and age <= unhealthy else "unhealthy"
+        cards.append({"host": host, "status": status, "age_seconds": age, "frame": None})
+    return cards
 
-    layer = get_channel_layer()
-    if layer is None:
-        return []
-    reply_to = await layer.new_channel("telemetry.reply.")
-    await layer.group_send(
-        AGENTS_GROUP, {"type": "telemetry.request", "what": what, "reply_to": reply_to}
+
+def _fleet_store(host: str | None) -> FleetStore:
+    """The store, its listener started; a listener started just now waits for a first frame."""
+    store = get_store()
+    if relay.start_listener():
+        store.wait_for_any(max(2.0, 2.5 * settings.TELEMETRY_TICK_MS / 1000), host)
+    return store
+
+
+def _fleet_host(store: FleetStore, host: str | None) -> str:
+    live = store.live_hosts()
+    if host is not None:
+        if host not in live:
+            raise UnknownHost(_not_live(store, host), param="host")
+        return host
+    if len(live) == 1:
+        return live[0]
+    if not live:
+        raise TelemetryUnavailable(
+            "No node is sending telemetry to this hub: start `manage.py agent` on each node "
+            "and approve it on the Nodes page."
+        )
+    raise HostRequired(
+        f"This hub has {len(live)} nodes sending telemetry; name one with ?host=NAME "
+        f"({describe_live(live)}).",
+        param="host",
     )
-    answers: list[str] = []
-    deadline = time.monotonic() + AGENT_ANSWER_SECONDS
-    while (remaining := deadline - time.monotonic()) > 0:
-        try:
-            message = await asyncio.wait_for(layer.receive(reply_to), remaining)
-        except TimeoutError:
-            break
-        answers.append(message["text"])
-        if first_only:
-            break
-    return answers
+
+
+def _not_live(store: FleetStore, host: str) -> str:
+    return (
+        f"No node named {host!r} has sent telemetry in the last "
+        f"{settings.NODE_OFFLINE_SECONDS} s ({describe_live(store.live_hosts())})."
+    )
 
 
 # --- history --------------------------------------------------------------------------------
@@ -119,20 +178,31 @@ def history(*, range_name: str, host: str | None = None) -> HistoryAnswer:
 def _live_history(host: str | None) -> tuple[list[str], str]:
     if settings.TELEMETRY_EMBEDDED:
         sampler = get_sampler()
+        if host is not None and host != sampler.host:
+            raise UnknownHost(
+                f"This OpsDash samples only its own host, {sampler.host!r}; "
+                f"there is no node {host!r}.",
+                param="host",
+            )
         sampler.latest(wait=3.0)  # just started: at least its first frame
         return sampler.history_frames(), sampler.host
-    for text in async_to_sync(ask_agents)("history"):
-        answer = json.loads(text)
-        if host is None or answer.get("host") == host:
-            return [frames.encode(f) for f in answer["frames"]], answer.get("host", "")
-    raise TelemetryUnavailable("No telemetry agent answered with its history.")
+    store = _fleet_store(host)
+    name = _fleet_host(store, host)
+    return store.history_frames(name), name
 
 
 def _default_host() -> str:
     if settings.TELEMETRY_EMBEDDED:
         return str(settings.TELEMETRY_HOST)
-    last = storage.last_host()
-    return last or str(settings.TELEMETRY_HOST)
+    live = get_store().live_hosts()
+    if len(live) == 1:
+        return live[0]
+    if live:
+        raise HostRequired(
+            f"Name the node whose history you want with ?host=NAME ({describe_live(live)}).",
+            param="host",
+        )
+    return storage.last_host() or str(settings.TELEMETRY_HOST)
 
 
 # --- alerts ---------------------------------------------------------------------------------
@@ -159,6 +229,7 @@ def update_thresholds(*, values: dict[str, tuple[float, bool]], user: Any) -> No
     sampler = current_sampler()
     if sampler is not None:
         sampler.reload_rules()
+    fleet.reload_rules()  # the nodes this hub process holds (the others' within 10 s)
 
 
 def recent_episodes(*, limit: int = 20) -> list[AlertEpisode]:

@@ -97,7 +97,7 @@ def record_alert_changes(*, host: str, changes: alerts.Changes) -> None:
         ).update(
             ended_at=_from_ms(episode.ended_ms or episode.since_ms),
             peak=episode.peak,
-            message=alerts.describe(episode.kind, episode.subject, episode.peak, episode.threshold),
+            message=episode.peak_message,
         )
 
 

@@ -26,7 +26,6 @@ from opsdash.telemetry import metrics as prometheus
 from opsdash.telemetry import services
 from opsdash.telemetry.collectors import extra_collectors
 from opsdash.telemetry.forms import ThresholdsForm
-from opsdash.telemetry.sampler import current_sampler
 from opsdash.typing import AuthedRequest
 
 # Who may change thresholds and read /metrics with a login: admins. The role matrix has no
@@ -35,16 +34,25 @@ ADMIN_CAP = Cap.MANAGE_MODELS
 
 
 def _page_context(request: AuthedRequest, form: ThresholdsForm | None = None) -> dict[str, object]:
-    sampler = current_sampler()
-    frame = sampler.latest() if sampler is not None and settings.TELEMETRY_EMBEDDED else None
+    cards = services.node_cards()
+    hosts = [c["host"] for c in cards]
+    # The node shown in full: the one asked for, else the first (the only one when embedded).
+    asked = request.GET.get("host") or None
+    focus = asked if asked in hosts else (hosts[0] if hosts else asked or "")
+    frame = next((c["frame"] for c in cards if c["host"] == focus), None)
     rules = services.alert_rules()
     return {
         "frame": frame,
+        "cards": cards,
+        "focus": focus,
+        "unknown_host": asked if asked and asked not in hosts else None,
+        "embedded": settings.TELEMETRY_EMBEDDED,
         "episodes": services.recent_episodes(limit=20),
         "form": form or ThresholdsForm.for_rules(rules),
         "rules": rules,
         "can_edit": can(request.user, ADMIN_CAP),
         "stall_seconds": settings.TELEMETRY_STALL_SECONDS,
+        "unhealthy_seconds": settings.NODE_UNHEALTHY_SECONDS,
     }
 
 

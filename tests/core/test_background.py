@@ -44,7 +44,13 @@ def blocked_lane():  # type: ignore[no-untyped-def]
 
 
 def test_each_app_registers_its_background_service_in_start_and_stop_order():
-    assert background.names() == ["job pools", "model supervisor", "telemetry sampler"]
+    assert background.names() == [
+        "job pools",
+        "model supervisor",
+        "telemetry sampler",
+        "fleet telemetry",
+        "fleet health sweep",
+    ]
 
 
 def test_an_install_job_runs_while_every_suite_worker_is_busy(blocked_lane):  # type: ignore[no-untyped-def]

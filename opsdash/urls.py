@@ -21,6 +21,7 @@ urlpatterns = [
     path("savings/", include("opsdash.savings.urls")),
     path("gateway/", include("opsdash.gateway.urls")),
     path("audit/", include("opsdash.core.urls")),
+    path("nodes/", include("opsdash.fleet.urls")),
     path("v1/", include("opsdash.gateway.v1_urls")),
     # Uploads stream through our own upload handler, which django-ninja's body parsing would
     # bypass, so this one API endpoint is a plain view with the same token/session auth.

@@ -193,6 +193,7 @@ def register_node(
             **_facts_fields(facts),
         )
         NodeToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now
         record(
             actor=None,
             action="node.register",

@@ -101,6 +101,8 @@ class AgentConfig:
                 f"“{self.name[:80]}” cannot be a node name: 1–63 letters, digits, dots, hyphens "
                 "or underscores, starting with a letter or digit (--name or OPSDASH_NODE_NAME)."
             )
+        if not self.hub_url:
+            raise ValueError("No hub URL: start the agent with --hub URL (or OPSDASH_HUB_URL).")
         parts = urlsplit(self.hub_url)
         if parts.scheme not in ("http", "https", "ws", "wss") or not parts.netloc:
             raise ValueError(

@@ -249,7 +249,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
                 model_id=message.get("model_id"),
                 status=str(message.get("status") or ""),
                 error=str(message.get("error") or ""),
-                bytes_done=message.get("bytes_done") or 0,
+                bytes_done=message.get("bytes_done"),  # None: keep what was recorded
             )
         except Exception:
             logger.warning(

@@ -70,11 +70,16 @@ def compare(request: AuthedRequest) -> HttpResponse:
 @require_GET
 def history(request: AuthedRequest) -> HttpResponse:
     runs = Run.objects.filter(user=request.user).select_related("model", "workflow")
+    nodes = sorted(set(runs.exclude(node="").values_list("node", flat=True)))
     status = request.GET.get("status")
     if status:
         runs = runs.filter(status=status)
+    node = request.GET.get("node", "")
+    if node:
+        runs = runs.filter(node=node)
     page = Paginator(runs, 30).get_page(request.GET.get("page"))
-    return render(request, "playground/history.html", {"page": page, "status": status})
+    context = {"page": page, "status": status, "node": node, "nodes": nodes}
+    return render(request, "playground/history.html", context)
 
 
 @requires(Cap.RUN_PROMPTS)

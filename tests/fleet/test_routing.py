@@ -186,3 +186,23 @@ async def test_v1_answers_and_streams_name_the_local_node(tiny_model, settings):
     nodes = [r.node async for r in Run.objects.all()]
     assert nodes == ["workstation-7", "workstation-7"]
     assert all([r.status == RunStatus.OK async for r in Run.objects.all()])
+
+
+@pytest.mark.django_db
+def test_run_history_shows_each_runs_node_and_filters_by_node(as_operator, operator):
+    model = factories.local_model(sha256="a" * 64)
+    flow = factories.workflow("flow")
+    for node in ("gpu-1", "gpu-2", "gpu-1"):
+        run = factories.started_run(flow, model)
+        Run.objects.filter(pk=run.pk).update(node=node, user=operator)
+    on_two = Run.objects.get(node="gpu-2")
+
+    page = as_operator.get("/playground/history/").content.decode()
+    filtered = as_operator.get("/playground/history/", {"node": "gpu-2"}).content.decode()
+    detail = as_operator.get(f"/playground/runs/{on_two.pk}/").content.decode()
+
+    assert "<th>Node</th>" in page
+    assert page.count('data-label="Node">gpu-1<') == 2 and 'data-label="Node">gpu-2<' in page
+    assert '<option value="gpu-2" selected>' in filtered
+    assert 'data-label="Node">gpu-1<' not in filtered and 'data-label="Node">gpu-2<' in filtered
+    assert "<dt>Node</dt>" in detail and "?node=gpu-2" in detail

@@ -21,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from opsdash.telemetry.frames import Frame
+from opsdash.telemetry.probes.gpu_health import THROTTLE_REASONS
 
 
 class TelemetryCollector(Collector):
@@ -276,7 +277,130 @@ def _gpu_metrics(frames: list[Frame]) -> Iterator[Metric]:
                 labels,
                 g["energy"],
             )
+            _gpu_health_metrics(f, labels, g)
     yield from f.families.values()
+
+
+def _gpu_health_metrics(f: _Families, labels: dict[str, str], g: Any) -> None:
+    """ECC, retirement, throttling, violations, XID, margin, processes (probes/gpu_health.py
+    says the frame's shape). ``.get``: a frame from an older agent has none of them."""
+    ecc = g.get("ecc") or []
+    for value, (kind, counter) in zip(ecc, ECC_LABELS, strict=False):
+        f.add_counter(
+            "opsdash_gpu_ecc_errors",
+            "ECC errors (DCGM_FI_DEV_ECC_SBE/DBE_VOL/AGG_TOTAL); volatile: since the driver "
+            "loaded, aggregate: the board's lifetime.",
+            {**labels, "type": kind, "counter": counter},
+            value,
+        )
+    retired = g.get("retired") or [None, None, None]
+    for value, cause in zip(retired[:2], ("single_bit", "double_bit"), strict=True):
+        f.add(
+            "opsdash_gpu_retired_pages",
+            "Memory pages retired (DCGM_FI_DEV_RETIRED_SBE/DBE).",
+            {**labels, "cause": cause},
+            value,
+        )
+    f.add(
+        "opsdash_gpu_retired_pages_pending",
+        "1 while a page retirement waits for a GPU reset (DCGM_FI_DEV_RETIRED_PENDING).",
+        labels,
+        retired[2],
+    )
+    remap = g.get("remap") or [None, None, None, None]
+    for value, kind in zip(remap[:2], ("correctable", "uncorrectable"), strict=True):
+        f.add(
+            "opsdash_gpu_remapped_rows",
+            "Memory rows remapped (DCGM_FI_DEV_CORRECTABLE/UNCORRECTABLE_REMAPPED_ROWS).",
+            {**labels, "type": kind},
+            value,
+        )
+    f.add(
+        "opsdash_gpu_row_remap_pending",
+        "1 while a row remap waits for a GPU reset (DCGM_FI_DEV_ROW_REMAP_PENDING).",
+        labels,
+        remap[2],
+    )
+    f.add(
+        "opsdash_gpu_row_remap_failure",
+        "1 when a row remap failed (DCGM_FI_DEV_ROW_REMAP_FAILURE).",
+        labels,
+        remap[3],
+    )
+    throttle = g.get("throttle")
+    if throttle is not None:
+        for reason in THROTTLE_REASON_NAMES:
+            f.add(
+                "opsdash_gpu_throttle_reasons",
+                "1 while this clock-event (throttle) reason holds the clocks down "
+                "(DCGM_FI_DEV_CLOCK_THROTTLE_REASONS, one series per bit).",
+                {**labels, "reason": reason},
+                1 if reason in throttle else 0,
+            )
+    viol = g.get("viol") or []
+    for value, policy in zip(viol, ("power", "thermal"), strict=False):
+        f.add_counter(
+            "opsdash_gpu_violation_seconds",
+            "Time the clocks were held down by a policy since the driver loaded "
+            "(DCGM_FI_DEV_POWER/THERMAL_VIOLATION).",
+            {**labels, "policy": policy},
+            value,
+        )
+    f.add_counter(
+        "opsdash_gpu_xid_errors",
+        "Critical XID events the node's sampler has seen since it started.",
+        labels,
+        g.get("xid_total"),
+    )
+    xid = g.get("xid")
+    if xid:
+        f.add(
+            "opsdash_gpu_last_xid",
+            "The last critical XID number in the last 10 minutes (DCGM_FI_DEV_XID_ERRORS).",
+            labels,
+            xid[-1][0],
+        )
+    f.add(
+        "opsdash_gpu_thermal_margin_celsius",
+        "Degrees left before the GPU slows itself down (NVML margin, or slowdown - temp).",
+        labels,
+        g.get("margin"),
+    )
+    f.add(
+        "opsdash_gpu_slowdown_temperature_celsius",
+        "Temperature at which the GPU slows itself down (DCGM_FI_DEV_SLOWDOWN_TEMP).",
+        labels,
+        g.get("slowdown"),
+    )
+    for pid, used, sm, mem in g.get("procs") or []:
+        process = {**labels, "pid": str(pid)}
+        f.add(
+            "opsdash_gpu_process_memory_bytes",
+            "GPU memory a process holds on this GPU.",
+            process,
+            used,
+        )
+        f.add(
+            "opsdash_gpu_process_sm_utilization_ratio",
+            "SM busy for this process over the last sampling period, 0-1.",
+            process,
+            _ratio(sm),
+        )
+        f.add(
+            "opsdash_gpu_process_memory_utilization_ratio",
+            "Memory controller busy for this process, 0-1.",
+            process,
+            _ratio(mem),
+        )
+
+
+ECC_LABELS = (
+    ("corrected", "volatile"),
+    ("uncorrected", "volatile"),
+    ("corrected", "aggregate"),
+    ("uncorrected", "aggregate"),
+)
+THROTTLE_REASON_NAMES = [name for _, name in THROTTLE_REASONS]
 
 
 def _runner_metrics(frames: list[Frame]) -> Iterator[Metric]:

@@ -223,7 +223,7 @@ def figures(health: DeviceHealth, now_ms: int) -> dict[str, Any]:
     """The slow health figures as the frame carries them."""
     slow = health.slow
     cutoff = now_ms - XID_RECENT_SECONDS * 1000
-    while health.xid and health.xid[0][1] < cutoff:
+    while health.xid and health.xid[0][1] <= cutoff:
         health.xid.popleft()
     return {
         "ecc": slow.get("ecc"),

@@ -15,14 +15,16 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers, get_channel_layer
+from channels.testing import WebsocketCommunicator
 from django.test import AsyncClient
 from django.utils import timezone
 
 from opsdash.accounts.services import create_token
 from opsdash.catalog.models import LocalModel
 from opsdash.core.errors import Code
-from opsdash.fleet import protocol, remote
-from opsdash.fleet.models import Node
+from opsdash.fleet import health, protocol, remote
+from opsdash.fleet import services as fleet_services
+from opsdash.fleet.models import Node, Placement, PlacementStatus
 from opsdash.gateway.services import create_api_key
 from opsdash.runs.models import Run, RunSource, RunStatus, Workflow
 from opsdash.runs.services import RunRefused, RunRequest, execute_run, start_run
@@ -439,3 +441,50 @@ async def _sse_texts(chunks: AsyncIterator[bytes]) -> list[str]:
             if line.startswith("data: {"):
                 texts.extend(c.get("text", "") for c in json.loads(line[6:])["choices"])
     return texts
+
+
+# ----------------------------------------------------------------------------- the real link
+
+
+@pytest.fixture
+def no_sweeper() -> Iterator[None]:
+    """Enrolling in fleet mode starts this process's health sweep; it stops with the test."""
+    yield
+    health.stop_sweeper()
+
+
+def _enroll_token() -> str:
+    _, secret = fleet_services.create_node_token(name="routing", user=None)
+    return secret
+
+
+def _approve_and_place(name: str, model: LocalModel) -> None:
+    node = fleet_services.approve_node(node=Node.objects.get(name=name), user=None)
+    Placement.objects.create(model=model, node=node, status=PlacementStatus.READY)
+
+
+async def test_a_run_reaches_a_real_agent_socket_through_the_hubs_consumer(model, no_sweeper):
+    from opsdash.asgi import application
+
+    socket = WebsocketCommunicator(application, protocol.AGENT_PATH)
+    assert (await socket.connect())[0]
+    token = await sync_to_async(_enroll_token)()
+    hello = protocol.encode(protocol.HELLO, name="gpu-9", version="0.1.0", facts={}, token=token)
+    await socket.send_to(text_data=hello)
+    assert protocol.decode(await socket.receive_from(timeout=5))["type"] == protocol.WELCOME
+    await sync_to_async(_approve_and_place)("gpu-9", model)
+    run = await started(model)
+
+    execution = asyncio.ensure_future(execute_run(run))
+    while (generate := protocol.decode(await socket.receive_from(timeout=5)))["type"] != (
+        protocol.GENERATE
+    ):
+        pass  # the approval's status message comes first
+    for event in ({"type": "accepted"}, {"type": "token", "text": "via the link"}, DONE):
+        fields = {"request_id": generate["request_id"], "reply_to": generate["reply_to"]}
+        await socket.send_to(text_data=protocol.encode(protocol.EVENT, **fields, event=event))
+    final = await asyncio.wait_for(execution, 20)
+    await socket.disconnect()
+
+    assert (final.status, final.output, final.node) == (RunStatus.OK, "via the link", "gpu-9")
+    assert final.completion_tokens == DONE["completion_tokens"]

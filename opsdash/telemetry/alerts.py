@@ -104,7 +104,7 @@ def breaches(frame: Frame, rules: list[Rule]) -> list[Breach]:
     return found
 
 
-GPU_SENTENCES = {
+GPU_SENTENCES: dict[str, str] = {
     AlertKind.GPU_THERMAL_MARGIN: (
         "{subject} is {value:.0f} °C from its slowdown temperature, under the "
         "{threshold:g} °C margin"

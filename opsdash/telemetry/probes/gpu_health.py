@@ -34,6 +34,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ def read_slow(nvml: Any, handle: Any, health: DeviceHealth, call: FieldCall) -> 
     ecc = [
         call(
             f"ecc_{kind}_{counter}",
-            lambda k=kind, c=counter: nvml.nvmlDeviceGetTotalEccErrors(handle, k, c),
+            partial(nvml.nvmlDeviceGetTotalEccErrors, handle, kind, counter),
         )
         for counter in (nvml.NVML_VOLATILE_ECC, nvml.NVML_AGGREGATE_ECC)
         for kind in (nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED)
@@ -153,10 +154,7 @@ def read_slow(nvml: Any, handle: Any, health: DeviceHealth, call: FieldCall) -> 
     slow["ecc"] = None if all(v is None for v in ecc) else [_int(v) for v in ecc]
 
     pages = [
-        call(
-            f"retired_{cause}",
-            lambda c=cause: nvml.nvmlDeviceGetRetiredPages(handle, c),
-        )
+        call(f"retired_{cause}", partial(nvml.nvmlDeviceGetRetiredPages, handle, cause))
         for cause in (
             nvml.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS,
             nvml.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR,
@@ -172,7 +170,7 @@ def read_slow(nvml: Any, handle: Any, health: DeviceHealth, call: FieldCall) -> 
     )
 
     viol = [
-        call(f"viol_{policy}", lambda p=policy: nvml.nvmlDeviceGetViolationStatus(handle, p))
+        call(f"viol_{policy}", partial(nvml.nvmlDeviceGetViolationStatus, handle, policy))
         for policy in (nvml.NVML_PERF_POLICY_POWER, nvml.NVML_PERF_POLICY_THERMAL)
     ]
     seconds = [None if v is None else round(int(v.violationTime) / 1e9, 1) for v in viol]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -286,3 +287,21 @@ async def test_people_without_telemetry_rights_get_no_node(persona, request):
     user = await sync_to_async(request.getfixturevalue)(persona)
     ws = await telemetry_socket(user)
     assert (await ws.connect()) == (False, 4403)
+
+
+def test_the_page_shows_every_node_as_a_card_and_the_chosen_one_in_full(operator):
+    t = now_ms()
+    for node in ("node-b", "node-a"):
+        async_to_sync(fleet.receive_frame)(node, frame_of(node, t))
+    client = client_for(operator)
+
+    first = client.get("/telemetry/").content.decode()
+    chosen = client.get("/telemetry/?host=node-b").content.decode()
+    unknown = client.get("/telemetry/?host=node-z").content.decode()
+
+    cards = re.findall(r'<a class="node-card" href="\?host=([^"]+)"', first)
+    assert cards == ["node-a", "node-b"]
+    assert 'data-focus="node-a"' in first, "without ?host=, the first node in full"
+    assert 'data-focus="node-b"' in chosen
+    assert re.search(r'data-host="node-b"[^>]*aria-current="true"', chosen)
+    assert 'data-testid="unknown-host"' in unknown and "node-z" in unknown

@@ -1,6 +1,7 @@
-// The telemetry page: the history sent on connect, then one frame a second over
+// The telemetry page: the history sent on connect, then one frame a second per node over
 // /ws/telemetry/ (each acknowledged: the server sends the next only then), rendered at most
-// once per animation frame from the newest frame only.
+// once per animation frame from the newest frames only. Every node is a card of the grid; the
+// focused node (data-focus: ?host= or the first) is shown in full below it.
 
 import { openSocket } from "../lib/socket.js";
 import { renderAlerts } from "./alerts.js";
@@ -8,6 +9,7 @@ import { createCharts } from "./charts.js";
 import { renderCores } from "./cores.js";
 import { role } from "./dom.js";
 import { gpuIndexesOf, renderGpus } from "./gpus.js";
+import { createNodeGrid } from "./nodes.js";
 import { createRangePicker } from "./range.js";
 import { pushLive, resetLive } from "./series.js";
 import { renderRunners } from "./tables.js";
@@ -22,22 +24,31 @@ if (root) start(root);
 function start(root) {
   const charts = createCharts(root);
   const picker = createRangePicker(root, charts);
-  let host = null;
+  const focus = root.dataset.focus || null;
+  const grid = createNodeGrid(root, focus, Number(root.dataset.unhealthySeconds || 15));
+  const changed = new Set();
+  let host = focus;
   let latest = null;
   let scheduled = false;
+  let detail = false; // the focused node has news: redraw the full view too
 
   function schedule() {
     if (scheduled) return;
     scheduled = true;
     requestAnimationFrame(function () {
       scheduled = false;
+      grid.render(changed);
+      changed.clear();
+      // Every node's ongoing alerts (on a hub each sentence names its node).
+      renderAlerts(root, { alerts: grid.alerts() });
+      if (!detail) return;
+      detail = false;
       if (latest) {
         renderTiles(root, latest);
         renderCores(root, latest);
         renderGpus(root, latest);
         charts.setGpus(gpuIndexesOf(latest));
         renderRunners(root, latest);
-        renderAlerts(root, latest);
       }
       // The history alone already fills the charts, before the first live frame.
       const seconds = picker.liveSeconds();
@@ -47,7 +58,9 @@ function start(root) {
 
   function onMessage(message) {
     if (message.type === "history") {
-      if (host && message.host && message.host !== host) return;
+      if (message.host) grid.history(message.host, message.frames || []);
+      if (host && message.host && message.host !== host) { schedule(); return; }
+      detail = true;
       resetLive();
       const frames = message.frames || [];
       frames.forEach(pushLive);
@@ -60,10 +73,13 @@ function start(root) {
         }
       }
     } else if (message.type === "frame") {
+      grid.frame(message);
+      changed.add(message.host);
       if (!host) host = message.host;
-      if (message.host !== host) return; // another node's agent (scale-out): one host per page
+      if (message.host !== host) { schedule(); return; } // another node: its card only
       pushLive(message);
       latest = message;
+      detail = true;
     }
     schedule();
   }
@@ -75,5 +91,6 @@ function start(root) {
     else renderConnection(root, "closed", "not allowed: sign in again");
   }
 
-  openSocket(root.dataset.ws, { onMessage: onMessage, onState: onState, ack: ACK, silenceMs: SILENCE_MS, maxDelayMs: 15000 });
+  const path = root.dataset.ws + (focus ? "?focus=" + encodeURIComponent(focus) : "");
+  openSocket(path, { onMessage: onMessage, onState: onState, ack: ACK, silenceMs: SILENCE_MS, maxDelayMs: 15000 });
 }

@@ -12,7 +12,8 @@ export function createRangePicker(root, charts) {
   let historyTimer = null;
 
   function loadHistory() {
-    const url = root.dataset.historyUrl + "?range=" + encodeURIComponent(range);
+    const url = root.dataset.historyUrl + "?range=" + encodeURIComponent(range) +
+      (root.dataset.focus ? "&host=" + encodeURIComponent(root.dataset.focus) : "");
     const asked = range;
     fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (r) { if (!r.ok) throw new Error(r.status + " " + r.statusText); return r.json(); })

@@ -1,0 +1,142 @@
+// The node grid: one small multiple per node (name, status, CPU, memory, GPU, loaded models and
+// a two-minute sparkline: GPU utilization and memory, or CPU and memory without a GPU). Cards
+// the server did not render (a node that came up after the page loaded) are added here.
+
+import { el } from "./dom.js";
+import { pct } from "./format.js";
+
+const SPARK_SECONDS = 120;
+
+function gpuFigures(f) {
+  const gpus = f.gpu_state === "ok" ? f.gpus || [] : [];
+  if (!gpus.length) return null;
+  let util = 0;
+  let used = 0;
+  let total = 0;
+  gpus.forEach(function (g) { util += g.util || 0; used += g.mem_used || 0; total += g.mem_total || 0; });
+  return { count: gpus.length, util: util / gpus.length, mem: total ? (100 * used) / total : 0 };
+}
+
+function memPercent(f) {
+  return f.memory.total_bytes ? (100 * f.memory.used_bytes) / f.memory.total_bytes : 0;
+}
+
+function points(samples, key, now) {
+  return samples.map(function (s) {
+    const x = 120 - ((now - s.t) / 1000) * (120 / SPARK_SECONDS);
+    const y = 31 - (Math.max(0, Math.min(100, s[key])) / 100) * 30;
+    return x.toFixed(1) + "," + y.toFixed(1);
+  }).join(" ");
+}
+
+export function createNodeGrid(root, focus, unhealthySeconds) {
+  const grid = root.querySelector('[data-role="nodes"]');
+  const nodes = {}; // host → { card, samples: [{t, a, b}], last, seen }
+
+  function field(card, name) { return card.querySelector('[data-field="' + name + '"]'); }
+
+  function cardFor(host) {
+    let node = nodes[host];
+    if (node) return node;
+    let card = grid.querySelector('.node-card[data-host="' + CSS.escape(host) + '"]');
+    if (!card) {
+      const empty = root.querySelector('[data-role="no-nodes"]');
+      if (empty) empty.remove();
+      const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+      svg.setAttribute("class", "spark");
+      svg.setAttribute("viewBox", "0 0 120 32");
+      svg.setAttribute("preserveAspectRatio", "none");
+      svg.setAttribute("aria-hidden", "true");
+      ["spark-a", "spark-b"].forEach(function (name) {
+        const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
+        line.dataset.field = name;
+        svg.append(line);
+      });
+      const figure = function (label, name) { return el("div", {}, [el("dt", { text: label }), el("dd", { "data-field": name, text: "—" })]); };
+      card = el("a", { class: "node-card", href: "?host=" + encodeURIComponent(host), "data-host": host, "data-testid": "node-card" }, [
+        el("header", {}, [el("strong", { class: "node-name", text: host }), el("span", { class: "status node-status status-node-healthy", "data-field": "status", text: "healthy" })]),
+        el("dl", { class: "node-figures" }, [figure("CPU", "cpu"), figure("Memory", "mem"), figure("GPU", "gpu"), figure("Models", "models")]),
+        svg,
+        el("span", { class: "spark-legend muted", "data-field": "legend", text: "" }),
+      ]);
+      if (host === focus) card.setAttribute("aria-current", "true");
+      grid.append(card);
+      const count = root.querySelector('[data-role="node-count"]');
+      if (count) count.textContent = String(grid.querySelectorAll(".node-card").length);
+    }
+    node = nodes[host] = { card: card, samples: [], last: null, seen: 0 };
+    return node;
+  }
+
+  function sample(node, f) {
+    const gpu = gpuFigures(f);
+    const s = gpu ? { t: f.t, a: gpu.util, b: gpu.mem } : { t: f.t, a: f.cpu.total, b: memPercent(f) };
+    const samples = node.samples;
+    if (samples.length && f.t <= samples[samples.length - 1].t) return;
+    samples.push(s);
+    while (samples.length && samples[0].t < f.t - SPARK_SECONDS * 1000) samples.shift();
+  }
+
+  function render(node) {
+    const f = node.last;
+    if (!f) return;
+    const card = node.card;
+    const gpu = gpuFigures(f);
+    field(card, "cpu").textContent = pct(f.cpu.total);
+    field(card, "mem").textContent = pct(memPercent(f));
+    field(card, "gpu").textContent = gpu ? pct(gpu.util) + " · " + pct(gpu.mem) : "none";
+    field(card, "models").textContent = f.runners ? String(f.runners.length) : "—";
+    field(card, "legend").textContent = gpu
+      ? gpu.count + " GPU" + (gpu.count === 1 ? "" : "s") + ": utilization · memory, 2 min"
+      : "no GPU (" + f.gpu_state + "): CPU · memory, 2 min";
+    const now = node.samples.length ? node.samples[node.samples.length - 1].t : f.t;
+    field(card, "spark-a").setAttribute("points", points(node.samples, "a", now));
+    field(card, "spark-b").setAttribute("points", points(node.samples, "b", now));
+  }
+
+  // A node's status as the page sees it: frames within the unhealthy limit, or not.
+  function renderStatus() {
+    const now = Date.now();
+    Object.values(nodes).forEach(function (node) {
+      if (!node.seen) return;
+      const healthy = now - node.seen <= unhealthySeconds * 1000;
+      const badge = field(node.card, "status");
+      const text = healthy ? "healthy" : "unhealthy";
+      if (badge.textContent !== text) {
+        badge.textContent = text;
+        badge.className = "status node-status status-node-" + text;
+      }
+    });
+  }
+  setInterval(renderStatus, 1000);
+
+  return {
+    // A history message: light frames, enough for the sparkline and the card's figures.
+    history: function (host, frames) {
+      const node = cardFor(host);
+      node.samples = [];
+      frames.forEach(function (f) { sample(node, f); });
+      if (frames.length && !node.last) node.last = frames[frames.length - 1];
+      node.seen = Date.now();
+      render(node);
+      renderStatus();
+    },
+    frame: function (f) {
+      const node = cardFor(f.host);
+      sample(node, f);
+      node.last = f;
+      node.seen = Date.now();
+    },
+    // The ongoing alerts of every node's latest frame.
+    alerts: function () {
+      return Object.values(nodes).reduce(function (all, node) {
+        return node.last && node.last.alerts ? all.concat(node.last.alerts) : all;
+      }, []);
+    },
+    // Called once per animation frame with the hosts that changed.
+    render: function (hosts) {
+      hosts.forEach(function (host) { if (nodes[host]) render(nodes[host]); });
+      renderStatus();
+    },
+  };
+}

@@ -12,7 +12,9 @@ GIB = alerts.GIB
 
 class ThresholdsForm(forms.Form):
     gpu_temperature = forms.FloatField(
-        label="GPU temperature above (°C)", min_value=20, max_value=120
+        label="GPU temperature above (°C), without a known margin",
+        min_value=20,
+        max_value=120,
     )
     gpu_temperature_on = forms.BooleanField(required=False, label="on")
     gpu_memory = forms.FloatField(label="GPU memory used above (%)", min_value=1, max_value=100)

@@ -12,7 +12,7 @@ from playwright.sync_api import Page, expect
 from tests.e2e.conftest import screenshot, sign_in
 from tests.fixtures.models import install_ready
 from tests.liveserver import serve
-from tests.telemetry.fake_nvml import GIB, FakeNvml
+from tests.telemetry.fake_nvml import GIB, FakeNvml, nvmlClocksEventReasonSwPowerCap
 
 pytestmark = [pytest.mark.e2e]
 
@@ -114,12 +114,15 @@ def test_the_page_fits_a_phone(page: Page, telemetry_server: str, operator):
 
 
 def _prepare_gpu_server() -> None:
-    """The forked server's sampler reads two pretend GPUs, the first running hot (the fake
-    NVML module at the probe boundary: the one thing this machine lacks)."""
+    """The forked server's sampler reads two pretend GPUs, both 1 °C from their slowdown
+    temperature, the first held at its power cap (the fake NVML module at the probe boundary:
+    the one thing this machine lacks)."""
     from opsdash.telemetry import sampler
 
     original = sampler.Sampler.from_settings.__func__  # type: ignore[attr-defined]
     nvml = FakeNvml(gpus=2, temperature=88, memory_used=61 * GIB)
+    nvml.gpu(0).reasons = nvmlClocksEventReasonSwPowerCap
+    nvml.gpu(0).remapped = (2, 0, 1, 0)
     sampler.Sampler.from_settings = classmethod(  # type: ignore[method-assign]
         lambda cls, **options: original(cls, **{"nvml": nvml, **options})
     )
@@ -143,7 +146,9 @@ def gpu_server(transactional_db, settings) -> Iterator[str]:  # type: ignore[no-
     yield from _serve(_prepare_gpu_server)
 
 
-def test_gpu_cards_and_a_temperature_alert(page: Page, gpu_server: str, operator):
+def test_gpu_cards_with_their_health_and_a_thermal_margin_alert(
+    page: Page, gpu_server: str, operator
+):
     sign_in(page, gpu_server, "otto")
     page.goto(f"{gpu_server}/telemetry/")
 
@@ -153,12 +158,18 @@ def test_gpu_cards_and_a_temperature_alert(page: Page, gpu_server: str, operator
     expect(cards.first).to_contain_text("61 GiB / 80 GiB")
     expect(cards.first).to_contain_text("612 W / 700 W")
     expect(cards.first).to_contain_text("passive")  # no fan on this board
+    expect(cards.first).to_contain_text("1 °C (slows at 89)")
+    expect(cards.first).to_contain_text("power cap")
+    expect(cards.first).to_contain_text("remap pending")
+    expect(cards.nth(1)).to_contain_text("Throttle")
+    expect(cards.first.locator(".trouble")).to_have_count(3)  # margin, throttle, repair
     expect(page.get_by_test_id("gpu-explanation")).to_be_hidden()
     page.wait_for_function(
         "() => document.querySelector('[data-chart=gpu_temp]').dataset.points >= 2"
     )
 
     banner = page.locator('[data-role="banners"] .banner').first
-    expect(banner).to_contain_text("GPU 0 at 88 °C, above 85 °C", timeout=10_000)
-    expect(page.locator("#alert-episodes tr.ongoing")).to_have_count(2, timeout=10_000)
+    # The margin, not a fixed temperature, and the pending remap of GPU 0.
+    expect(banner).to_contain_text("from its slowdown temperature", timeout=10_000)
+    expect(page.locator("#alert-episodes tr.ongoing")).to_have_count(3, timeout=10_000)
     screenshot(page, "telemetry-gpus-1280")

@@ -153,7 +153,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 _redis_url = envstr("OPSDASH_REDIS_URL", "")
 CHANNEL_LAYERS = {
     "default": (
-        {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [_redis_url]}}
+        {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # redis-py 8 reads with a 5 s socket timeout by default, as long as channels-redis
+            # blocks in BZPOPMIN waiting for a message: every idle consumer then died each 5 s
+            # (channels_redis#422). A read timeout above the block still notices a dead server.
+            "CONFIG": {"hosts": [{"address": _redis_url, "socket_timeout": 15}]},
+        }
         if _redis_url
         else {"BACKEND": "channels.layers.InMemoryChannelLayer"}
     )

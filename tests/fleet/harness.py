@@ -154,6 +154,7 @@ class Agent(Process):
     models_dir: Path = Path()
     model_root: Path = Path()
     hub_url: str = ""
+    token: str = ""
 
 
 # ------------------------------------------------------------------------------- HTTP
@@ -393,8 +394,10 @@ class Fleet:
         wait_connected: bool = False,
     ) -> Agent:
         """``manage.py agent`` for node ``name`` (its own data, models and model-root folders,
-        no database or Redis URL), dialling hub ``hub``. Starting a known name again reuses its
-        folders, so the agent comes back with its saved credential and models."""
+        no database or Redis URL), dialling hub ``hub``, enrolling with ``token`` (default: a
+        new node token; ``""``: none, only the saved credential). Starting a known name again
+        reuses its folders and its command line, as an operator restarting it would, so the
+        agent comes back with its saved credential and models."""
         agent = self.agents.get(name)
         if agent is None:
             base = self.root / "nodes" / name
@@ -412,18 +415,12 @@ class Fleet:
                 folder.mkdir(parents=True, exist_ok=True)
             self.agents[name] = agent
         agent.hub_url = self.hubs[hub].url
-        token = token if token is not None else self.create_node_token(f"for {name}")
-        agent.argv = [
-            sys.executable,
-            str(MANAGE),
-            "agent",
-            "--hub",
-            agent.hub_url,
-            "--token",
-            token,
-            "--name",
-            name,
-        ]
+        if token is None:
+            token = agent.token or self.create_node_token(f"for {name}")
+        agent.token = token
+        agent.argv = [sys.executable, str(MANAGE), "agent", "--hub", agent.hub_url, "--name", name]
+        if token:
+            agent.argv += ["--token", token]
         agent.env = _base_env()
         agent.env.update(
             OPSDASH_DATA_DIR=str(agent.data_dir),

@@ -14,6 +14,7 @@ urlpatterns = [
     path("metrics", telemetry_views.metrics, name="metrics"),
     path("accounts/", include("opsdash.accounts.urls")),
     path("models/", include("opsdash.catalog.urls")),
+    path("models/", include("opsdash.fleet.placement_urls")),  # a model's Placements card
     path("playground/suites/", include("opsdash.playground.suite_urls")),
     path("playground/", include("opsdash.playground.urls")),
     path("runs/", include("opsdash.runs.urls")),

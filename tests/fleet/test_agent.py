@@ -216,7 +216,7 @@ async def test_an_agent_enrolls_keeps_its_credential_private_and_streams_frames_
 ):
     from opsdash.telemetry import fleet as telemetry_fleet
     from opsdash.telemetry.sampler import Sampler
-    from opsdash.telemetry.store import get_store
+    from opsdash.telemetry.store import get_store, reset_store
 
     token = await database_sync_to_async(node_token)()
     agent = make_agent(hub, tmp_path, token=token)
@@ -228,6 +228,7 @@ async def test_an_agent_enrolls_keeps_its_credential_private_and_streams_frames_
         runners=agent.loaded_runners,
     )
     agent._sampler_option = sampler
+    reset_store()
     try:
         async with running(agent):
             await agent.wait_welcomed(30)
@@ -246,6 +247,7 @@ async def test_an_agent_enrolls_keeps_its_credential_private_and_streams_frames_
             assert frame["host"] == NAME
     finally:
         telemetry_fleet.reset()
+        reset_store()
 
 
 async def test_it_redials_with_its_credential_when_the_hub_restarts_and_becomes_healthy_again(

@@ -228,12 +228,13 @@ async def test_frames_of_an_approved_node_reach_the_hub_telemetry_and_a_pending_
     from opsdash.telemetry import fleet as telemetry_fleet
     from opsdash.telemetry import frames
     from opsdash.telemetry.sampler import Sampler
-    from opsdash.telemetry.store import get_store
+    from opsdash.telemetry.store import get_store, reset_store
 
     sampler = Sampler(
         tick_seconds=1, host="gpu01", models_dir=tmp_path, persist=False, runners=list
     )
     text = frames.encode(sampler.tick())  # what the agent's sampler sends, as it sends it
+    reset_store()
     socket, _ = await enrolled("gpu01", token=await database_sync_to_async(new_token)())
     try:
         await socket.send_to(text_data=text)
@@ -250,6 +251,7 @@ async def test_frames_of_an_approved_node_reach_the_hub_telemetry_and_a_pending_
     finally:
         await socket.disconnect()
         telemetry_fleet.reset()
+        reset_store()
 
 
 async def test_placement_reports_update_the_nodes_placement():

@@ -1,5 +1,6 @@
-// The node grid: one small multiple per node (name, status, CPU, memory, GPU, loaded models and
-// a two-minute sparkline: GPU utilization and memory, or CPU and memory without a GPU). Cards
+// The node grid: one small multiple per node (name, status, CPU, memory, GPU utilization and
+// memory, loaded models and a two-minute sparkline: GPU utilization and memory, or CPU and
+// memory without a GPU). Cards
 // the server did not render (a node that came up after the page loaded) are added here.
 
 import { el } from "./dom.js";
@@ -55,9 +56,11 @@ export function createNodeGrid(root, focus, unhealthySeconds) {
       const figure = function (label, name) { return el("div", {}, [el("dt", { text: label }), el("dd", { "data-field": name, text: "—" })]); };
       card = el("a", { class: "node-card", href: "?host=" + encodeURIComponent(host), "data-host": host, "data-testid": "node-card" }, [
         el("header", {}, [el("strong", { class: "node-name", text: host }), el("span", { class: "status node-status status-node-healthy", "data-field": "status", text: "healthy" })]),
-        el("dl", { class: "node-figures" }, [figure("CPU", "cpu"), figure("Memory", "mem"), figure("GPU", "gpu"), figure("Models", "models")]),
+        el("dl", { class: "node-figures" }, [figure("CPU", "cpu"), figure("Memory", "mem"), figure("GPU", "gpu"), figure("VRAM", "vram")]),
         svg,
-        el("span", { class: "spark-legend muted", "data-field": "legend", text: "" }),
+        el("span", { class: "spark-legend muted" }, [
+          el("span", { "data-field": "models", text: "—" }), " · ", el("span", { "data-field": "legend", text: "" }),
+        ]),
       ]);
       if (host === focus) card.setAttribute("aria-current", "true");
       grid.append(card);
@@ -84,10 +87,11 @@ export function createNodeGrid(root, focus, unhealthySeconds) {
     const gpu = gpuFigures(f);
     field(card, "cpu").textContent = pct(f.cpu.total);
     field(card, "mem").textContent = pct(memPercent(f));
-    field(card, "gpu").textContent = gpu ? pct(gpu.util) + " · " + pct(gpu.mem) : "none";
-    field(card, "models").textContent = f.runners ? String(f.runners.length) : "—";
+    field(card, "gpu").textContent = gpu ? pct(gpu.util) : "none";
+    field(card, "vram").textContent = gpu ? pct(gpu.mem) : "—";
+    if (f.runners) field(card, "models").textContent = f.runners.length + (f.runners.length === 1 ? " model" : " models") + " loaded";
     field(card, "legend").textContent = gpu
-      ? gpu.count + " GPU" + (gpu.count === 1 ? "" : "s") + ": utilization · memory, 2 min"
+      ? gpu.count + " GPU" + (gpu.count === 1 ? "" : "s") + ": utilization · VRAM, 2 min"
       : "no GPU (" + f.gpu_state + "): CPU · memory, 2 min";
     const now = node.samples.length ? node.samples[node.samples.length - 1].t : f.t;
     field(card, "spark-a").setAttribute("points", points(node.samples, "a", now));

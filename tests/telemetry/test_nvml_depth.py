@@ -405,3 +405,30 @@ def test_a_scrape_of_a_frame_without_health_figures_still_renders(tmp_path):
     text = render(TelemetryCollector(lambda: [frame], lambda: [], host="gpu-7")).decode()
 
     assert "opsdash_gpu_temperature_celsius" in text and "opsdash_gpu_ecc_errors" not in text
+
+
+def test_the_probe_command_prints_what_it_reads_for_the_real_gpu_check():
+    """``python -m opsdash.telemetry.probes.nvml`` is the OPSDASH_PROBE_CMD of
+    shared/gpu/nvml-check.sh: a real process, here with the fake node from the environment."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "OPSDASH_NVML_MODULE": "tests.telemetry.fake_nvml:eight_gpus"}
+    done = subprocess.run(
+        [sys.executable, "-m", "opsdash.telemetry.probes.nvml"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    out = json.loads(done.stdout)
+    assert out["state"] == "ok" and len(out["gpus"]) == 8
+    assert out["gpus"][0]["ecc"] == [0, 0, 0, 0] and out["gpus"][0]["margin"] == 25
+    assert "nvmlDeviceGetRetiredPages" not in str(out["unsupported"])
+    assert out["unsupported"]["0"] == ["fan", "retired_0", "retired_1", "retired_pending"]

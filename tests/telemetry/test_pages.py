@@ -68,5 +68,11 @@ def test_the_alerts_api_lists_thresholds_and_episodes(as_operator):
         "gpu_memory",
         "ram",
         "disk_free",
+        "gpu_thermal_margin",
+        "gpu_throttle",
+        "gpu_power_cap",
+        "gpu_xid",
+        "gpu_ecc",
+        "gpu_retirement",
     }
     assert answer["items"] == [] and answer["count"] == 0

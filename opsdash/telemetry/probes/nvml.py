@@ -336,12 +336,14 @@ def _import_nvml() -> Any:
     agent processes the tests' fake 8-GPU node). Read here rather than in settings because the
     probes are framework-free; unset, it is the real library."""
     name = os.environ.get(NVML_MODULE_VARIABLE, "").strip() or "pynvml"
+    if name == "pynvml":
+        import pynvml
+
+        return pynvml
     module_name, _, factory = name.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError:
-        if module_name == "pynvml":
-            raise
         raise ValueError(f"{name!r} cannot be imported") from None
     return getattr(module, factory)() if factory else module
 
@@ -376,3 +378,40 @@ def library_present() -> bool:
     except OSError:
         return False
     return True
+
+
+def main() -> None:
+    """``python -m opsdash.telemetry.probes.nvml``: what this probe reads on this host, as JSON
+    (two slow reads a second apart, so rates, durations and samples have a previous read):
+    the ``OPSDASH_PROBE_CMD`` of ``shared/gpu/nvml-check.sh`` on a machine with a real GPU."""
+    import json
+
+    probe = NvmlProbe()
+    started = time.perf_counter()
+    probe.read(slow=True)
+    first_ms = (time.perf_counter() - started) * 1000
+    time.sleep(1.0)
+    started = time.perf_counter()
+    reading = probe.read(slow=True)
+    slow_ms = (time.perf_counter() - started) * 1000
+    started = time.perf_counter()
+    probe.read(slow=False)
+    fast_ms = (time.perf_counter() - started) * 1000
+    unsupported = {d.index: sorted(d.unsupported) for d in probe._devices}
+    probe.close()
+    out = {
+        "state": reading.state,
+        "detail": reading.detail,
+        "timings_ms": {
+            "open_and_first_slow_read": round(first_ms, 1),
+            "slow_read": round(slow_ms, 1),
+            "fast_read": round(fast_ms, 1),
+        },
+        "gpus": reading.gpus,
+        "unsupported": unsupported,  # GPU → the fields its driver does not answer
+    }
+    print(json.dumps(out, indent=1, default=str))  # noqa: T201 (a command's output)
+
+
+if __name__ == "__main__":
+    main()

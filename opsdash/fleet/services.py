@@ -198,7 +198,15 @@ def register_node(
             actor=None,
             action="node.register",
             target=_target(name),
-            detail={"token": token.prefix, "version": version[:40], "address": address[:64]},
+            detail={
+                key: value
+                for key, value in (
+                    ("token", token.prefix),
+                    ("version", version[:40]),
+                    ("address", address[:64]),
+                )
+                if value
+            },
         )
     _start_sweeper()
     return node, credential
@@ -436,7 +444,9 @@ def tell_node(name: str, **fields: Any) -> None:
                 protocol.node_group(name), {"type": "agent.send", "text": text}
             )
         except Exception:
-            logger.warning("could not tell node %s its status; it gets it on reconnect", name)
+            logger.warning(
+                "could not tell node %s its status; it gets it on reconnect", name, exc_info=True
+            )
 
     transaction.on_commit(send)
 

@@ -1,10 +1,11 @@
 """Telemetry benchmarks, both in one run.
 
-1. Sampler cost. ``manage.py telemetry_agent`` (the same sampler the web process embeds: psutil
-   every second, process table every 2 s, NVML, minute rows into SQLite) runs in a process of
-   its own for N seconds; so does Glances (the peer, from PyPI), headless at the same 1 s
-   interval (``glances --stdout cpu.total,mem.percent -t 1``). Each process's CPU seconds are
-   read with psutil over the same window, after a warm-up that leaves out start-up and imports.
+1. Sampler cost. The sampler the web process embeds (and each fleet agent runs: psutil every
+   second, process table every 2 s, NVML, minute rows into SQLite) runs in a process of its own
+   (``SAMPLER_ONLY`` below) for N seconds; so does Glances (the peer, from PyPI), headless at
+   the same 1 s interval (``glances --stdout cpu.total,mem.percent -t 1``). Each process's CPU
+   seconds are read with psutil over the same window, after a warm-up that leaves out start-up
+   and imports.
    Reported: CPU seconds per hour, % of one core, and the ratio OpsDash / Glances.
    Goal: under 0.5% of one core and at most half of Glances.
 
@@ -43,6 +44,21 @@ sys.path.insert(0, str(REPO))
 from bench.stream import PASSWORD, free_port, manage, session_cookie  # noqa: E402
 
 WARM_UP_SECONDS = 5.0
+
+# The sampler alone in a process, until SIGTERM (then it stores its last minute row).
+SAMPLER_ONLY = """
+import os, signal, threading, django
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "opsdash.settings")
+django.setup()
+from opsdash.telemetry.sampler import Sampler
+sampler = Sampler.from_settings()
+sampler.start()
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stop.set())
+print(f"telemetry agent for {sampler.host}", flush=True)
+stop.wait()
+sampler.stop()
+"""
 
 
 def cpu_seconds(pid: int) -> float:
@@ -95,9 +111,9 @@ def sampler_cost(env: dict[str, str], seconds: float) -> dict[str, tuple[float, 
     results: dict[str, tuple[float, float]] = {}
 
     agent = subprocess.Popen(
-        [sys.executable, "manage.py", "telemetry_agent"],
+        [sys.executable, "-c", SAMPLER_ONLY],
         cwd=REPO,
-        env=env | {"OPSDASH_TELEMETRY_EMBEDDED": "false"},
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -114,7 +130,7 @@ def sampler_cost(env: dict[str, str], seconds: float) -> dict[str, tuple[float, 
         "from opsdash.telemetry.models import MinuteFigures as M; "
         "print(sum(M.objects.values_list('samples', flat=True)))",
     )
-    results["OpsDash sampler (telemetry_agent)"] = (used, float(samples.split()[-1]))
+    results["OpsDash sampler (own process)"] = (used, float(samples.split()[-1]))
 
     glances_bin = Path(sys.executable).parent / "glances"
     if not glances_bin.exists():

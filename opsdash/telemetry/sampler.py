@@ -19,7 +19,8 @@ thread, through the storage module it is given, so a slow or locked database can
 never a tick. Runner state comes from ``opsdash.runs.runtime.loaded_runners()``, names included.
 
 ``get_sampler()`` starts it on first use: the first telemetry websocket, snapshot or scrape.
-``manage.py telemetry_agent`` runs the same class in a process of its own (scale-out).
+In a fleet, each node's ``manage.py agent`` runs the same class (``persist=False``, its frames
+sent to the hub, which stores the rows: ``opsdash.telemetry.fleet``).
 """
 
 from __future__ import annotations

@@ -120,6 +120,9 @@ class FakeNvml:
     missing: set[str] = field(default_factory=set)
     # gpu → (pid, sm %, mem %) samples nvmlDeviceGetProcessUtilization answers
     process_util: dict[int, list[tuple[int, int, int]]] = field(default_factory=dict)
+    # how "no sample since then" is answered: NOT_FOUND, or (some drivers) SUCCESS on the sizing
+    # call, which nvidia-ml-py raises as NVMLError(NVML_SUCCESS)
+    no_samples_as_success: bool = False
     health: dict[int, Health] = field(default_factory=dict)
     event_sets: int = 0
     event_sets_freed: int = 0
@@ -326,6 +329,11 @@ class FakeNvml:
     ) -> list[SimpleNamespace]:
         self._check(handle, "nvmlDeviceGetProcessUtilization")
         samples = self.process_util.get(handle, [])
+        if not samples and self.no_samples_as_success:
+            error = NVMLError()
+            error.value = 0  # type: ignore[attr-defined]
+            error.message = "Success"
+            raise error
         if not samples:
             raise NVMLError_NotFound()  # what the driver answers when no process ran since then
         return [

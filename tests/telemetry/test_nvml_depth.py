@@ -188,6 +188,15 @@ def test_process_utilization_unsupported_keeps_the_memory_and_says_none_for_the_
     assert gpu["procs"] == [[7, 3 * GIB, None, None]]
 
 
+@pytest.mark.parametrize("as_success", [False, True], ids=["not_found", "success"])
+def test_no_process_samples_since_the_last_read_is_idle_not_a_broken_session(as_success):
+    nvml = FakeNvml(gpus=1, processes={0: [(7, GIB)]}, no_samples_as_success=as_success)
+
+    reading = NvmlProbe(nvml).read(slow=True)
+
+    assert reading.state == "ok" and reading.gpus[0]["procs"] == [[7, GIB, 0, 0]]
+
+
 def test_an_xid_event_surfaces_once_and_leaves_after_ten_minutes(monkeypatch):
     nvml = FakeNvml(gpus=2)
     probe = NvmlProbe(nvml)

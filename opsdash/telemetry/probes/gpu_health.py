@@ -211,8 +211,12 @@ def _process_samples(nvml: Any, handle: Any, health: DeviceHealth) -> list[Any]:
         return list(nvml.nvmlDeviceGetProcessUtilization(handle, health.process_since_us))
     except Exception as exc:
         # NOT_FOUND is the driver's "no samples since that time stamp": nothing ran, not a fault.
+        # Some drivers answer the sizing call with SUCCESS and no samples instead, which
+        # nvidia-ml-py raises as an NVMLError whose value is 0 (NVML_SUCCESS).
         not_found = getattr(nvml, "NVMLError_NotFound", None)
         if isinstance(not_found, type) and isinstance(exc, not_found):
+            return []
+        if getattr(exc, "value", None) == 0:
             return []
         raise
 

@@ -31,6 +31,7 @@ from opsdash.telemetry.store import get_store
 logger = logging.getLogger(__name__)
 
 REJOIN_SECONDS = 3600  # channels_redis forgets group members after a day
+RETRY_SECONDS = 1.0
 
 
 class FrameSocket(Protocol):
@@ -55,19 +56,32 @@ class Relay:
         channel = await layer.new_channel("telemetry.relay.")
         try:
             while True:
-                await layer.group_add(GROUP, channel)
-                self.joined.set()
-                deadline = time.monotonic() + REJOIN_SECONDS
-                while time.monotonic() < deadline:
-                    try:
-                        message = await asyncio.wait_for(layer.receive(channel), REJOIN_SECONDS)
-                    except TimeoutError:
-                        continue
-                    if message.get("type") == "telemetry.frame":
-                        await self._deliver(message)
+                try:
+                    await self._listen(layer, channel)
+                except (asyncio.CancelledError, KeyboardInterrupt):
+                    raise
+                except Exception as exc:
+                    # Redis restarted or unreachable: join again once it answers (a restarted
+                    # Redis has forgotten every group), so pages and the store resume by
+                    # themselves.
+                    logger.warning("telemetry relay lost the channel layer (%s); rejoining", exc)
+                    await asyncio.sleep(RETRY_SECONDS)
         finally:
             with contextlib.suppress(Exception):
                 await layer.group_discard(GROUP, channel)
+
+    async def _listen(self, layer: Any, channel: str) -> None:
+        while True:
+            await layer.group_add(GROUP, channel)
+            self.joined.set()
+            deadline = time.monotonic() + REJOIN_SECONDS
+            while time.monotonic() < deadline:
+                try:
+                    message = await asyncio.wait_for(layer.receive(channel), REJOIN_SECONDS)
+                except TimeoutError:
+                    continue
+                if message.get("type") == "telemetry.frame":
+                    await self._deliver(message)
 
     async def _deliver(self, message: dict[str, Any]) -> None:
         host, text = message.get("host", ""), message["text"]

@@ -159,6 +159,8 @@ def _node_error(event: dict[str, Any], node: str) -> InferenceError:
 
 
 def _cancelled_before_start() -> dict[str, Any]:
+    """A cancelled ``done`` without counts: the request was stopped before the node ran it, or
+    the node was gone when it was stopped."""
     return {
         "type": "done",
         "finish_reason": "cancelled",
@@ -293,23 +295,32 @@ async def _stream(
     stop: asyncio.Event,
 ) -> AsyncIterator[dict[str, Any]]:
     """The accepted generation's events until its ``done`` (or its error, or its node's loss)."""
-    cancel_sent = False
+    cancel_sent: float | None = None  # when the caller's cancel went to the node
     finished = False
     try:
         while True:
-            if cancel_event is not None and cancel_event.is_set() and not cancel_sent:
+            if cancel_event is not None and cancel_event.is_set() and cancel_sent is None:
                 await link.send(node, protocol.CANCEL, request_id=request_id)
-                cancel_sent = True
-            watch = None if cancel_sent else cancel_event
+                cancel_sent = time.monotonic()
+            watch = None if cancel_sent is not None else cancel_event
             event = await _wait(link, request_id, LIVENESS_CHECK_SECONDS, watch, stop)
             if stop.is_set():
                 raise _Interrupted
             if event is None:
-                if cancel_event is not None and cancel_event.is_set() and not cancel_sent:
-                    continue  # woken by the cancel: send it at the top of the loop
-                # Silence for a second: is the node still heard from? (A steady stream of
-                # events proves it is, so last_seen is only read while none arrive.)
-                await _check_alive(node)
+                if cancel_sent is None:
+                    if cancel_event is not None and cancel_event.is_set():
+                        continue  # woken by the cancel: send it at the top of the loop
+                    # Silence for a second: is the node still heard from? (A steady stream
+                    # of events proves it is, so last_seen is only read while none arrive.)
+                    await _check_alive(node)
+                elif time.monotonic() - cancel_sent > CANCEL_GRACE_SECONDS or not (
+                    await _alive(node)
+                ):
+                    # The caller stopped it and the node is gone or silent: it ends as the
+                    # caller asked (cancelled), without the node's counts.
+                    finished = True
+                    yield _cancelled_before_start()
+                    return
                 continue
             kind = event.get("type")
             if kind == "token":
@@ -324,15 +335,20 @@ async def _stream(
                 finished = True
                 raise _node_error(event, node)
     finally:
-        if not finished and not cancel_sent:
+        if not finished and cancel_sent is None:
             # Abandoned (the caller went away, the node was lost, the server is stopping):
             # the node should stop generating for nobody.
             with contextlib.suppress(Exception):
                 await link.send(node, protocol.CANCEL, request_id=request_id)
 
 
-async def _check_alive(node: str) -> None:
+async def _alive(node: str) -> bool:
+    """Whether ``node`` was heard from within ``NODE_UNHEALTHY_SECONDS``."""
     last_seen = await sync_to_async(_last_seen)(node)
     limit = timedelta(seconds=settings.NODE_UNHEALTHY_SECONDS)
-    if last_seen is None or timezone.now() - last_seen > limit:
+    return last_seen is not None and timezone.now() - last_seen <= limit
+
+
+async def _check_alive(node: str) -> None:
+    if not await _alive(node):
         raise NodeLost(node)

@@ -273,6 +273,27 @@ async def test_a_cancelled_run_tells_the_node_and_keeps_its_text_and_counts(mode
     assert (final.output, final.completion_tokens) == ("so far", 1)
 
 
+async def test_a_run_cancelled_while_its_node_is_gone_ends_cancelled_not_lost(model, settings):
+    settings.NODE_UNHEALTHY_SECONDS = 1
+    peer = await node("gpu-1", model)
+    run = await started(model)
+    cancel = asyncio.Event()
+
+    async def agent_then_unplugged() -> None:
+        generate = await peer.next()
+        await peer.emit(generate, {"type": "accepted"})
+        await peer.emit(generate, {"type": "token", "text": "so far"})
+
+    async def on_token(text: str) -> None:
+        cancel.set()
+
+    script = asyncio.ensure_future(agent_then_unplugged())
+    final = await asyncio.wait_for(execute_run(run, on_token=on_token, cancel=cancel), 20)
+    await script
+
+    assert (final.status, final.output) == (RunStatus.CANCELLED, "so far")
+
+
 async def test_a_busy_node_answers_busy(model):
     peer = await node("gpu-1", model)
     run = await started(model)

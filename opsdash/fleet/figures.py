@@ -63,7 +63,7 @@ def _sum(values: list[Any]) -> int | None:
 def figures_of(view: NodeView) -> NodeFigures:
     frame = latest_frame(view)
     gpus: list[Mapping[str, Any]] = list(frame["gpus"]) if frame else list(view.gpus)
-    utils = [g.get("util") for g in gpus if isinstance(g.get("util"), int | float)]
+    utils: list[float] = [g["util"] for g in gpus if isinstance(g.get("util"), int | float)]
     memory = frame["memory"] if frame else {}
     return NodeFigures(
         view=view,

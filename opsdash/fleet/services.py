@@ -19,22 +19,28 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from opsdash.core.audit import Target, record
 from opsdash.core.errors import Code, Refusal
-from opsdash.fleet import protocol
+from opsdash.fleet import health, protocol
+from opsdash.fleet.health import Transition as Transition
+from opsdash.fleet.health import effective_status as effective_status
+from opsdash.fleet.health import node_target
+from opsdash.fleet.health import sweep_node_health as sweep_node_health
+from opsdash.fleet.listing import NodeView as NodeView
+from opsdash.fleet.listing import get_node_view as get_node_view
+from opsdash.fleet.listing import list_nodes as list_nodes
+from opsdash.fleet.listing import local_node as local_node
+from opsdash.fleet.listing import view_of as view_of
 from opsdash.fleet.models import Node, NodeStatus, NodeToken, node_name_validator
 
 logger = logging.getLogger(__name__)
@@ -48,8 +54,6 @@ RESERVED_NAMES = frozenset({"tokens"})
 #: A heartbeat writes ``last_seen`` at most this often (heartbeats come every 2 s, and the
 #: consumer may count each 1 s frame as one too); health is judged in tens of seconds.
 LAST_SEEN_WRITE_SECONDS = 1.5
-#: Statuses of a node whose agent is heartbeating (approved).
-LIVE = (NodeStatus.HEALTHY, NodeStatus.DRAINING)
 
 
 class NodeRefused(Refusal):
@@ -58,11 +62,6 @@ class NodeRefused(Refusal):
 
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def _target(name: str) -> Target:
-    # By name, not pk: a node's history stays findable after it is deleted and enrolled again.
-    return Target(type="node", id=name, label=name)
 
 
 def _token_target(token: NodeToken) -> Target:
@@ -81,7 +80,7 @@ def create_node_token(*, name: str = "", user: Actor) -> tuple[NodeToken, str]:
             name=name,
             secret_hash=_hash(secret),
             prefix=secret[:12],
-            created_by=user if getattr(user, "is_authenticated", False) else None,
+            created_by=user if isinstance(user, User) else None,
         )
         record(actor=user, action="node_token.create", target=_token_target(token))
     return token, secret
@@ -197,7 +196,7 @@ def register_node(
         record(
             actor=None,
             action="node.register",
-            target=_target(name),
+            target=node_target(name),
             detail={
                 key: value
                 for key, value in (
@@ -319,7 +318,7 @@ def record_heartbeat(
                 record(
                     actor=None,
                     action="node.healthy",
-                    target=_target(node.name),
+                    target=node_target(node.name),
                     detail={"from": status, "to": new},
                 )
                 node.status = new
@@ -343,73 +342,7 @@ def mark_disconnected(*, node: Node, connected_via: str) -> None:
         node.connected_via = ""
 
 
-@dataclass(frozen=True)
-class Transition:
-    """One status change the sweep recorded."""
-
-    node: str
-    old: str
-    new: str
-
-
-def _thresholds(now: datetime) -> tuple[datetime, datetime]:
-    return (
-        now - timedelta(seconds=settings.NODE_UNHEALTHY_SECONDS),
-        now - timedelta(seconds=settings.NODE_OFFLINE_SECONDS),
-    )
-
-
-def effective_status(node: Node, *, now: datetime | None = None) -> str:
-    """The status a reader should see: the recorded one, aged by ``last_seen`` exactly as the
-    sweep would, so a read never shows a stale ``healthy`` between two sweeps."""
-    if node.approved_at is None or node.status == NodeStatus.PENDING:
-        return str(node.status)
-    unhealthy_before, offline_before = _thresholds(now or timezone.now())
-    last_seen = node.last_seen
-    if node.status == NodeStatus.OFFLINE:
-        return str(node.status)
-    if last_seen is None or last_seen < offline_before:
-        return NodeStatus.OFFLINE
-    if node.status in LIVE and last_seen < unhealthy_before:
-        return NodeStatus.UNHEALTHY
-    return str(node.status)
-
-
-def sweep_node_health(*, now: datetime | None = None) -> list[Transition]:
-    """Move approved nodes whose heartbeat is overdue: ``healthy``/``draining`` →
-    ``unhealthy`` after ``NODE_UNHEALTHY_SECONDS``, → ``offline`` after
-    ``NODE_OFFLINE_SECONDS``. Each transition is audited once however many hub processes sweep
-    at the same moment (the update matches only while the old status is still there)."""
-    now = now or timezone.now()
-    unhealthy_before, offline_before = _thresholds(now)
-    transitions: list[Transition] = []
-    stale = Node.objects.filter(
-        approved_at__isnull=False,
-        status__in=[*LIVE, NodeStatus.UNHEALTHY],
-        last_seen__lt=unhealthy_before,
-    ).values_list("pk", "name", "status", "last_seen")
-    for pk, name, old, last_seen in list(stale):
-        new = NodeStatus.OFFLINE if last_seen < offline_before else NodeStatus.UNHEALTHY
-        if new == old:
-            continue
-        with transaction.atomic():
-            moved = Node.objects.filter(pk=pk, status=old, last_seen=last_seen).update(status=new)
-            if not moved:
-                continue
-            seconds = int((now - last_seen).total_seconds())
-            record(
-                actor=None,
-                action=f"node.{new}",
-                target=_target(name),
-                detail={"from": old, "to": new, "silent_seconds": seconds},
-            )
-        transitions.append(Transition(node=name, old=old, new=new))
-    return transitions
-
-
 def _start_sweeper() -> None:
-    from opsdash.fleet import health
-
     health.start_sweeper()
 
 
@@ -475,14 +408,14 @@ def approve_node(*, node: Node, user: Actor) -> Node:
                 f"The node “{node.name}” is already approved.", code=Code.WRONG_STATUS
             )
         current.approved_at = timezone.now()
-        current.approved_by = user if getattr(user, "is_authenticated", False) else None  # type: ignore[assignment]
+        current.approved_by = user if isinstance(user, User) else None
         current.status = _live_status(current)
         current.status = effective_status(current)
         current.save(update_fields=["approved_at", "approved_by", "status"])
         record(
             actor=user,
             action="node.approve",
-            target=_target(current.name),
+            target=node_target(current.name),
             detail={"from": NodeStatus.PENDING, "to": current.status},
         )
         tell_node(current.name, **status_message(current))
@@ -511,7 +444,7 @@ def drain_node(*, node: Node, user: Actor) -> Node:
         record(
             actor=user,
             action="node.drain",
-            target=_target(current.name),
+            target=node_target(current.name),
             detail={"from": old, "to": current.status},
         )
         tell_node(current.name, **status_message(current))
@@ -536,7 +469,7 @@ def resume_node(*, node: Node, user: Actor) -> Node:
         record(
             actor=user,
             action="node.resume",
-            target=_target(current.name),
+            target=node_target(current.name),
             detail={"from": old, "to": current.status},
         )
         tell_node(current.name, **status_message(current))
@@ -562,145 +495,10 @@ def delete_node(*, node: Node, user: Actor) -> None:
         record(
             actor=user,
             action="node.delete",
-            target=_target(node.name),
+            target=node_target(node.name),
             detail={"status": status, "placements": placements},
         )
         tell_node(node.name, status="deleted", approved=False, draining=False)
-
-
-# --- reading nodes --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NodeView:
-    """A node as pages and ``/api/nodes`` show it. In the embedded mode the local host is the
-    one node (``embedded`` true, no database row); ``frame`` is its latest telemetry frame when
-    one is at hand (the local sampler's; in fleet mode the caller may add the hub's)."""
-
-    name: str
-    status: str
-    last_seen: datetime | None
-    version: str
-    cpu_count: int | None
-    memory_total_bytes: int | None
-    gpus: list[dict[str, Any]] = field(default_factory=list)
-    loaded: list[dict[str, Any]] = field(default_factory=list)
-    queue_length: int = 0
-    draining: bool = False
-    approved_at: datetime | None = None
-    address: str = ""
-    connected: bool = False
-    embedded: bool = False
-    frame: Mapping[str, Any] | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        """The stable node shape (DESIGN.md) plus fleet fields."""
-        return {
-            "name": self.name,
-            "status": self.status,
-            "last_seen": self.last_seen.isoformat() if self.last_seen else None,
-            "version": self.version,
-            "cpu_count": self.cpu_count,
-            "memory_total_bytes": self.memory_total_bytes,
-            "gpus": self.gpus,
-            "loaded": self.loaded,
-            "queue_length": self.queue_length,
-            "draining": self.draining,
-            "approved_at": self.approved_at.isoformat() if self.approved_at else None,
-            "address": self.address,
-            "connected": self.connected,
-        }
-
-
-def view_of(node: Node, *, now: datetime | None = None) -> NodeView:
-    return NodeView(
-        name=node.name,
-        status=effective_status(node, now=now),
-        last_seen=node.last_seen,
-        version=node.version,
-        cpu_count=node.cpu_count,
-        memory_total_bytes=node.memory_total_bytes,
-        gpus=list(node.gpus or []),
-        loaded=list(node.loaded or []),
-        queue_length=node.queue_length,
-        draining=node.draining,
-        approved_at=node.approved_at,
-        address=node.address,
-        connected=bool(node.connected_via),
-    )
-
-
-def local_node() -> NodeView:
-    """The embedded mode's one node: this host, with the local sampler's latest figures (or,
-    before its first frame, what the OS says) and the local supervisor's runners."""
-    import psutil
-
-    from opsdash.runs.runtime import loaded_runners
-    from opsdash.telemetry.sampler import current_sampler, get_sampler
-
-    sampler = get_sampler() if settings.TELEMETRY_EMBEDDED else current_sampler()
-    frame: Mapping[str, Any] | None = sampler.latest() if sampler is not None else None
-    runners = loaded_runners()
-    loaded = [
-        {
-            "model": r.model_id,
-            "name": r.name,
-            "slug": r.slug,
-            "pid": r.pid,
-            "rss_bytes": r.rss_bytes,
-            "queue_length": r.queue_length,
-            "state": r.state,
-        }
-        for r in runners
-    ]
-    if frame is not None:
-        cpu_count = frame["cpu"].get("count") or len(frame["cpu"]["percent"])
-        memory_total = frame["memory"]["total_bytes"]
-        gpus = list(frame["gpus"])
-    else:
-        cpu_count, memory_total, gpus = os.cpu_count(), psutil.virtual_memory().total, []
-    return NodeView(
-        name=str(settings.NODE_NAME),
-        status=NodeStatus.HEALTHY,
-        last_seen=timezone.now(),
-        version=_version(),
-        cpu_count=cpu_count,
-        memory_total_bytes=memory_total,
-        gpus=gpus,
-        loaded=loaded,
-        queue_length=sum(r.queue_length for r in runners),
-        approved_at=None,
-        connected=True,
-        embedded=True,
-        frame=frame,
-    )
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("opsdash")
-    except PackageNotFoundError:
-        return ""
-
-
-def list_nodes() -> list[NodeView]:
-    """Every node, by name: in the embedded mode exactly one, the local host; in fleet mode the
-    enrolled nodes, each with its status aged by its last heartbeat (``effective_status``)."""
-    if not settings.FLEET:
-        return [local_node()]
-    now = timezone.now()
-    return [view_of(node, now=now) for node in Node.objects.all()]
-
-
-def get_node_view(*, name: str) -> NodeView | None:
-    """One node by name, or None."""
-    if not settings.FLEET:
-        local = local_node()
-        return local if local.name == name else None
-    node = Node.objects.filter(name=name).first()
-    return view_of(node) if node is not None else None
 
 
 def node_for_admin(*, name: str) -> Node:

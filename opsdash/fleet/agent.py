@@ -33,7 +33,7 @@ import random
 import re
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -45,7 +45,8 @@ from inference.errors import InferenceError
 from inference.runtime.protocol import GenerateRequest
 from inference.runtime.supervisor import Supervisor
 from opsdash.fleet import protocol
-from opsdash.fleet.agent_store import FetchFailed, HeldModel, ModelStore, fetch_file
+from opsdash.fleet.agent_placements import Placer, held_for, is_id
+from opsdash.fleet.agent_store import HeldModel, ModelStore
 from opsdash.fleet.models import NODE_NAME_PATTERN
 
 logger = logging.getLogger("opsdash.fleet.agent")
@@ -59,8 +60,6 @@ WELCOME_TIMEOUT_SECONDS = 15.0
 OUTBOX_LIMIT = 10_000
 #: A frame is dropped when this much is still waiting in the socket's write buffer.
 FRAME_BACKLOG_BYTES = 256 * 1024
-#: How often a placement's fetch progress is reported.
-PROGRESS_SECONDS = 1.0
 #: At a stop: how long generations get to send their last events before the socket closes.
 STOP_FLUSH_SECONDS = 2.0
 RUNNER_GRACE_SECONDS = 3.0
@@ -200,7 +199,15 @@ class Agent:
         self._stopping = asyncio.Event()
         self._generations: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._jobs: dict[int, asyncio.Task[Any]] = {}
+        self.placer = Placer(
+            name=self.name,
+            store=self.store,
+            supervisor=self.supervisor,
+            report=self._report,
+            credential=lambda: self.credential,
+            http_url=config.http_url,
+            trial_load_timeout=config.trial_load_timeout,
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- life cycle ---------------------------------------------------------------------------
@@ -251,9 +258,10 @@ class Agent:
                 await asyncio.wait_for(ws.close(1001, "agent stopping"), 2.0)
 
     async def _close(self) -> None:
-        for job in list(self._jobs.values()) + list(self._tasks):
-            job.cancel()
-        await asyncio.gather(*self._jobs.values(), *self._tasks, return_exceptions=True)
+        await self.placer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self.supervisor.close(RUNNER_GRACE_SECONDS)
         if self.sampler is not None:
@@ -423,7 +431,7 @@ class Agent:
         logger.info("Node %s linked to %s (%s).", self.name, self.config.ws_url, self.status or "?")
         placements = message.get("placements")
         if isinstance(placements, list):
-            self._reconcile(placements)
+            self.placer.reconcile(placements)
         self._outbox_ready.set()
 
     # --- the credential -----------------------------------------------------------------------
@@ -525,9 +533,9 @@ class Agent:
             if cancel is not None:
                 cancel.set()
         elif kind == protocol.PLACE and isinstance(message.get("placement"), dict):
-            self._start_place(message["placement"])
-        elif kind == protocol.UNPLACE and _is_id(message.get("model_id")):
-            self._start_unplace(message["model_id"])
+            self.placer.start_place(message["placement"])
+        elif kind == protocol.UNPLACE and is_id(message.get("model_id")):
+            self.placer.start_unplace(message["model_id"])
         elif kind == protocol.REFUSED:
             logger.error("The hub refused this node: %s", message.get("reason"))
         else:
@@ -630,143 +638,10 @@ class Agent:
         return None
 
     def _held_for(self, model: Mapping[str, Any]) -> HeldModel | None:
-        held = self.store.get(model["model_id"]) if _is_id(model.get("model_id")) else None
-        sha256 = model.get("sha256")
-        if held is not None and (not sha256 or held.sha256 == sha256):
-            return held
-        return self.store.by_sha256(sha256) if isinstance(sha256, str) else None
-
-    # --- placements ---------------------------------------------------------------------------
-
-    def _reconcile(self, placements: list[Any]) -> None:
-        """``welcome``'s list is everything this node should hold: fetch what is missing,
-        report what is there, delete (reporting ``removed``) what is not listed."""
-        wanted = {
-            p["model_id"] for p in placements if isinstance(p, dict) and _is_id(p.get("model_id"))
-        }
-        for held in self.store.all():
-            if held.model_id not in wanted:
-                self._start_unplace(held.model_id)
-        for spec in placements:
-            if isinstance(spec, dict) and _is_id(spec.get("model_id")):
-                self._start_place(spec)
+        return held_for(self.store, model)
 
     def _report(self, model_id: int, status: str, **fields: Any) -> None:
         self._emit(protocol.PLACEMENT, model_id=model_id, status=status, **fields)
-
-    def _start_place(self, spec: dict[str, Any]) -> None:
-        model_id = spec.get("model_id")
-        if not isinstance(model_id, int) or not _is_id(model_id):
-            logger.warning("a placement without a model id was ignored: %r", spec)
-            return
-        if not isinstance(spec.get("sha256"), str):
-            logger.warning("a placement without a sha256 was ignored: %r", spec)
-            return
-        job = self._jobs.get(model_id)
-        if job is not None and not job.done():
-            return  # under way; it reports when done
-        self._jobs[model_id] = asyncio.get_running_loop().create_task(self._place(spec))
-
-    async def _place(self, spec: dict[str, Any]) -> None:
-        model_id, sha256 = int(spec["model_id"]), str(spec["sha256"])
-        try:
-            held = self._held_for(spec)
-            if held is None:
-                held = await self._fetch(spec)
-            elif held.model_id != model_id:  # the same file under another catalog entry
-                held = replace(held, model_id=model_id, checked=False)
-                await asyncio.to_thread(self.store.add, held)
-            if not held.checked:
-                self._report(model_id, "loading")
-                await asyncio.wait_for(
-                    self.supervisor.load(held.spec()), self.config.trial_load_timeout
-                )
-                # Loaded to prove it runs here; freed again until a request needs it.
-                await self.supervisor.unload(model_id)
-                held = replace(held, checked=True)
-                await asyncio.to_thread(self.store.add, held)
-            self._report(model_id, "ready")
-        except FetchFailed as exc:
-            self._report(model_id, "failed", error=exc.reason)
-        except TimeoutError:
-            self._report(
-                model_id,
-                "failed",
-                error=f"The model did not load on node {self.name} within "
-                f"{self.config.trial_load_timeout:g} s.",
-            )
-        except InferenceError as exc:
-            self._report(
-                model_id,
-                "failed",
-                error=f"The model does not load on node {self.name}: {exc.reason}",
-            )
-        except Exception as exc:
-            logger.exception("placing model %s (%s) failed", model_id, sha256)
-            self._report(model_id, "failed", error=f"Unexpected error on node {self.name}: {exc}.")
-
-    async def _fetch(self, spec: dict[str, Any]) -> HeldModel:
-        model_id, sha256 = int(spec["model_id"]), str(spec["sha256"])
-        if not self.credential:
-            raise FetchFailed(
-                f"Node {self.name} has no credential yet, so the hub gives it no files."
-            )
-        file_url = spec.get("file_url") or f"/api/fleet/files/{sha256}"
-        slug, backend = str(spec.get("slug") or "model"), str(spec.get("backend") or "")
-        final = self.store.final_path(sha256=sha256, slug=slug, backend=backend)
-        self._report(model_id, "fetching", bytes_done=0)
-        loop = asyncio.get_running_loop()
-        last = [0.0]
-
-        def progress(done: int) -> None:  # on the fetch thread
-            now = loop.time()
-            if now - last[0] >= PROGRESS_SECONDS:
-                last[0] = now
-                loop.call_soon_threadsafe(
-                    lambda: self._report(model_id, "fetching", bytes_done=done)
-                )
-
-        size = await asyncio.to_thread(
-            fetch_file,
-            url=self.config.http_url(str(file_url)),
-            credential=self.credential,
-            sha256=sha256,
-            partial=self.store.partial_path(sha256),
-            final=final,
-            progress=progress,
-        )
-        held = HeldModel(
-            model_id=model_id,
-            sha256=sha256,
-            path=str(final),
-            name=str(spec.get("name") or f"model {model_id}"),
-            slug=slug,
-            backend=backend,
-            model_type=str(spec.get("model_type") or ""),
-            size_bytes=int(spec.get("size_bytes") or size),
-        )
-        await asyncio.to_thread(self.store.add, held)
-        self._report(model_id, "fetching", bytes_done=size)
-        return held
-
-    def _start_unplace(self, model_id: int) -> None:
-        previous = self._jobs.get(model_id)
-        self._jobs[model_id] = asyncio.get_running_loop().create_task(
-            self._unplace(model_id, previous)
-        )
-
-    async def _unplace(self, model_id: int, previous: asyncio.Task[Any] | None) -> None:
-        if previous is not None and not previous.done():
-            previous.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await previous
-        with contextlib.suppress(InferenceError):
-            await self.supervisor.unload(model_id)
-        held = await asyncio.to_thread(self.store.remove, model_id)
-        if held is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.store.partial_path(held.sha256).unlink()
-        self._report(model_id, protocol.PLACEMENT_REMOVED)
 
     # --- the node's runners, for heartbeats and the sampler -----------------------------------
 
@@ -805,10 +680,6 @@ def _loaded_entry(runner: Any) -> dict[str, Any]:
         "queue_length": runner.queue_length,
         "state": runner.state,
     }
-
-
-def _is_id(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _request(raw: object) -> GenerateRequest | str:

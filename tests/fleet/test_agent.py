@@ -370,14 +370,8 @@ async def test_a_file_whose_sha256_is_not_the_one_asked_for_fails_the_placement_
         await until(lambda: agent.approved)
         await place(hub, tiny_model)
         await until(lambda: Placement.objects.filter(status=PlacementStatus.READY).aexists(), 60)
-        # The hub serves the right file; the node was told to expect other bytes.
-        wrong = placements.placement_spec(tiny_model) | {"model_id": 999, "sha256": "0" * 64}
-        reports: list[dict[str, Any]] = []
-        original = agent._report
-        agent._report = lambda model_id, status, **f: (  # type: ignore[method-assign]
-            reports.append({"model_id": model_id, "status": status, **f}),
-            original(model_id, status, **f),
-        )
+        # The hub serves the right file; the node is told to expect other bytes.
+        wrong = placements.placement_spec(tiny_model) | {"sha256": "0" * 64}
         await hub.acall(
             lambda: get_channel_layer().group_send(
                 protocol.node_group(NAME),
@@ -385,11 +379,13 @@ async def test_a_file_whose_sha256_is_not_the_one_asked_for_fails_the_placement_
             )
         )
         failed = await until(
-            lambda: next((r for r in reports if r["status"] == "failed"), None), timeout=30
+            lambda: Placement.objects.filter(status=PlacementStatus.FAILED).afirst(), timeout=30
         )
-        assert "sha256" in failed["error"] and "0" * 64 in failed["error"]
-        assert agent.store.get(999) is None
+        assert "sha256" in failed.error and "0" * 64 in failed.error
+        assert failed.error.endswith("deploy it again.")
         assert not (tmp_path / "agent-models" / ".partial" / ("0" * 64)).exists()
+        assert agent.store.by_sha256("0" * 64) is None
+        assert agent.store.get(tiny_model.pk).sha256 == tiny_model.sha256  # the good copy stays
 
 
 class _CuttingHandler(http.server.BaseHTTPRequestHandler):

@@ -16,7 +16,8 @@ Agent → hub
   hello       {name, version, facts: {cpu_count, memory_total_bytes, gpus}, token? | credential?,
                models: [{model_id, sha256, status}]}  first message; a token enrolls, a
                credential (given once in ``welcome``) identifies a known node
-  heartbeat   {loaded: [...], queue_length}  every HEARTBEAT_SECONDS
+  heartbeat   {loaded: [{model, name, slug, queue_length, state}…], queue_length}  every
+               HEARTBEAT_SECONDS
   frame       {frame: <telemetry frame>}  the node's sampler, every tick (host = node name)
   event       {request_id, reply_to, event: <token event>}  one event of a generation:
                {"type": "accepted"} first, then {"type": "token", "text"}…, then
@@ -27,9 +28,11 @@ Agent → hub
                longer lists the model
 
 Hub → agent
-  welcome     {node, status, credential?, placements: [PlacementSpec…]}  answer to hello
+  welcome     {node, status, approved, draining, credential?, placements: [PlacementSpec…]}
+               answer to hello
   refused     {reason, code}  then the hub closes with CLOSE_REFUSED; the agent stops
-  status      {status}  approved, drained, resumed
+  status      {status, approved, draining}  approved, drained, resumed; ``status``
+               ``deleted`` when an admin removed the node (its credential is gone)
   place       {placement: PlacementSpec}  fetch (unless present), check, trial-load
   unplace     {model_id}  unload and delete the node's copy
   generate    {request_id, reply_to, model: PlacementSpec, request: {prompt?, messages?,

@@ -18,19 +18,31 @@ Agent → hub
                credential (given once in ``welcome``) identifies a known node
   heartbeat   {loaded: [{model, name, slug, queue_length, state}…], queue_length}  every
                HEARTBEAT_SECONDS
-  frame       {frame: <telemetry frame>}  the node's sampler, every tick (host = node name)
+  frame       <telemetry frame>  the node's sampler, every tick (host = node name): the frame
+               itself, whose own ``type`` is ``frame``, as the sampler serialized it (the hub
+               passes it on unparsed); a ``{frame: <telemetry frame>}`` wrapper is read too
   event       {request_id, reply_to, event: <token event>}  one event of a generation:
-               {"type": "accepted"} first, then {"type": "token", "text"}…, then
-               {"type": "done", …usage} or {"type": "error", "code", "reason"}
+               {"type": "accepted", "node"} first, then {"type": "token", "text"}…, then
+               {"type": "done", …usage} or {"type": "error", "code", "reason"}. An error
+               *before* ``accepted`` means the node did not start it (codes ``not_approved``,
+               ``draining``, ``model_not_loaded``, ``invalid_param``, ``busy``,
+               ``shutting_down``): the hub may send it to another node. The hub relays each
+               as ``{"type": "agent.event", "request_id", "node", "event"}`` to ``reply_to``.
   placement   {model_id, status, error?, bytes_done?}  progress of a placement job: status
                fetching, loading, ready or failed (with error); ``removed`` (PLACEMENT_REMOVED)
                once it has deleted its copy, after ``unplace`` or because ``welcome`` no
                longer lists the model
 
+hello also carries ``protocol`` (PROTOCOL_VERSION). While no hub holds its socket an agent
+keeps generating and queues its ``event`` and ``placement`` messages (bounded), sending them in
+order after the next ``welcome``; heartbeats and frames are not queued.
+
 Hub → agent
   welcome     {node, status, approved, draining, credential?, placements: [PlacementSpec…]}
                answer to hello
-  refused     {reason, code}  then the hub closes with CLOSE_REFUSED; the agent stops
+  refused     {reason, code}  then the hub closes with CLOSE_REFUSED; the agent stops (a
+               refused credential with a token at hand: it enrolls again with the token). Also
+               sent when no hello arrives within the consumer's HELLO_TIMEOUT_SECONDS.
   status      {status, approved, draining}  approved, drained, resumed; ``status``
                ``deleted`` when an admin removed the node (its credential is gone)
   place       {placement: PlacementSpec}  fetch (unless present), check, trial-load

@@ -23,7 +23,11 @@ Agent → hub
                passes it on unparsed); a ``{frame: <telemetry frame>}`` wrapper is read too
   event       {request_id, reply_to, event: <token event>}  one event of a generation:
                {"type": "accepted", "node"} first, then {"type": "token", "text"}…, then
-               {"type": "done", …usage} or {"type": "error", "code", "reason"}. An error
+               {"type": "done", …usage} or {"type": "error", "code", "reason"}. ``done``
+               carries the local supervisor's usage and timings, and may carry the energy
+               the node found for the run: ``energy_joules``, ``energy_source``
+               ("measured" | "estimated"), ``energy_basis``, ``energy_devices``; without them
+               the hub estimates it from ``cpu_seconds`` (``opsdash.savings``). An error
                *before* ``accepted`` means the node did not start it (codes ``not_approved``,
                ``draining``, ``model_not_loaded``, ``invalid_param``, ``busy``,
                ``shutting_down``): the hub may send it to another node. The hub relays each

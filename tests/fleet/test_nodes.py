@@ -5,6 +5,7 @@ same code on PostgreSQL with two hubs)."""
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -15,7 +16,7 @@ from django.db import connections
 from django.utils import timezone
 
 from opsdash.core.audit import entries
-from opsdash.fleet import protocol, services
+from opsdash.fleet import health, protocol, services
 from opsdash.fleet.models import Node, NodeStatus, NodeToken, Placement
 from opsdash.fleet.services import NodeRefused
 from tests.factories import local_model
@@ -287,10 +288,29 @@ def test_two_racing_sweeps_record_a_transition_once(settings) -> None:  # type: 
 
 
 def test_the_sweep_thread_runs_only_in_fleet_mode(settings) -> None:  # type: ignore[no-untyped-def]
-    from opsdash.fleet import health
-
     health.start_sweeper()
     assert not health.running()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_sweep_thread_of_a_hub_process_ages_a_silent_node_by_itself(
+    settings, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    node, _ = _approved(settings)
+    _age(node, 20)
+    monkeypatch.setattr(health, "SWEEP_SECONDS", 0.05)
+    settings.FLEET = True
+    health.start_sweeper()
+    try:
+        assert health.running()
+        deadline = time.monotonic() + 10
+        while Node.objects.get(pk=node.pk).status != NodeStatus.UNHEALTHY:
+            assert time.monotonic() < deadline, "the sweep thread did not age the node"
+            time.sleep(0.05)
+    finally:
+        health.stop_sweeper()
+    assert not health.running()
+    assert entries(action="node.unhealthy").count() == 1
 
 
 # --- what admins do -------------------------------------------------------------------------

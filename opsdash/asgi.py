@@ -85,6 +85,7 @@ def _interrupt_on_stop_signals() -> None:
 async def lifespan_startup() -> None:
     """Before the first request: settle interrupted work, and prepare for a stop signal."""
     await sync_to_async(settle_interrupted_work)()
+    await sync_to_async(background.start_at_startup)()
     _interrupt_on_stop_signals()
 
 

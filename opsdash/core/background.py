@@ -26,12 +26,17 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BackgroundService:
-    """One service: ``start`` is idempotent, ``stop`` may be a coroutine function."""
+    """One service: ``start`` is idempotent, ``stop`` may be a coroutine function.
+
+    ``at_startup`` services are started by the server's lifespan startup (``start_at_startup``)
+    rather than on first use: work nobody asks for, such as a fleet hub's health sweep.
+    """
 
     name: str
     start: Callable[[], object]
     stop: Callable[[], Awaitable[object] | object]
     reset_after_fork: Callable[[], object]
+    at_startup: bool = False
 
 
 services: Registry[BackgroundService] = Registry("background services")
@@ -43,12 +48,15 @@ def register(
     start: Callable[[], object],
     stop: Callable[[], Awaitable[object] | object],
     reset_after_fork: Callable[[], object],
+    at_startup: bool = False,
 ) -> BackgroundService:
     """Add the service called ``name`` (once: registering a name again replaces it)."""
     for existing in services.entries():
         if existing.name == name:
             services.unregister(existing)
-    return services.register(BackgroundService(name, start, stop, reset_after_fork))
+    return services.register(
+        BackgroundService(name, start, stop, reset_after_fork, at_startup=at_startup)
+    )
 
 
 def names() -> list[str]:
@@ -58,6 +66,13 @@ def names() -> list[str]:
 def start_all() -> None:
     for service in services.entries():
         service.start()
+
+
+def start_at_startup() -> None:
+    """Start the services registered ``at_startup`` (the server's lifespan startup)."""
+    for service in services.entries():
+        if service.at_startup:
+            service.start()
 
 
 async def stop_all() -> None:

@@ -20,6 +20,7 @@ class FleetConfig(AppConfig):
             start=health.start_sweeper,
             stop=health.stop_sweeper,
             reset_after_fork=health.reset_after_fork,
+            at_startup=True,
         )
         # A retired model leaves every node (a failing hook is logged; the retire stands), and
         # the catalog's model JSON and page say where a model runs without importing the fleet.

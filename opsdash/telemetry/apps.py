@@ -25,6 +25,7 @@ class TelemetryConfig(AppConfig):
             start=relay.start_listener,
             stop=_stop_fleet_telemetry,
             reset_after_fork=_reset_fleet_telemetry,
+            at_startup=True,
         )
 
 

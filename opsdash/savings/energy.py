@@ -32,8 +32,8 @@ run says so.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import pairwise
 from typing import Protocol
@@ -45,6 +45,12 @@ from opsdash.telemetry.probes.energy import KEEP_SECONDS as KEEP_SECONDS
 
 class EnergyRecord(Protocol):
     def energy_uj(self, device: str, t0: float, t1: float) -> float | None: ...
+
+
+class HostMeter(EnergyRecord, Protocol):
+    """A host's energy record (``telemetry.energy.HostEnergy``): counters and who used them."""
+
+    def devices_for(self, *, pids: Iterable[int | None]) -> frozenset[str]: ...
 
 
 @dataclass(frozen=True)
@@ -109,3 +115,45 @@ def estimated_energy(
             f"no CPU time recorded: {seconds:.3f} s × {cpus} CPUs × {watts} W (upper bound)",
         )
     return EnergyEstimate(0, "no runner timing recorded (the run never reached a runner)")
+
+
+@dataclass(frozen=True)
+class EnergyFigures:
+    """A run's energy as priced: ``source`` "measured" or "estimated" (``EnergySource``'s
+    values), what it is based on, and the devices measured."""
+
+    energy_mj: int
+    source: str
+    basis: str
+    devices: list[str] = field(default_factory=list)
+
+
+def run_energy_figures(
+    meter: HostMeter | None,
+    *,
+    pid: int | None,
+    start: float,
+    end: float | None,
+    others: Callable[[frozenset[str]], Sequence[Span]],
+    cpu_seconds: float | None,
+    duration_seconds: float | None,
+) -> EnergyFigures:
+    """Measured when ``meter`` (the host's counters, None without any) covered the whole run,
+    from ``start`` to ``end`` (epoch seconds) on the CPU packages and its runner ``pid``'s
+    GPUs, shared by overlap with ``others(devices)`` (the host's other runs); else the CPU-time
+    estimate. Framework-free, so the embedded path (``services.run_energy``, other runs from the
+    ledger) and a fleet agent (other runs from its own generations) compute it alike.
+    """
+    if meter is not None and end is not None:
+        devices = meter.devices_for(pids=[pid])
+        span = Span(start, end, devices)
+        spans = others(devices)
+        measured = measured_energy_uj(meter, span, spans)
+        if measured is not None:
+            shared = sum(1 for o in spans if o.start < span.end and o.end > span.start)
+            basis = f"{', '.join(sorted(devices))} energy counters"
+            if shared:
+                basis += f", shared with {shared} overlapping run(s)"
+            return EnergyFigures(round(measured / 1000), "measured", basis, sorted(devices))
+    estimate = estimated_energy(cpu_seconds=cpu_seconds, duration_seconds=duration_seconds)
+    return EnergyFigures(estimate.energy_mj, "estimated", estimate.basis)

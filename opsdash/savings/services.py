@@ -25,9 +25,8 @@ from opsdash.runs.models import Run, RunStatus, Workflow
 from opsdash.savings.energy import (
     KEEP_SECONDS,
     Span,
-    estimated_energy,
     host_energy,
-    measured_energy_uj,
+    run_energy_figures,
 )
 from opsdash.savings.models import (
     CostingChange,
@@ -252,24 +251,19 @@ def run_energy(run: Run) -> EnergyReading:
         )
     local = not settings.FLEET and run.finished_at is not None
     meter = host_energy() if local else None  # a reading at its end
-    if meter is not None and run.finished_at is not None:
-        devices = meter.devices_for(pids=[run.runner_pid])
-        span = Span(run.started_at.timestamp(), run.finished_at.timestamp(), devices)
-        others = _overlapping_spans(run, devices)
-        measured = measured_energy_uj(meter, span, others)
-        if measured is not None:
-            shared = sum(1 for o in others if o.start < span.end and o.end > span.start)
-            basis = f"{', '.join(sorted(devices))} energy counters"
-            if shared:
-                basis += f", shared with {shared} overlapping run(s)"
-            return EnergyReading(
-                round(measured / 1000), EnergySource.MEASURED, basis, sorted(devices)
-            )
-    estimate = estimated_energy(
+    # The arithmetic is framework-free (energy.py): a fleet agent prices its runs the same way.
+    figures = run_energy_figures(
+        meter,
+        pid=run.runner_pid,
+        start=run.started_at.timestamp(),
+        end=run.finished_at.timestamp() if run.finished_at is not None else None,
+        others=lambda devices: _overlapping_spans(run, devices),
         cpu_seconds=run.cpu_seconds,
         duration_seconds=run.total_ms / 1000 if run.total_ms is not None else None,
     )
-    return EnergyReading(estimate.energy_mj, EnergySource.ESTIMATED, estimate.basis)
+    return EnergyReading(
+        figures.energy_mj, EnergySource(figures.source), figures.basis, figures.devices
+    )
 
 
 def recorded_energy(cost: RunCost) -> EnergyReading:

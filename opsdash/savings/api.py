@@ -3,7 +3,8 @@
 No ``from __future__ import annotations``: django-ninja reads these annotations at import time.
 Filters are ``from`` and ``to`` (report days, inclusive, ``YYYY-MM-DD``), ``range`` (``7d``,
 ``30d``, ``90d``, ``365d``, ``month``, ``last_month``, ``year``) and ``workflow`` (a slug); the
-same parser serves the pages, so a query string means the same thing everywhere.
+same parser serves the pages, so a query string means the same thing everywhere. ``node`` (a
+node's name, ``Run.node``) restricts every figure to the runs that node served.
 """
 
 import csv
@@ -33,6 +34,7 @@ class SavingsFilters(Schema):
     end: str | None = Field(None, alias="to", description="last report day, inclusive")
     range: str | None = Field(None, description="7d, 30d, 90d, 365d, month, last_month, year")
     workflow: str | None = Field(None, description="a workflow slug")
+    node: str | None = Field(None, description="a node's name: only the runs it served")
 
 
 def _filters(request: HttpRequest) -> Filters:
@@ -45,13 +47,14 @@ def _filters(request: HttpRequest) -> Filters:
 
 
 # The filters are parsed by the pages' parser: a bad date or range is a 400, an unknown workflow
-# a 404.
+# or a node with no costed run a 404.
 FILTERED = responses({200: dict[str, Any]}, 400, 404, 422)
 
 
 @router.get("/summary", response=FILTERED, auth=api_auth(Cap.VIEW_SAVINGS))
 def summary(request: HttpRequest, filters: Query[SavingsFilters]) -> dict[str, Any]:
-    """Avoided API spend, local energy cost and net saving, overall and per workflow."""
+    """Avoided API spend, local energy cost and net saving, overall, per workflow and per node
+    (``nodes``, whose lines add up to the totals)."""
     return reports.overview(_filters(request)).as_json()
 
 
@@ -62,7 +65,8 @@ def summary(request: HttpRequest, filters: Query[SavingsFilters]) -> dict[str, A
     openapi_extra={"responses": {200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}},
 )
 def export_csv(request: HttpRequest, filters: Query[SavingsFilters]) -> HttpResponse:
-    """One row per day × workflow × local model, then a TOTAL row equal to the summary."""
+    """One row per day × workflow × local model × node, then a TOTAL row equal to the
+    summary."""
     selected = _filters(request)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -71,6 +75,10 @@ def export_csv(request: HttpRequest, filters: Query[SavingsFilters]) -> HttpResp
     name = f"opsdash-savings-{selected.start}-{selected.end}"
     if selected.workflow is not None:
         name += f"-{selected.workflow.slug}"
+    if selected.node:
+        # A node's name is a DNS label (letters, digits, '-', '.'); anything else stays out of
+        # the header.
+        name += "-" + "".join(c for c in selected.node if c.isalnum() or c in "-._")
     response["Content-Disposition"] = f'attachment; filename="{name}.csv"'
     return response
 

@@ -1,5 +1,5 @@
-"""The CSV export: one row per day × workflow × local model, then a TOTAL row, from the same
-aggregation as the pages."""
+"""The CSV export: one row per day × workflow × local model × node, then a TOTAL row, from the
+same aggregation as the pages."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ CSV_HEADER = [
     "workflow",
     "workflow_name",
     "local_model",
+    "node",
     "runs",
     "ok_runs",
     "unpriced_runs",
@@ -37,7 +38,8 @@ def csv_text(value: str) -> str:
 
 
 def csv_rows(filters: Filters) -> Iterable[list[str]]:
-    """One row per day × workflow × local model with runs, then a TOTAL row.
+    """One row per day × workflow × local model × node with runs (``filters.node``: that
+    node's only), then a TOTAL row.
 
     Numbers are written by us (never escaped, so they stay numbers); names are escaped. An
     unpriced row says "unpriced" in its avoided and net cells; those rows count 0 there, so
@@ -45,17 +47,26 @@ def csv_rows(filters: Filters) -> Iterable[list[str]]:
     """
     ids = [filters.workflow.pk] if filters.workflow is not None else None
     grid = aggregate(
-        start=filters.start, end=filters.end, by=("day", "workflow", "model"), workflow_ids=ids
+        start=filters.start,
+        end=filters.end,
+        by=("day", "workflow", "model", "node"),
+        workflow_ids=ids,
+        node=filters.node,
     )
     workflows = Workflow.objects.in_bulk({k[1] for k in grid})
     models = LocalModel.objects.in_bulk({k[2] for k in grid})
     yield CSV_HEADER
-    for (day, workflow_id, model_id), figures in grid.items():
+    for (day, workflow_id, model_id, node), figures in grid.items():
         workflow, model = workflows[workflow_id], models[model_id]
-        names = [csv_text(workflow.slug), csv_text(workflow.name), csv_text(model.name)]
+        names = [
+            csv_text(workflow.slug),
+            csv_text(workflow.name),
+            csv_text(model.name),
+            csv_text(node),
+        ]
         yield _csv_line([day.isoformat(), *names], figures)
     total = total_of(grid.values())
-    yield _csv_line(["TOTAL", "", "", ""], total, unpriced_words=False)
+    yield _csv_line(["TOTAL", "", "", "", ""], total, unpriced_words=False)
 
 
 def _csv_line(head: list[str], figures: Figures, *, unpriced_words: bool = True) -> list[str]:

@@ -1,4 +1,5 @@
-"""What a savings page or API call asks for: a range of report days and maybe one workflow.
+"""What a savings page or API call asks for: a range of report days, maybe one workflow, maybe
+one node.
 
 The pages and the API parse the same query string with ``parse_filters``, so ``?from=…&to=…``
 means the same everywhere and a bad one gets the same sentence.
@@ -9,12 +10,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
+from urllib.parse import quote
 
 from opsdash.core.errors import Code, Refusal
 from opsdash.runs.models import Workflow
 from opsdash.savings.days import report_today
+from opsdash.savings.models import WorkflowDailyRollup
 
 MAX_RANGE_DAYS = 5 * 366
+MAX_NODE_LENGTH = 63  # Run.node's
 
 
 class FilterError(Refusal, ValueError):
@@ -59,6 +63,7 @@ class Filters:
     end: date
     workflow: Workflow | None = None
     preset: str = ""
+    node: str = ""  # only the runs of this node (``Run.node``); "" for every node
 
     @property
     def days(self) -> list[date]:
@@ -72,6 +77,8 @@ class Filters:
             params = f"from={self.start.isoformat()}&to={self.end.isoformat()}"
         if self.workflow is not None:
             params += f"&workflow={self.workflow.slug}"
+        if self.node:
+            params += f"&node={quote(self.node, safe='')}"
         return params
 
 
@@ -83,8 +90,9 @@ def _parse_day(value: str, name: str) -> date:
 
 
 def parse_filters(params: Mapping[str, str], *, default_preset: str = "30d") -> Filters:
-    """The ``from``/``to`` (report days, inclusive), ``range`` preset and ``workflow`` of a
-    request; FilterError says what is wrong (a reversed range, a bad date, no such workflow)."""
+    """The ``from``/``to`` (report days, inclusive), ``range`` preset, ``workflow`` and
+    ``node`` of a request; FilterError says what is wrong (a reversed range, a bad date, no such
+    workflow, a node with no costed run)."""
     today = report_today()
     preset = (params.get("range") or "").strip()
     raw_from, raw_to = (params.get("from") or "").strip(), (params.get("to") or "").strip()
@@ -107,4 +115,37 @@ def parse_filters(params: Mapping[str, str], *, default_preset: str = "30d") -> 
         workflow = Workflow.objects.filter(slug=slug).first()
         if workflow is None:
             raise FilterError(f"There is no workflow “{slug}”.", code=Code.NOT_FOUND)
-    return Filters(start=start, end=end, workflow=workflow, preset=preset)
+    return Filters(start=start, end=end, workflow=workflow, preset=preset, node=_parse_node(params))
+
+
+def _parse_node(params: Mapping[str, str]) -> str:
+    node = (params.get("node") or "").strip()
+    if not node:
+        return ""
+    if len(node) > MAX_NODE_LENGTH:
+        raise FilterError(f"“node” is a node's name, at most {MAX_NODE_LENGTH} characters.")
+    # The savings app knows nodes by their costed runs (it does not import the fleet): a name
+    # no run was recorded on is a typo or a node that has served nothing yet, and zeros would
+    # read as a node that saved nothing.
+    if not WorkflowDailyRollup.objects.filter(node=node).exists():
+        raise FilterError(
+            f"No costed run has been recorded on node “{node}”; "
+            f"the nodes with runs are: {_known_nodes_sentence()}.",
+            code=Code.NOT_FOUND,
+        )
+    return node
+
+
+def known_nodes() -> list[str]:
+    """The nodes with costed runs, by name (blank: runs from before nodes were recorded)."""
+    return list(
+        WorkflowDailyRollup.objects.exclude(node="")
+        .values_list("node", flat=True)
+        .distinct()
+        .order_by("node")
+    )
+
+
+def _known_nodes_sentence() -> str:
+    names = known_nodes()
+    return ", ".join(names) if names else "none yet"

@@ -146,6 +146,9 @@ class RollupFigures(models.Model):
 
     day = models.DateField()
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="+")
+    # The node that ran them (``Run.node``; blank for runs from before nodes were recorded), so
+    # the savings of a fleet split by node from the same rows.
+    node = models.CharField(max_length=63, blank=True, default="")
     runs = models.BigIntegerField(default=0)
     ok_runs = models.BigIntegerField(default=0)
     unpriced_runs = models.BigIntegerField(default=0)
@@ -162,7 +165,8 @@ class RollupFigures(models.Model):
 
 
 class DailyRollup(RollupFigures):
-    """Sums of the frozen costs of one workflow's runs on one local model on one report day.
+    """Sums of the frozen costs of one workflow's runs on one local model and one node on one
+    report day.
 
     ``day`` is the run's start date in ``OPSDASH_REPORT_TIME_ZONE``. Updated in the finalizing
     transaction; ``rebuild_rollups`` recomputes the same rows from ``RunCost``.
@@ -173,32 +177,35 @@ class DailyRollup(RollupFigures):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["day", "workflow", "model"], name="savings_rollup_one_row_per_key"
+                fields=["day", "workflow", "model", "node"],
+                name="savings_rollup_one_row_per_key_node",
             )
         ]
         indexes = [models.Index(fields=["workflow", "day"])]  # a workflow's page
 
     def __str__(self) -> str:
-        return f"{self.day} w{self.workflow_id} m{self.model_id}: {self.runs} runs"
+        return f"{self.day} w{self.workflow_id} m{self.model_id} {self.node}: {self.runs} runs"
 
 
 class WorkflowDailyRollup(RollupFigures):
-    """The same sums without the local model: one row per workflow and day.
+    """The same sums without the local model: one row per workflow, node and day.
 
     Reports that do not split by local model (the overview, the API summary) read these: a
-    year of 50 workflows is 18 250 rows instead of one per model too. Updated in the same
-    statement pair as ``DailyRollup``; ``rebuild_rollups`` derives it from ``DailyRollup``.
+    year of 50 workflows on one node is 18 250 rows instead of one per model too. Updated in
+    the same statement pair as ``DailyRollup``; ``rebuild_rollups`` derives it from
+    ``DailyRollup``.
     """
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["day", "workflow"], name="savings_workflow_rollup_one_row_per_key"
+                fields=["day", "workflow", "node"],
+                name="savings_workflow_rollup_one_row_per_key_node",
             )
         ]
 
     def __str__(self) -> str:
-        return f"{self.day} w{self.workflow_id}: {self.runs} runs"
+        return f"{self.day} w{self.workflow_id} {self.node}: {self.runs} runs"
 
 
 class SavingsAction(models.TextChoices):

@@ -1,9 +1,9 @@
 """The savings figures every page, the API and the CSV show, from one aggregation.
 
 ``aggregate_rows()`` is the only code that reads money out of the database for reports: it sums
-rollup rows (integer nano-USD) grouped by any of day / workflow / model. Totals are sums of its
-rows, so the overview, the workflow page, ``/api/savings/summary`` and the CSV (``export.py``)
-cannot disagree by even a nano-dollar.
+rollup rows (integer nano-USD) grouped by any of day / workflow / model / node. Totals are sums
+of its rows, so the overview, the workflow page, ``/api/savings/summary`` and the CSV
+(``export.py``) cannot disagree by even a nano-dollar, and the per-node lines add up to them.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from opsdash.savings.money import nano_to_str
 from opsdash.savings.pricebook import has_price, open_prices
 from opsdash.savings.services import Costing, costing_at
 
-Dimension = Literal["day", "workflow", "model"]
-_COLUMN = {"day": "day", "workflow": "workflow_id", "model": "model_id"}
+Dimension = Literal["day", "workflow", "model", "node"]
+_COLUMN = {"day": "day", "workflow": "workflow_id", "model": "model_id", "node": "node"}
 MAX_RANGE_DAYS = 5 * 366
 
 
@@ -104,11 +104,12 @@ def aggregate_rows(
     end: date,
     by: Sequence[Dimension] = (),
     workflow_ids: Collection[int] | None = None,
+    node: str = "",
     fields: Sequence[str] = (),
 ) -> list[tuple[Any, ...]]:
     """THE aggregation: rollup sums for report days ``start``…``end`` (inclusive), one tuple
     per group: the values of ``by`` in that order, then the sums of ``fields`` (default: all
-    of ``Figures``), optionally for some workflows only.
+    of ``Figures``), optionally for some workflows only, or one node's runs only.
 
     Groupings without the local model read the per-workflow rollup (a quarter of the rows or
     fewer); the two tables hold the same sums (``rebuild_rollups`` and the tests check it).
@@ -118,6 +119,8 @@ def aggregate_rows(
     rows = table.objects.filter(day__gte=start, day__lte=end)
     if workflow_ids is not None:
         rows = rows.filter(workflow_id__in=list(workflow_ids))
+    if node:
+        rows = rows.filter(node=node)
     sums = {f"s_{f}": Sum(f) for f in fields}
     if not by:
         total = rows.aggregate(**sums)
@@ -139,13 +142,12 @@ def aggregate(
     end: date,
     by: Sequence[Dimension] = (),
     workflow_ids: Collection[int] | None = None,
+    node: str = "",
 ) -> dict[tuple[Any, ...], Figures]:
     """``aggregate_rows`` as ``Figures``, keyed by the values of ``by`` (``()``: the total)."""
     width = len(by)
-    return {
-        tuple(row[:width]): Figures(*(int(v) for v in row[width:]))
-        for row in aggregate_rows(start=start, end=end, by=by, workflow_ids=workflow_ids)
-    }
+    rows = aggregate_rows(start=start, end=end, by=by, workflow_ids=workflow_ids, node=node)
+    return {tuple(row[:width]): Figures(*(int(v) for v in row[width:])) for row in rows}
 
 
 def total_of(groups: Iterable[Figures]) -> Figures:
@@ -186,6 +188,29 @@ class WorkflowLine:
 
 
 @dataclass
+class NodeLine:
+    """One node's share of a report (``node`` blank: runs from before nodes were recorded)."""
+
+    node: str
+    figures: Figures
+
+    @property
+    def label(self) -> str:
+        return self.node or "unrecorded"
+
+    def as_json(self) -> dict[str, Any]:
+        # Unpriced money as "0", not null, like the totals: the nodes' lines add up to them.
+        return {"node": self.node, **self.figures.as_json()}
+
+
+def node_lines(per_node: Mapping[str, Figures]) -> list[NodeLine]:
+    """The nodes busiest first (then by name)."""
+    lines = [NodeLine(node=node, figures=figures) for node, figures in per_node.items()]
+    lines.sort(key=lambda line: (-line.figures.runs, line.node))
+    return lines
+
+
+@dataclass
 class MonthComparison:
     this_month: Figures
     last_month_to_date: Figures
@@ -219,6 +244,7 @@ class Report:
     days: list[tuple[date, Figures]]
     workflows: list[WorkflowLine] = field(default_factory=list)
     models: list[tuple[LocalModel, Figures]] = field(default_factory=list)
+    nodes: list[NodeLine] = field(default_factory=list)
 
     @property
     def days_net(self) -> list[int]:
@@ -232,8 +258,10 @@ class Report:
             "to": self.filters.end.isoformat(),
             "time_zone": settings.REPORT_TIME_ZONE,
             "currency": "USD",
+            "node": self.filters.node or None,
             **self.totals.as_json(),
             "workflows": [line.as_json() for line in self.workflows],
+            "nodes": [line.as_json() for line in self.nodes],
         }
 
 
@@ -263,27 +291,31 @@ def _workflow_lines(
 def overview(filters: Filters) -> Report:
     """Totals, a daily series and one line per workflow (with a daily net series each).
 
-    Three light reads of the per-workflow rollup rather than one fine-grained one folded in
-    Python: per workflow, per day, and the daily net of each workflow for its sparkline.
+    Four light reads of the per-workflow rollup rather than one fine-grained one folded in
+    Python: per workflow, per day, per node, and the daily net of each workflow for its
+    sparkline; ``filters.node`` restricts all of them to that node's runs.
     """
     if filters.workflow is not None:
         workflows: list[Workflow] = [filters.workflow]
         ids: list[int] | None = [filters.workflow.pk]
     else:
         workflows, ids = list(Workflow.objects.all()), None
-    start, end = filters.start, filters.end
-    per_workflow = {
-        key[0]: f
-        for key, f in aggregate(start=start, end=end, by=("workflow",), workflow_ids=ids).items()
-    }
-    per_day = {
-        key[0]: f
-        for key, f in aggregate(start=start, end=end, by=("day",), workflow_ids=ids).items()
-    }
+    start, end, node = filters.start, filters.end, filters.node
+
+    def by(*dimensions: Dimension) -> dict[Any, Figures]:
+        grouped = aggregate(start=start, end=end, by=dimensions, workflow_ids=ids, node=node)
+        return {key[0]: f for key, f in grouped.items()}
+
+    per_workflow, per_day, per_node = by("workflow"), by("day"), by("node")
     index = {day: i for i, day in enumerate(filters.days)}
     series: dict[int, list[int]] = {}
     nets = aggregate_rows(
-        start=start, end=end, by=("day", "workflow"), workflow_ids=ids, fields=("net_nusd",)
+        start=start,
+        end=end,
+        by=("day", "workflow"),
+        workflow_ids=ids,
+        node=node,
+        fields=("net_nusd",),
     )
     for day, workflow_id, net in nets:
         points = series.get(workflow_id)
@@ -295,23 +327,27 @@ def overview(filters: Filters) -> Report:
         totals=total_of(per_workflow.values()),
         days=[(day, per_day.get(day) or Figures()) for day in filters.days],
         workflows=_workflow_lines(filters, per_workflow, series, workflows),
+        nodes=node_lines(per_node),
     )
 
 
 def workflow_report(filters: Filters) -> Report:
-    """One workflow's totals, daily series and per-local-model breakdown."""
+    """One workflow's totals, daily series and per-local-model and per-node breakdowns."""
     assert filters.workflow is not None
     grid = aggregate(
         start=filters.start,
         end=filters.end,
-        by=("day", "model"),
+        by=("day", "model", "node"),
         workflow_ids=[filters.workflow.pk],
+        node=filters.node,
     )
     per_day: dict[date, Figures] = {d: Figures() for d in filters.days}
     per_model: dict[int, Figures] = {}
-    for (day, model_id), figures in grid.items():
+    per_node: dict[str, Figures] = {}
+    for (day, model_id, node), figures in grid.items():
         per_day[day].add(figures)
         per_model.setdefault(model_id, Figures()).add(figures)
+        per_node.setdefault(node, Figures()).add(figures)
     names = LocalModel.objects.in_bulk(list(per_model))
     models = sorted(
         ((names[pk], figures) for pk, figures in per_model.items()),
@@ -322,6 +358,7 @@ def workflow_report(filters: Filters) -> Report:
         totals=total_of(grid.values()),
         days=list(per_day.items()),
         models=models,
+        nodes=node_lines(per_node),
     )
     report.workflows = _workflow_lines(
         filters,
@@ -332,8 +369,9 @@ def workflow_report(filters: Filters) -> Report:
     return report
 
 
-def month_comparison(workflow: Workflow | None = None) -> MonthComparison:
-    """This month so far against the same days of last month, and last month whole."""
+def month_comparison(workflow: Workflow | None = None, node: str = "") -> MonthComparison:
+    """This month so far against the same days of last month, and last month whole (of one
+    node's runs when ``node`` is given)."""
     today = report_today()
     this_start = month_start(today)
     last_start = previous_month_start(today)
@@ -344,7 +382,7 @@ def month_comparison(workflow: Workflow | None = None) -> MonthComparison:
     ids = [workflow.pk] if workflow is not None else None
 
     def total(start: date, end: date) -> Figures:
-        return aggregate(start=start, end=end, workflow_ids=ids).get((), Figures())
+        return aggregate(start=start, end=end, workflow_ids=ids, node=node).get((), Figures())
 
     return MonthComparison(
         this_month=total(this_start, today),
@@ -357,12 +395,16 @@ def month_comparison(workflow: Workflow | None = None) -> MonthComparison:
     )
 
 
-def recent_costs(workflow: Workflow, limit: int = 20) -> list[RunCost]:
-    """The workflow's latest costed runs, with the price row each one used."""
+def recent_costs(workflow: Workflow, limit: int = 20, node: str = "") -> list[RunCost]:
+    """The workflow's latest costed runs (of one node, when given), with the price row each one
+    used."""
+    costs = RunCost.objects.filter(run__workflow=workflow)
+    if node:
+        costs = costs.filter(run__node=node)
     return list(
-        RunCost.objects.filter(run__workflow=workflow)
-        .select_related("run", "run__model", "price")
-        .order_by("-run__started_at", "-run_id")[:limit]
+        costs.select_related("run", "run__model", "price").order_by("-run__started_at", "-run_id")[
+            :limit
+        ]
     )
 
 

@@ -1,4 +1,4 @@
-"""Daily rollups: per workflow × local model × day, and per workflow × day.
+"""Daily rollups: per workflow × local model × node × day, and per workflow × node × day.
 
 A finalized run's figures are added to its day's rows in the transaction that prices it (one
 upsert per table, so concurrent runs cannot both create a row); ``rebuild_rollups`` recomputes
@@ -75,14 +75,15 @@ def bump_rollup(run: Run, cost: RunCost, sign: int) -> None:
     """
     day = connection.ops.adapt_datefield_value(report_day(run.started_at))
     delta = _rollup_delta(run, cost, sign)
+    node = run.node or ""
     with connection.cursor() as cursor:
         cursor.execute(
-            _upsert_sql(DailyRollup._meta.db_table, ("day", "workflow_id", "model_id")),
-            [day, run.workflow_id, run.model_id, *delta],
+            _upsert_sql(DailyRollup._meta.db_table, ("day", "workflow_id", "model_id", "node")),
+            [day, run.workflow_id, run.model_id, node, *delta],
         )
         cursor.execute(
-            _upsert_sql(WorkflowDailyRollup._meta.db_table, ("day", "workflow_id")),
-            [day, run.workflow_id, *delta],
+            _upsert_sql(WorkflowDailyRollup._meta.db_table, ("day", "workflow_id", "node")),
+            [day, run.workflow_id, node, *delta],
         )
 
 
@@ -111,7 +112,7 @@ def rebuild_rollups(*, start: date | None = None, end: date | None = None) -> in
         grouped = (
             RunCost.objects.filter(_day_bounds(start, end))
             .annotate(report_day=TruncDate("run__started_at", tzinfo=report_zone()))
-            .values("report_day", "run__workflow_id", "run__model_id")
+            .values("report_day", "run__workflow_id", "run__model_id", "run__node")
             .annotate(
                 n_runs=Count("pk"),
                 n_ok=Count("pk", filter=Q(run__status=RunStatus.OK)),
@@ -126,7 +127,7 @@ def rebuild_rollups(*, start: date | None = None, end: date | None = None) -> in
             )
             .order_by()
         )
-        per_workflow: dict[tuple[date, int], list[int]] = {}
+        per_workflow: dict[tuple[date, int, str], list[int]] = {}
         written = 0
         batch: list[DailyRollup] = []
         for g in grouped.iterator(chunk_size=5000):
@@ -142,7 +143,7 @@ def rebuild_rollups(*, start: date | None = None, end: date | None = None) -> in
                 g["sum_net"],
                 g["sum_energy"],
             ]
-            key = (g["report_day"], g["run__workflow_id"])
+            key = (g["report_day"], g["run__workflow_id"], g["run__node"])
             sums = per_workflow.setdefault(key, [0] * len(values))
             for i, value in enumerate(values):
                 sums[i] += value
@@ -151,6 +152,7 @@ def rebuild_rollups(*, start: date | None = None, end: date | None = None) -> in
                     day=key[0],
                     workflow_id=key[1],
                     model_id=g["run__model_id"],
+                    node=key[2],
                     **_as_columns(values),
                 )
             )
@@ -164,9 +166,10 @@ def rebuild_rollups(*, start: date | None = None, end: date | None = None) -> in
                 WorkflowDailyRollup(
                     day=day,
                     workflow_id=workflow_id,
+                    node=node,
                     **_as_columns(sums),
                 )
-                for (day, workflow_id), sums in per_workflow.items()
+                for (day, workflow_id, node), sums in per_workflow.items()
             ),
             batch_size=2000,
         )

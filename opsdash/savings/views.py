@@ -19,7 +19,7 @@ from opsdash.core import audit
 from opsdash.runs.models import Workflow
 from opsdash.savings import pricebook, reports, services
 from opsdash.savings.days import report_zone
-from opsdash.savings.filters import PRESETS, FilterError, parse_filters
+from opsdash.savings.filters import PRESETS, FilterError, known_nodes, parse_filters
 from opsdash.savings.forms import CostingForm, PriceForm
 from opsdash.savings.models import CostingChange, Price, PriceSource
 from opsdash.typing import AuthedRequest
@@ -70,6 +70,8 @@ def _common(request: AuthedRequest, report: reports.Report, error: str) -> dict[
         "time_zone": settings.REPORT_TIME_ZONE,
         "csv_url": f"{reverse('api:export_csv')}?{report.filters.query()}",
         "can_manage": can(request.user, Cap.MANAGE_WORKFLOWS),
+        # The node filter's choices: the nodes with costed runs (one node has nothing to pick).
+        "known_nodes": known_nodes(),
     }
 
 
@@ -82,7 +84,9 @@ def index(request: AuthedRequest) -> HttpResponse:
             f"{reverse('savings:workflow', args=[filters.workflow.slug])}?{filters.query()}"
         )
     report = reports.overview(filters)
-    context = _common(request, report, error) | {"month": reports.month_comparison()}
+    context = _common(request, report, error) | {
+        "month": reports.month_comparison(node=filters.node)
+    }
     return _render(request, "savings/index.html", context, status=400 if error else 200)
 
 
@@ -101,12 +105,12 @@ def workflow_detail(request: AuthedRequest, slug: str) -> HttpResponse:
     context = _common(request, report, error) | {
         "workflow": workflow,
         "line": report.workflows[0],
-        "month": reports.month_comparison(workflow),
+        "month": reports.month_comparison(workflow, node=filters.node),
         "costing": costing,
         "price_now": price_now,
         "global_electricity": services.global_electricity_nusd_per_kwh(),
         "history": CostingChange.objects.filter(workflow=workflow).select_related("changed_by"),
-        "recent": reports.recent_costs(workflow),
+        "recent": reports.recent_costs(workflow, node=filters.node),
         "form": CostingForm(
             initial={
                 "baseline_provider": costing.baseline_provider,

@@ -44,7 +44,7 @@ class Story:
     requests: int = 0
     served_by: list[str] = field(default_factory=list)
 
-    def run(self, body: dict[str, Any], *, hub: int, timeout: float = 120) -> Response:
+    def run(self, body: dict[str, Any], *, hub: int, timeout: float = 60) -> Response:
         self.requests += 1
         answer = self.fleet.api(
             "POST", "/api/runs", json={"model": self.model_id, **body}, hub=hub, timeout=timeout

@@ -10,15 +10,16 @@ from opsdash.runs.models import Run
 
 
 def run_totals() -> list[dict[str, Any]]:
-    """Runs and tokens by model slug and status: ``model__slug, status, runs, prompt_tokens,
-    completion_tokens``."""
+    """Runs and tokens by node, model slug and status: ``node, model__slug, status, runs,
+    prompt_tokens, completion_tokens`` (``node`` blank for runs from before nodes were
+    recorded)."""
     rows = (
-        Run.objects.values("model__slug", "status")
+        Run.objects.values("node", "model__slug", "status")
         .annotate(
             runs=Count("id"),
             prompt_tokens=Sum("prompt_tokens"),
             completion_tokens=Sum("completion_tokens"),
         )
-        .order_by("model__slug", "status")
+        .order_by("node", "model__slug", "status")
     )
     return [dict(row) for row in rows]

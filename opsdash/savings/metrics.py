@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 
 from opsdash.runs.models import Workflow
 from opsdash.savings.money import NANO_PER_USD
-from opsdash.savings.reports import aggregate
+from opsdash.savings.reports import Figures, aggregate
 
 METRICS = (
     ("opsdash_savings_avoided_usd", "API spend avoided by local runs (list prices)", "avoided"),
@@ -30,21 +30,28 @@ METRICS = (
 
 
 class SavingsCollector(Collector):
-    """Every family carries ``host`` (the host that answered the scrape), as the telemetry
-    families do, so one Prometheus can tell several OpsDash installs apart."""
+    """Every family carries ``host``: the node that served the runs (``Run.node``, kept in the
+    rollups), as the telemetry families do, so one scrape of a hub reports each node's savings.
+    Runs from before nodes were recorded count under ``host`` (default: this host's
+    ``OPSDASH_TELEMETRY_HOST``), the host that kept the ledger then."""
 
     def __init__(self, host: str | None = None) -> None:
         self._host = host or str(settings.TELEMETRY_HOST)
 
     def collect(self) -> Iterator[Metric]:
-        totals = aggregate(start=date.min, end=date.max, by=("workflow",))
         slugs = dict(Workflow.objects.values_list("pk", "slug"))
+        # Summed per label set: unrecorded runs and that host's own recorded ones share one series.
+        totals: dict[tuple[str, str], Figures] = {}
+        grouped = aggregate(start=date.min, end=date.max, by=("workflow", "node"))
+        for (workflow_id, node), figures in grouped.items():
+            key = (node or self._host, slugs.get(workflow_id, str(workflow_id)))
+            totals.setdefault(key, Figures()).add(figures)
         families = {
             key: GaugeMetricFamily(name, doc, labels=["host", "workflow"])
             for name, doc, key in METRICS
         }
-        for (workflow_id,), figures in totals.items():
-            labels = [self._host, slugs.get(workflow_id, str(workflow_id))]
+        for (host, workflow), figures in totals.items():
+            labels = [host, workflow]
             families["avoided"].add_metric(labels, figures.avoided_nusd / NANO_PER_USD)
             families["local"].add_metric(labels, figures.local_nusd / NANO_PER_USD)
             families["net"].add_metric(labels, figures.net_nusd / NANO_PER_USD)

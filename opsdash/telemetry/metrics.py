@@ -5,9 +5,10 @@ node_exporter (``node_load1`` → ``opsdash_load1``, ``node_network_receive_byte
 ``opsdash_network_receive_bytes_total``) and DCGM (``DCGM_FI_DEV_GPU_TEMP`` →
 ``opsdash_gpu_temperature_celsius``, ``DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION`` →
 ``opsdash_gpu_energy_joules_total``) where one exists. Every host figure carries a ``host``
-label, as DCGM's ``Hostname``, so several telemetry agents can share one scrape; the run
-ledger's families carry the host that answered the scrape. ``promtool check metrics`` finds
-nothing to say (tests/telemetry/test_metrics.py checks its rules).
+label, as DCGM's ``Hostname``, so several nodes share one scrape; the run ledger's families
+carry the node that served the runs (``Run.node``), so a hub's one scrape reports each node's.
+``promtool check metrics`` finds nothing to say (tests/telemetry/test_metrics.py checks its
+rules).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from opsdash.telemetry.probes.gpu_health import THROTTLE_REASONS
 class TelemetryCollector(Collector):
     """Reads the frames and run totals at scrape time (both injected, so tests can pass
     fixed ones; the run totals are the runs app's, ``opsdash.runs.ledger.run_totals``).
-    ``host`` labels the run ledger's families (default: this host's ``OPSDASH_TELEMETRY_HOST``).
+    A run's ``host`` label is its node (``Run.node``); ``host`` (default: this host's
+    ``OPSDASH_TELEMETRY_HOST``) labels the runs from before nodes were recorded.
     """
 
     def __init__(
@@ -46,7 +48,7 @@ class TelemetryCollector(Collector):
         yield from _host_metrics(frames)
         yield from _gpu_metrics(frames)
         yield from _runner_metrics(frames)
-        yield from _run_metrics(self._run_totals(), host=self._host)
+        yield from _run_metrics(self._run_totals(), default_host=self._host)
 
 
 def render(collector: TelemetryCollector, *extra: Collector) -> bytes:
@@ -438,19 +440,27 @@ def _runner_metrics(frames: list[Frame]) -> Iterator[Metric]:
     yield from f.families.values()
 
 
-def _run_metrics(totals: list[dict[str, Any]], *, host: str) -> Iterator[Metric]:
-    # The ledger is shared by every node, so these carry the host that answered the scrape.
+def _run_metrics(totals: list[dict[str, Any]], *, default_host: str) -> Iterator[Metric]:
+    # The ledger is shared by every node: each run counts under the node that served it. Runs
+    # from before nodes were recorded ran on the host that kept the ledger then.
     runs = CounterMetricFamily(
         "opsdash_runs", "Runs in the ledger.", labels=["host", "model", "status"]
     )
     tokens = CounterMetricFamily(
         "opsdash_run_tokens", "Tokens of the runs.", labels=["host", "model", "status", "kind"]
     )
+    # Summed per label set: unrecorded runs and that host's own recorded ones share one series.
+    sums: dict[tuple[str, str, str], list[int]] = {}
     for row in totals:
-        model, status = row["model__slug"], row["status"]
-        runs.add_metric([host, model, status], row["runs"])
-        tokens.add_metric([host, model, status, "prompt"], row["prompt_tokens"] or 0)
-        tokens.add_metric([host, model, status, "completion"], row["completion_tokens"] or 0)
+        key = (row.get("node") or default_host, row["model__slug"], row["status"])
+        figures = sums.setdefault(key, [0, 0, 0])
+        figures[0] += row["runs"]
+        figures[1] += row["prompt_tokens"] or 0
+        figures[2] += row["completion_tokens"] or 0
+    for (host, model, status), (count, prompt, completion) in sums.items():
+        runs.add_metric([host, model, status], count)
+        tokens.add_metric([host, model, status, "prompt"], prompt)
+        tokens.add_metric([host, model, status, "completion"], completion)
     yield runs
     yield tokens
 

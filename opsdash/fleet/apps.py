@@ -11,7 +11,8 @@ class FleetConfig(AppConfig):
     def ready(self) -> None:
         from opsdash.catalog import hooks
         from opsdash.core import background
-        from opsdash.fleet import health, placements
+        from opsdash.fleet import health, placements, statuses
+        from opsdash.telemetry import node_status
 
         # The hub's health sweep (fleet mode only; start is a no-op otherwise). Stopping it
         # is a join of at most one sweep; a failed sweep is logged and retried, never fatal.
@@ -26,3 +27,6 @@ class FleetConfig(AppConfig):
         # the catalog's model JSON and page say where a model runs without importing the fleet.
         hooks.after_retire.register(placements.remove_model_placements)
         hooks.placements_of.register(placements.placements_of)
+        # The telemetry page's node cards show each node's recorded status (a failing source is
+        # logged and the cards fall back to the frames' age).
+        node_status.status_sources.register(statuses.node_statuses)

@@ -45,6 +45,30 @@ def snapshots(request: Any) -> dict[str, Any]:
 
 
 @router.get(
+    "/nodes",
+    auth=api_auth(Cap.VIEW_TELEMETRY),
+    response=responses({200: dict[str, Any]}, 503),
+    url_name="telemetry_nodes",
+)
+def nodes(request: Any) -> dict[str, Any]:
+    """``{"items": [{"host", "status", "recorded", "live", "age_seconds"}], "count"}``: the
+    telemetry page's node cards without their frames. ``status`` is the node's recorded one on
+    a hub (pending, healthy, unhealthy, offline, draining; ``recorded`` true), else from its
+    frames' age; ``live`` when its frames reach this hub."""
+    items = [
+        {
+            "host": card["host"],
+            "status": card["status"],
+            "recorded": card["recorded"],
+            "live": card["live"],
+            "age_seconds": card["age_seconds"],
+        }
+        for card in services.node_cards()
+    ]
+    return {"items": items, "count": len(items)}
+
+
+@router.get(
     "/history",
     auth=api_auth(Cap.VIEW_TELEMETRY),
     response=responses({200: dict[str, Any]}, 400, 404, 422, 503),

@@ -29,6 +29,7 @@ from opsdash.telemetry import fleet, frames, relay, storage
 from opsdash.telemetry.frames import Frame
 from opsdash.telemetry.history import RANGES, HistoryAnswer, from_rows, from_samples
 from opsdash.telemetry.models import AlertEpisode, AlertKind, AlertRule
+from opsdash.telemetry.node_status import recorded_statuses
 from opsdash.telemetry.sampler import current_sampler, get_sampler
 
 # Storage verbs pages, the API and commands call through this module too.
@@ -62,7 +63,12 @@ class NodeCard(TypedDict):
     """One node of the telemetry page's grid (the figures come with its frames)."""
 
     host: str
-    status: str  # healthy (a frame within NODE_UNHEALTHY_SECONDS) or unhealthy
+    # The node's recorded status when a source answers for it (``recorded``: pending, healthy,
+    # unhealthy, offline, draining); else healthy (a frame within NODE_UNHEALTHY_SECONDS) or
+    # unhealthy.
+    status: str
+    recorded: bool
+    live: bool  # its frames reach this hub (a node with no frame has a card with no figures)
     age_seconds: float | None
     frame: Frame | None
 
@@ -102,19 +108,52 @@ def snapshots() -> list[Frame]:
 
 
 def node_cards() -> list[NodeCard]:
-    """The telemetry page's grid: every live node (the local host alone in embedded mode)."""
+    """The telemetry page's grid: every live node, then (on a hub) the nodes the fleet knows
+    that send no frame, each with its recorded status (``node_status``); the local host alone
+    in embedded mode."""
     unhealthy = float(settings.NODE_UNHEALTHY_SECONDS)
     if settings.TELEMETRY_EMBEDDED:
         sampler = current_sampler()
         frame = sampler.latest() if sampler is not None else None
         host = sampler.host if sampler is not None else str(settings.TELEMETRY_HOST)
-        return [{"host": host, "status": "healthy", "age_seconds": 0.0, "frame": frame}]
+        return [
+            {
+                "host": host,
+                "status": "healthy",
+                "recorded": False,
+                "live": True,
+                "age_seconds": 0.0,
+                "frame": frame,
+            }
+        ]
     store = _fleet_store(None)
+    recorded = recorded_statuses()
     cards: list[NodeCard] = []
     for host in store.live_hosts():
         age = store.age_seconds(host)
         status = "healthy" if age is not None and age <= unhealthy else "unhealthy"
-        cards.append({"host": host, "status": status, "age_seconds": age, "frame": None})
+        cards.append(
+            {
+                "host": host,
+                "status": recorded.get(host, status),
+                "recorded": host in recorded,
+                "live": True,
+                "age_seconds": age,
+                "frame": None,
+            }
+        )
+    live = {card["host"] for card in cards}
+    for host in sorted(set(recorded) - live):
+        cards.append(
+            {
+                "host": host,
+                "status": recorded[host],
+                "recorded": True,
+                "live": False,
+                "age_seconds": None,
+                "frame": None,
+            }
+        )
     return cards
 
 

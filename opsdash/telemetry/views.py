@@ -15,6 +15,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -35,7 +36,8 @@ ADMIN_CAP = Cap.MANAGE_MODELS
 
 def _page_context(request: AuthedRequest, form: ThresholdsForm | None = None) -> dict[str, object]:
     cards = services.node_cards()
-    hosts = [c["host"] for c in cards]
+    # A card of a node that sends no frame (offline, pending) has nothing to show in full.
+    hosts = [c["host"] for c in cards if c["live"]]
     # The node shown in full: the one asked for, else the first (the only one when embedded).
     asked = request.GET.get("host") or None
     focus = asked if asked in hosts else (hosts[0] if hosts else asked or "")
@@ -53,6 +55,8 @@ def _page_context(request: AuthedRequest, form: ThresholdsForm | None = None) ->
         "can_edit": can(request.user, ADMIN_CAP),
         "stall_seconds": settings.TELEMETRY_STALL_SECONDS,
         "unhealthy_seconds": settings.NODE_UNHEALTHY_SECONDS,
+        # On a hub the cards refresh the nodes' recorded statuses from here.
+        "nodes_url": "" if settings.TELEMETRY_EMBEDDED else reverse("api:telemetry_nodes"),
     }
 
 

@@ -2,11 +2,15 @@
 // memory, loaded models and a two-minute sparkline: GPU utilization and memory, or CPU and
 // memory without a GPU). Cards
 // the server did not render (a node that came up after the page loaded) are added here.
+// A card's status on a hub is the node's recorded one (pending, healthy, unhealthy, offline,
+// draining: data-recorded-status, refreshed from data-nodes-url every few seconds); without one
+// (the embedded host) it comes from the frames' age.
 
 import { el } from "./dom.js";
 import { pct } from "./format.js";
 
 const SPARK_SECONDS = 120;
+const STATUS_POLL_MS = 5000;
 
 function gpuFigures(f) {
   const gpus = f.gpu_state === "ok" ? f.gpus || [] : [];
@@ -33,6 +37,10 @@ function points(samples, key, now) {
 export function createNodeGrid(root, focus, unhealthySeconds) {
   const grid = root.querySelector('[data-role="nodes"]');
   const nodes = {}; // host → { card, samples: [{t, a, b}], last, seen }
+  const recorded = {}; // host → the node's recorded status, on a hub
+  grid.querySelectorAll(".node-card[data-recorded-status]").forEach(function (card) {
+    recorded[card.dataset.host] = card.dataset.recordedStatus;
+  });
 
   function field(card, name) { return card.querySelector('[data-field="' + name + '"]'); }
 
@@ -98,21 +106,45 @@ export function createNodeGrid(root, focus, unhealthySeconds) {
     field(card, "spark-b").setAttribute("points", points(node.samples, "b", now));
   }
 
-  // A node's status as the page sees it: frames within the unhealthy limit, or not.
+  // A node's status as the page sees it: the recorded one, unless its frames stopped since
+  // (a healthy or draining node silent past the unhealthy limit is unhealthy, as the hub's
+  // sweep will record); without a recorded one, frames within the unhealthy limit or not.
+  function statusOf(host, now) {
+    const node = nodes[host];
+    const fresh = node && node.seen ? now - node.seen <= unhealthySeconds * 1000 : null;
+    const known = recorded[host];
+    if (known) return fresh === false && (known === "healthy" || known === "draining") ? "unhealthy" : known;
+    if (fresh === null) return null;
+    return fresh ? "healthy" : "unhealthy";
+  }
+
   function renderStatus() {
     const now = Date.now();
-    Object.values(nodes).forEach(function (node) {
-      if (!node.seen) return;
-      const healthy = now - node.seen <= unhealthySeconds * 1000;
-      const badge = field(node.card, "status");
-      const text = healthy ? "healthy" : "unhealthy";
-      if (badge.textContent !== text) {
-        badge.textContent = text;
-        badge.className = "status node-status status-node-" + text;
-      }
+    grid.querySelectorAll(".node-card").forEach(function (card) {
+      const text = statusOf(card.dataset.host, now);
+      const badge = field(card, "status");
+      if (!text || !badge || badge.textContent === text) return;
+      badge.textContent = text;
+      badge.className = "status node-status status-node-" + text;
     });
   }
   setInterval(renderStatus, 1000);
+
+  // The recorded statuses change when an admin approves, drains or resumes a node, and when
+  // the hub's sweep ages one: ask for them again every few seconds.
+  const nodesUrl = root.dataset.nodesUrl;
+  function pollStatuses() {
+    fetch(nodesUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) { return response.ok ? response.json() : null; })
+      .then(function (answer) {
+        if (!answer) return;
+        Object.keys(recorded).forEach(function (host) { delete recorded[host]; });
+        answer.items.forEach(function (item) { if (item.recorded) recorded[item.host] = item.status; });
+        renderStatus();
+      })
+      .catch(function () { /* the socket's own state says the hub is unreachable */ });
+  }
+  if (nodesUrl) setInterval(pollStatuses, STATUS_POLL_MS);
 
   return {
     // A history message: light frames, enough for the sparkline and the card's figures.

@@ -22,7 +22,12 @@ import threading
 import time
 from typing import Any, Protocol
 
-from channels.layers import InMemoryChannelLayer, get_channel_layer
+from channels.layers import (
+    DEFAULT_CHANNEL_LAYER,
+    InMemoryChannelLayer,
+    channel_layers,
+    get_channel_layer,
+)
 from django.conf import settings
 
 from opsdash.telemetry.frames import GROUP
@@ -51,8 +56,7 @@ class Relay:
         self.task = self.loop.create_task(self._run())
 
     async def _run(self) -> None:
-        layer = get_channel_layer()
-        assert layer is not None
+        layer = _layer_for_relay()
         channel = await layer.new_channel("telemetry.relay.")
         try:
             while True:
@@ -96,6 +100,22 @@ class Relay:
                 await socket.offer(host, text)
             except Exception:  # one broken socket must not starve the others
                 logger.exception("telemetry frame to one socket failed")
+
+
+def _layer_for_relay() -> Any:
+    """The channel layer a relay receives on: a private instance of the configured one.
+
+    channels-redis lets one layer instance receive on one event loop at a time ("Two event
+    loops are trying to receive() on one channel layer at once!"), and the process's shared
+    instance is already receiving on the server's loop (the agent link, replies to routed
+    runs). The in-memory layer is the exception: its groups live in the instance, so a private
+    one would hear nothing.
+    """
+    layer = get_channel_layer()
+    assert layer is not None
+    if isinstance(layer, InMemoryChannelLayer):
+        return layer
+    return channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
 
 
 _relays: dict[asyncio.AbstractEventLoop, Relay] = {}

@@ -125,7 +125,7 @@ class Generations:
             async for event in self.supervisor.generate(held.spec(), request, cancel_event=cancel):
                 if event["type"] == "done":
                     done = dict(event)
-                    done.update(await self._energy(request_id, started, done))
+                    done.update(await self.energy_fields(request_id, started, time.time(), done))
                     emit(done)
                 else:
                     emit(dict(event), terminal=event["type"] != "token")
@@ -173,18 +173,19 @@ class Generations:
             )
         return None
 
-    async def _energy(
-        self, request_id: str, started: float, done: Mapping[str, Any]
+    async def energy_fields(
+        self, request_id: str, started: float, ended: float, done: Mapping[str, Any]
     ) -> dict[str, Any]:
-        """The done event's energy fields; {} if it cannot be worked out (the hub estimates)."""
+        """The done event's energy fields for a generation that ran from ``started`` to
+        ``ended`` (epoch seconds); {} if they cannot be worked out (the hub then estimates)."""
         others = self.spans.snapshot(request_id)
         try:
-            figures = await asyncio.to_thread(self._figures, started, done, others)
+            figures = await asyncio.to_thread(self._figures, started, ended, done, others)
         except Exception:
             logger.exception("the energy of generation %s could not be worked out", request_id)
             return {}
         if figures.source == "measured":
-            self.spans.finished.append(Span(started, time.time(), frozenset(figures.devices)))
+            self.spans.finished.append(Span(started, ended, frozenset(figures.devices)))
         return {
             # mJ / 1000: the hub's round(joules × 1000) gives back the very same millijoules.
             "energy_joules": figures.energy_mj / 1000,
@@ -196,6 +197,7 @@ class Generations:
     def _figures(
         self,
         started: float,
+        ended: float,
         done: Mapping[str, Any],
         others: Callable[[frozenset[str]], list[Span]],
     ) -> EnergyFigures:
@@ -203,7 +205,6 @@ class Generations:
         the embedded mode's pricing."""
         from opsdash.telemetry.energy import HostEnergy
 
-        ended = time.time()
         sampler, meter = self.sampler(), None
         if sampler is not None and hasattr(sampler, "record_energy"):
             sampler.record_energy()

@@ -30,6 +30,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.utils import timezone
 
 from opsdash.core.errors import Code
 from opsdash.fleet import protocol
@@ -271,6 +272,10 @@ class AgentConsumer(AsyncWebsocketConsumer):
             approved = outgoing.get("approved")
             if isinstance(approved, bool):
                 self.pending = not approved
+                if self.node is not None and approved != (self.node.approved_at is not None):
+                    # The cached row too: heartbeats re-read it only every few seconds, and
+                    # until then they would set ``pending`` back from its stale approved_at.
+                    self.node.approved_at = timezone.now() if approved else None
         elif kind in WORK and self.pending:
             if kind == protocol.GENERATE and isinstance(outgoing.get("reply_to"), str):
                 await self._event(

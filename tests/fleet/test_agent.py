@@ -318,6 +318,66 @@ async def test_a_placed_model_is_fetched_trial_loaded_and_streams_a_generation(
         assert tokens and all(e["text"] for e in tokens)
 
 
+async def test_a_fleet_run_served_by_a_real_agent_is_priced_with_the_nodes_measured_energy(
+    hub, tmp_path, tiny_model
+):
+    from opsdash.runs.models import RunSource, RunStatus
+    from opsdash.runs.services import RunRequest, execute_run, start_run
+    from opsdash.savings.models import EnergySource, RunCost
+    from opsdash.savings.money import energy_cost
+    from opsdash.telemetry.sampler import Sampler
+    from tests.savings.test_energy import FakePowercap
+    from tests.telemetry.fake_nvml import FakeNvml
+
+    # The node's CPU package draws 10 W (a powercap tree the real RAPL probe reads).
+    rapl, began, drawing = FakePowercap(tmp_path / "powercap"), time.time(), threading.Event()
+
+    def draw() -> None:
+        while not drawing.wait(0.01):
+            rapl.set(int((time.time() - began) * 10_000_000))
+
+    threading.Thread(target=draw, daemon=True).start()
+    agent = make_agent(hub, tmp_path, token=await database_sync_to_async(node_token)())
+    agent._sampler_option = Sampler(
+        tick_seconds=0.2,
+        host=NAME,
+        models_dir=tmp_path,
+        nvml=FakeNvml(gpus=0),
+        persist=False,
+        powercap=rapl.root,
+        runners=agent.loaded_runners,
+    )
+    try:
+        async with running(agent):
+            await agent.wait_welcomed(30)
+            await approve(hub)
+            await until(lambda: agent.approved)
+            await place(hub, tiny_model)
+            await until(
+                lambda: Placement.objects.filter(status=PlacementStatus.READY).aexists(), 60
+            )
+            await until(lambda: Node.objects.filter(name=NAME, status=NodeStatus.HEALTHY).aexists())
+            run = await database_sync_to_async(start_run)(
+                request=RunRequest(
+                    model_id=tiny_model.pk, prompt="hello", params={"max_tokens": 8, "seed": 1}
+                ),
+                user=None,
+                source=RunSource.API,
+            )
+            final = await hub.acall(lambda: execute_run(run), timeout=60)
+    finally:
+        drawing.set()
+    assert (final.status, final.node) == (RunStatus.OK, NAME), final.error
+    cost = await RunCost.objects.aget(run=final)
+    assert cost.energy_source == EnergySource.MEASURED
+    assert cost.energy_devices == ["cpu:intel-rapl:0"]
+    assert cost.energy_basis.startswith(f"node {NAME}: cpu:intel-rapl:0 energy counters")
+    # 10 W during the generation on the node, which lies within the run's time on the hub.
+    seconds = (final.finished_at - final.started_at).total_seconds()
+    assert 0 < cost.energy_mj <= 10 * 1000 * (seconds + 0.5)
+    assert cost.local_nusd == energy_cost(cost.energy_mj, cost.electricity_nusd_per_kwh)
+
+
 async def test_it_keeps_generating_while_the_hub_is_away_and_delivers_the_rest_after(
     hub, tmp_path, endless_model
 ):

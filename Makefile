@@ -83,12 +83,13 @@ run: install
 	@echo "OpsDash: http://$(HOST):$(PORT)/"
 	$(BIN)/uvicorn opsdash.asgi:application --host $(HOST) --port $(PORT) --lifespan on --timeout-graceful-shutdown 4
 
-bench: install
+bench: install services
 	$(BIN)/python bench/install.py
 	$(BIN)/python bench/stream.py
 	$(BIN)/python bench/telemetry.py
 	$(BIN)/python bench/savings.py
 	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/fleet.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

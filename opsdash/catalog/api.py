@@ -78,6 +78,8 @@ class InstallIn(Schema):
     sha256: str | None = None
     name: str | None = None
     model_type: str | None = None
+    #: Fleet mode: install on this node, the path (or URL) resolved there; embedded: a 400.
+    node: str | None = None
 
 
 def model_json(model: LocalModel) -> dict[str, object]:
@@ -111,7 +113,10 @@ def install(request: AuthedRequest, payload: InstallIn) -> Status:
         model_type=payload.model_type or "",
     )
     try:
-        model = services.start_install(source=source, user=request.user)
+        if payload.node is not None:
+            model = hooks.install_on_node(source=source, node=payload.node, user=request.user)
+        else:
+            model = services.start_install(source=source, user=request.user)
     except services.InstallRefused as exc:
         return Status(exc.status, {"detail": exc.reason})
     return Status(202, model)

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from opsdash.core.registry import Registry
 
 if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+    from opsdash.catalog.install import InstallSource
     from opsdash.catalog.models import LocalModel
 
 logger = logging.getLogger(__name__)
@@ -66,3 +69,24 @@ placements_of: Registry[PlacementsOf] = Registry("placement providers")
 def model_placements(*, model: LocalModel) -> list[Any]:
     """Every registered provider's answer, joined (none registered: ``[]``)."""
     return [entry for provider in placements_of.entries() for entry in provider(model=model)]
+
+
+class InstallOnNode(Protocol):
+    """Starts installing ``source`` on fleet node ``node`` (the path resolved on that node);
+    the ``installing`` record, or ``InstallRefused`` with the sentence."""
+
+    def __call__(self, *, source: InstallSource, node: str, user: User | None) -> LocalModel: ...
+
+
+#: The fleet app installs on a node (``POST /api/models`` with ``"node"``); the catalog asks it
+#: without importing it. A refusal it raises is the answer (no other error policy).
+node_installers: Registry[InstallOnNode] = Registry("node installers")
+
+
+def install_on_node(*, source: InstallSource, node: str, user: User | None) -> LocalModel:
+    """The registered node installer's answer; without one, refused: nodes are a fleet's."""
+    from opsdash.catalog.errors import InstallRefused
+
+    for installer in node_installers.entries():
+        return installer(source=source, node=node, user=user)
+    raise InstallRefused("“node” is for fleet mode: this OpsDash has no nodes; leave it out.")

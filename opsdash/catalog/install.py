@@ -14,7 +14,7 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +36,7 @@ from opsdash.catalog.models import LocalModel, ModelStatus, SourceKind
 from opsdash.catalog.transfer import (
     Guard,
     PartialWriter,
+    Progress,
     TransferCancelled,
     TransferError,
     Written,
@@ -55,6 +56,8 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: Records that hold their sha256: at most one of them per file (the database enforces it).
 LIVE_STATUSES = (ModelStatus.INSTALLING, ModelStatus.READY, ModelStatus.RETIRED)
+#: ``install_host`` of a model installed by a fleet node from its own disk: its file is there.
+NODE_HOST_PREFIX = "node:"
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,18 @@ def _shown(text: str) -> str:
 
 
 def _validate(source: InstallSource, *, roots: Sequence[Path] | None = None) -> InstallSource:
+    checked = check_source(source, roots=roots)
+    if checked.expected_sha256:
+        _refuse_duplicate(checked.expected_sha256)
+    return checked
+
+
+def check_source(
+    source: InstallSource, *, roots: Sequence[Path] | None = None, resolve_path: bool = True
+) -> InstallSource:
+    """The source, normalized, or ``InstallRefused`` with the sentence (no database): a path is
+    resolved inside ``roots`` (``OPSDASH_MODEL_ROOTS``) unless ``resolve_path`` is False (a
+    fleet node resolves it against its own roots)."""
     for label, value in (("name", source.name), ("model type", source.model_type)):
         if _CONTROL.search(value):
             raise InstallRefused(f"The {label} {_shown(value)} contains control characters.")
@@ -154,8 +169,10 @@ def _validate(source: InstallSource, *, roots: Sequence[Path] | None = None) -> 
         known = ", ".join(formats.LEGACY_MODEL_TYPES)
         raise InstallRefused(f"Unknown model type {model_type!r}; choose one of {known}.")
     location = source.location.strip()
-    if source.kind == SourceKind.PATH:
+    if source.kind == SourceKind.PATH and resolve_path:
         location = str(resolve_server_path(location, roots=roots))
+    elif source.kind == SourceKind.PATH and not location:
+        raise InstallRefused("Give the path to install from.")
     elif source.kind == SourceKind.URL:
         if _CONTROL.search(location):
             raise InstallRefused(
@@ -165,8 +182,6 @@ def _validate(source: InstallSource, *, roots: Sequence[Path] | None = None) -> 
         parts = urlsplit(location)
         if parts.scheme not in {"http", "https"} or not parts.netloc:
             raise InstallRefused(f"{location!r} is not an http:// or https:// address.")
-    if sha:
-        _refuse_duplicate(sha)
     return InstallSource(source.kind, location, sha, source.name.strip(), model_type)
 
 
@@ -228,9 +243,16 @@ def _default_name(location: str) -> str:
     return stem or "model"
 
 
-def _new_record(source: InstallSource, *, user: User | None) -> LocalModel:
+def _new_record(source: InstallSource, *, user: User | None, on_node: str = "") -> LocalModel:
+    """The ``installing`` record; ``on_node``: a fleet node runs the install (its host is then
+    ``node:<name>``, which no hub process's recovery takes for its own)."""
     name = source.name or _default_name(source.location)
     me = current_process()
+    host: str = me.host
+    pid: int | None = me.pid
+    started_at: float | None = me.started_at
+    if on_node:
+        host, pid, started_at = f"{NODE_HOST_PREFIX}{on_node}", None, None
     with transaction.atomic():
         model = LocalModel.objects.create(
             name=name,
@@ -240,9 +262,9 @@ def _new_record(source: InstallSource, *, user: User | None) -> LocalModel:
             expected_sha256=source.expected_sha256,
             model_type=source.model_type,
             stage="queued",
-            install_host=me.host,
-            install_pid=me.pid,
-            install_pid_started_at=me.started_at,
+            install_host=host,
+            install_pid=pid,
+            install_pid_started_at=started_at,
             installed_by=user,
         )
         audit(
@@ -250,9 +272,28 @@ def _new_record(source: InstallSource, *, user: User | None) -> LocalModel:
             outcome="ok",
             model=model,
             actor=user,
-            detail=f"from {source.kind}: {source.location}",
+            detail=f"from {source.kind}: {source.location}"
+            + (f" on node {on_node}" if on_node else ""),
         )
     return model
+
+
+def new_install_record(*, source: InstallSource, user: User | None, on_node: str) -> LocalModel:
+    """Validate (without resolving a path: the node does) and create the ``installing`` record
+    of an install that fleet node ``on_node`` runs; refusals are audited."""
+    try:
+        source = check_source(source, resolve_path=False)
+        if source.expected_sha256:
+            _refuse_duplicate(source.expected_sha256)
+    except InstallRefused as exc:
+        audit(
+            action="install",
+            outcome="refused",
+            actor=user,
+            detail=_printable(f"{source.kind} {source.location} on node {on_node}: {exc.reason}"),
+        )
+        raise
+    return _new_record(source, user=user, on_node=on_node)
 
 
 # ----------------------------------------------------------------------------- install
@@ -389,42 +430,43 @@ def _finish_upload(pk: int, partial: Path, written: Written) -> None:
         _finish(pk, partial, written, guard)
 
 
+def acquire_file(
+    source: InstallSource, partial: Path, *, guard: Guard, progress: Progress | None = None
+) -> Written:
+    """Copy (a checked path) or download (a URL) the source's bytes into ``partial``, hashing
+    them in the same pass; ``TransferError`` or ``OSError`` when that fails. No database: a
+    fleet node runs it too."""
+    if source.kind == SourceKind.PATH:
+        src = Path(source.location)
+        check_free_space(partial.parent, needed=src.stat().st_size, reserve=settings.MIN_FREE_BYTES)
+        writer = PartialWriter(partial, reserve=settings.MIN_FREE_BYTES, progress=progress)
+        try:
+            return copy_file(src, writer, guard=guard)
+        finally:
+            writer.close()
+    check_free_space(partial.parent, needed=0, reserve=settings.MIN_FREE_BYTES)
+    writer = PartialWriter(partial, reserve=settings.MIN_FREE_BYTES, progress=progress)
+    try:
+        return download(
+            source.location,
+            writer,
+            timeout=settings.DOWNLOAD_TIMEOUT_SECONDS,
+            attempts=settings.DOWNLOAD_ATTEMPTS,
+            guard=guard,
+        )
+    finally:
+        writer.close()
+
+
 def _acquire(pk: int, source: InstallSource, guard: Guard) -> None:
     try:
         guard.check_cancelled()  # cancelled while it waited for a worker
     except TransferCancelled:
         return
     partial = new_partial_path()
+    stage = "copying" if source.kind == SourceKind.PATH else "downloading"
     try:
-        if source.kind == SourceKind.PATH:
-            src = Path(source.location)
-            check_free_space(
-                partial.parent, needed=src.stat().st_size, reserve=settings.MIN_FREE_BYTES
-            )
-            writer = PartialWriter(
-                partial, reserve=settings.MIN_FREE_BYTES, progress=_ProgressReporter(pk, "copying")
-            )
-            try:
-                written = copy_file(src, writer, guard=guard)
-            finally:
-                writer.close()
-        else:
-            check_free_space(partial.parent, needed=0, reserve=settings.MIN_FREE_BYTES)
-            writer = PartialWriter(
-                partial,
-                reserve=settings.MIN_FREE_BYTES,
-                progress=_ProgressReporter(pk, "downloading"),
-            )
-            try:
-                written = download(
-                    source.location,
-                    writer,
-                    timeout=settings.DOWNLOAD_TIMEOUT_SECONDS,
-                    attempts=settings.DOWNLOAD_ATTEMPTS,
-                    guard=guard,
-                )
-            finally:
-                writer.close()
+        written = acquire_file(source, partial, guard=guard, progress=_ProgressReporter(pk, stage))
     except (TransferError, OSError) as exc:
         # A cancelled install is already failed with who cancelled it; _fail leaves it so.
         partial.unlink(missing_ok=True)
@@ -436,36 +478,79 @@ def _acquire(pk: int, source: InstallSource, guard: Guard) -> None:
     _finish(pk, partial, written, guard)
 
 
+@dataclass(frozen=True)
+class Inspected:
+    """What the checks found in a file that passed them (``inspect_file``)."""
+
+    metadata: formats.ModelMetadata
+    backend: str
+    backend_reason: str
+    trial_seconds: float | None
+    trial_sample: str
+
+    @property
+    def extension(self) -> str:
+        return ".gguf" if self.metadata.format == "gguf" else ".bin"
+
+
+def inspect_file(
+    partial: Path,
+    *,
+    written: Written,
+    expected_sha256: str,
+    model_type: str | None,
+    guard: Guard,
+    stage: Callable[[str], object] = lambda _: None,
+    claim: Callable[[str], object] = lambda _: None,
+    trial_timeout: float | None = None,
+) -> Inspected:
+    """Check the bytes in ``partial`` (the expected sha256, ``claim``ed as this install's),
+    read its metadata, choose its backend and trial-load it; ``InstallRefused`` (or
+    ``InferenceError``, ``TransferError``) with the sentence when it fails. No database of its
+    own: a fleet node runs it too (``stage`` and ``claim`` are the caller's)."""
+    guard.check_cancelled()
+    stage("checking")
+    if expected_sha256 and written.sha256 != expected_sha256:
+        raise InstallRefused(
+            f"The sha256 of the file is {written.sha256}, not the expected "
+            f"{expected_sha256}. The file is corrupt or not the one you meant."
+        )
+    claim(written.sha256)
+    metadata = formats.read_metadata(partial, model_type=model_type)
+    verdict = backends.choose_backend(metadata)
+    if verdict.backend is None:
+        raise InstallRefused(verdict.reason)
+    guard.check_cancelled()
+    stage("trial load")
+    trial = trial_load(
+        partial,
+        backend=verdict.backend,
+        model_type=model_type,
+        timeout=settings.TRIAL_LOAD_TIMEOUT_SECONDS if trial_timeout is None else trial_timeout,
+        should_stop=guard.cancel_reason,
+    )
+    guard.check_cancelled()
+    if not trial.ok:
+        raise InstallRefused(f"The trial load in {verdict.backend} failed: {trial.error}")
+    return Inspected(
+        metadata, verdict.backend, verdict.reason, trial.seconds, trial.sample_text or ""
+    )
+
+
 def _finish(pk: int, partial: Path, written: Written, guard: Guard) -> None:
     """Check, inspect and trial-load the partial file, then move it into place."""
     model = LocalModel.objects.get(pk=pk)
     try:
-        guard.check_cancelled()
-        _set_stage(pk, "checking")
-        if model.expected_sha256 and written.sha256 != model.expected_sha256:
-            raise InstallRefused(
-                f"The sha256 of the file is {written.sha256}, not the expected "
-                f"{model.expected_sha256}. The file is corrupt or not the one you meant."
-            )
-        _claim_sha256(pk, written.sha256)
-        metadata = formats.read_metadata(partial, model_type=model.model_type or None)
-        verdict = backends.choose_backend(metadata)
-        if verdict.backend is None:
-            raise InstallRefused(verdict.reason)
-        guard.check_cancelled()
-        _set_stage(pk, "trial load")
-        trial = trial_load(
+        inspected = inspect_file(
             partial,
-            backend=verdict.backend,
+            written=written,
+            expected_sha256=model.expected_sha256,
             model_type=model.model_type or None,
-            timeout=settings.TRIAL_LOAD_TIMEOUT_SECONDS,
-            should_stop=guard.cancel_reason,
+            guard=guard,
+            stage=lambda stage: _set_stage(pk, stage),
+            claim=lambda sha256: _claim_sha256(pk, sha256),
         )
-        guard.check_cancelled()
-        if not trial.ok:
-            raise InstallRefused(f"The trial load in {verdict.backend} failed: {trial.error}")
-        extension = ".gguf" if metadata.format == "gguf" else ".bin"
-        final = settings.MODELS_DIR / f"{model.slug}{extension}"
+        final = settings.MODELS_DIR / f"{model.slug}{inspected.extension}"
         os.replace(partial, final)  # atomic on one filesystem: .partial lives inside MODELS_DIR
     except (InstallRefused, InferenceError, TransferError) as exc:
         partial.unlink(missing_ok=True)
@@ -476,18 +561,34 @@ def _finish(pk: int, partial: Path, written: Written, guard: Guard) -> None:
         partial.unlink(missing_ok=True)
         _fail(pk, f"The install failed unexpectedly ({exc.__class__.__name__}: {exc}).")
         return
+    became_ready = mark_ready(
+        pk, file_path=str(final), size=written.size, sha256=written.sha256, inspected=inspected
+    )
+    if not became_ready:
+        final.unlink(missing_ok=True)
+        return
+    # Other apps act on the new model (suites run against it) without the catalog importing
+    # them; a failing hook is logged and never fails the install (hooks.py).
+    hooks.run_after_install(model_id=pk)
+
+
+def mark_ready(
+    pk: int, *, file_path: str, size: int, sha256: str, inspected: Inspected, where: str = ""
+) -> bool:
+    """Install ``pk`` is ready with this file, audited; False if it had already ended (only an
+    install still running becomes ready: one cancelled at the last moment stays failed).
+    ``where``: the node that holds the file, for the audit entry."""
+    metadata = inspected.metadata
     with transaction.atomic():
-        # Only an install still running becomes ready: one cancelled at the last moment stays
-        # failed, and its file goes.
         became_ready = LocalModel.objects.filter(pk=pk, status=ModelStatus.INSTALLING).update(
             status=ModelStatus.READY,
             stage="",
             error="",
-            file_path=str(final),
-            size_bytes=written.size,
-            sha256=written.sha256,
-            bytes_done=written.size,
-            bytes_total=written.size,
+            file_path=file_path,
+            size_bytes=size,
+            sha256=sha256,
+            bytes_done=size,
+            bytes_total=size,
             format=metadata.format,
             format_version=metadata.format_version,
             architecture=metadata.architecture or "",
@@ -498,26 +599,34 @@ def _finish(pk: int, partial: Path, written: Written, guard: Guard) -> None:
             tokenizer_model=metadata.tokenizer_model or "",
             chat_template=metadata.chat_template or "",
             metadata=metadata.as_dict(),
-            backend=verdict.backend,
-            backend_reason=verdict.reason,
-            trial_seconds=trial.seconds,
-            trial_sample=trial.sample_text or "",
+            backend=inspected.backend,
+            backend_reason=inspected.backend_reason,
+            trial_seconds=inspected.trial_seconds,
+            trial_sample=inspected.trial_sample,
             installed_at=timezone.now(),
         )
         if became_ready:
+            model = LocalModel.objects.get(pk=pk)
             audit(
                 action="install",
                 outcome="ok",
                 model=model,
                 actor=model.installed_by,
-                detail=f"sha256 {written.sha256}, {written.size} bytes, runs on {verdict.backend}",
+                detail=f"sha256 {sha256}, {size} bytes, runs on {inspected.backend}"
+                + (f", on node {where}" if where else ""),
             )
-    if not became_ready:
-        final.unlink(missing_ok=True)
-        return
-    # Other apps act on the new model (suites run against it) without the catalog importing
-    # them; a failing hook is logged and never fails the install (hooks.py).
-    hooks.run_after_install(model_id=pk)
+    return bool(became_ready)
+
+
+def claim_sha256(pk: int, sha256: str) -> None:
+    """Record a finished file's sha256 on install ``pk``, or ``InstallRefused`` naming the
+    model that already holds it (for installs a fleet node ran)."""
+    _claim_sha256(pk, sha256)
+
+
+def fail_install(pk: int, reason: str) -> None:
+    """Fail install ``pk`` with ``reason`` (audited) unless it already ended."""
+    _fail(pk, reason)
 
 
 def _set_stage(pk: int, stage: str) -> None:

@@ -41,6 +41,7 @@ from opsdash.fleet.agent_config import CREDENTIAL_FILE as CREDENTIAL_FILE
 from opsdash.fleet.agent_config import AgentConfig as AgentConfig
 from opsdash.fleet.agent_config import CredentialFile
 from opsdash.fleet.agent_generation import Generations, NodeState
+from opsdash.fleet.agent_install import Installer
 from opsdash.fleet.agent_node import held_models, loaded_runners, machine_facts, node_sampler
 from opsdash.fleet.agent_outbox import Outbox, send_frame, send_heartbeats
 from opsdash.fleet.agent_placements import Placer, is_id
@@ -128,6 +129,13 @@ class Agent:
             http_url=config.http_url,
             trial_load_timeout=config.trial_load_timeout,
         )
+        self.installer = Installer(
+            name=self.name,
+            store=self.store,
+            emit=self._outbox.emit,
+            model_roots=config.model_roots,
+            trial_load_timeout=config.trial_load_timeout,
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- life cycle ---------------------------------------------------------------------------
@@ -192,6 +200,7 @@ class Agent:
 
     async def _close(self) -> None:
         await self.placer.close()
+        await self.installer.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -383,6 +392,8 @@ class Agent:
             self.placer.start_place(message["placement"])
         elif kind == protocol.UNPLACE and is_id(message.get("model_id")):
             self.placer.start_unplace(message["model_id"])
+        elif kind == protocol.INSTALL:
+            self.installer.start(message)
         elif kind == protocol.REFUSED:
             logger.error("The hub refused this node: %s", message.get("reason"))
         else:

@@ -84,7 +84,8 @@ class Placer:
             if held.model_id not in wanted:
                 self.start_unplace(held.model_id)
         for spec in placements:
-            if isinstance(spec, dict) and is_id(spec.get("model_id")):
+            # A model the node itself is installing has no sha256 yet: kept, nothing to fetch.
+            if isinstance(spec, dict) and is_id(spec.get("model_id")) and spec.get("sha256"):
                 self.start_place(spec)
 
     def start_place(self, spec: dict[str, Any]) -> None:

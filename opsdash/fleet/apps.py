@@ -11,7 +11,7 @@ class FleetConfig(AppConfig):
     def ready(self) -> None:
         from opsdash.catalog import hooks
         from opsdash.core import background
-        from opsdash.fleet import health, placements, statuses
+        from opsdash.fleet import agent_installs, health, placements, statuses
         from opsdash.telemetry import node_status
 
         # The hub's health sweep (fleet mode only; start is a no-op otherwise). Stopping it
@@ -27,6 +27,8 @@ class FleetConfig(AppConfig):
         # the catalog's model JSON and page say where a model runs without importing the fleet.
         hooks.after_retire.register(placements.remove_model_placements)
         hooks.placements_of.register(placements.placements_of)
+        # POST /api/models with "node": installed on that node (a refusal is the answer).
+        hooks.node_installers.register(agent_installs.install_on_node)
         # The telemetry page's node cards show each node's recorded status (a failing source is
         # logged and the cards fall back to the frames' age).
         node_status.status_sources.register(statuses.node_statuses)

@@ -136,6 +136,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await self._event(message)
         elif kind == protocol.PLACEMENT:
             await self._placement(message)
+        elif kind == protocol.INSTALLED:
+            await self._installed(message)
         else:
             logger.debug("node %s sent a %s message; ignored", self.node.name, kind)
 
@@ -255,6 +257,22 @@ class AgentConsumer(AsyncWebsocketConsumer):
         except Exception:
             logger.warning(
                 "recording a placement report of %s failed", self.node.name, exc_info=True
+            )
+
+    async def _installed(self, message: dict[str, Any]) -> None:
+        from opsdash.fleet.agent_installs import record_installed
+
+        try:
+            await database_sync_to_async(record_installed)(
+                node=self.node,
+                model_id=message.get("model_id"),
+                status=str(message.get("status") or ""),
+                error=str(message.get("error") or ""),
+                metadata=message.get("metadata"),
+            )
+        except Exception:
+            logger.warning(
+                "recording an install report of %s failed", self.node.name, exc_info=True
             )
 
     # --- from the channel layer ---------------------------------------------------------------

@@ -26,7 +26,9 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import Q
 
+from opsdash.catalog.install import NODE_HOST_PREFIX
 from opsdash.catalog.models import LocalModel, ModelStatus
 from opsdash.core.audit import Outcome, Target, record
 from opsdash.core.errors import Code, Refusal
@@ -93,8 +95,14 @@ def placement_spec(model: LocalModel) -> PlacementSpec:
 def placement_specs(*, node: Node) -> list[PlacementSpec]:
     """Every model ``node`` should hold (for ``welcome``): its placements not being removed, of
     models still ready. Anything else the agent holds it deletes."""
+    # A model the node is installing from its own disk is listed too (it has no sha256 yet),
+    # so a reconnect in the middle of that install does not delete what it has installed.
+    installing_here = Q(
+        model__status=ModelStatus.INSTALLING, model__install_host=f"{NODE_HOST_PREFIX}{node.name}"
+    )
     placements = (
-        Placement.objects.filter(node=node, model__status=ModelStatus.READY)
+        Placement.objects.filter(node=node)
+        .filter(Q(model__status=ModelStatus.READY) | installing_here)
         .exclude(status=PlacementStatus.REMOVING)
         .select_related("model")
         .order_by("model_id")
@@ -178,6 +186,11 @@ def _tell_node(node_name: str, message_type: str, **fields: Any) -> None:
     transaction.on_commit(send)
 
 
+def tell_node(node_name: str, message_type: str, **fields: Any) -> None:
+    """``_tell_node`` for the fleet's other modules (an install on a node)."""
+    _tell_node(node_name, message_type, **fields)
+
+
 def _audit(
     *,
     action: str,
@@ -223,6 +236,14 @@ def _require_placeable(model: LocalModel, node: Node) -> None:
         raise PlacementRefused(
             f"“{model.name}” is {model.status}; only a ready model can be deployed to a node.",
             code=Code.WRONG_STATUS,
+        )
+    held_by = (model.install_host or "").removeprefix(NODE_HOST_PREFIX)
+    if model.install_host.startswith(NODE_HOST_PREFIX) and held_by != node.name:
+        raise PlacementRefused(
+            f"“{model.name}” was installed on node {held_by} from that node's own disk: its "
+            f"file exists only there, so node {node.name} cannot fetch it from the hub. To run "
+            f"it on other nodes, install the file on the hub instead.",
+            code=Code.CONFLICT,
         )
     if not model.sha256 or not model.file_path or not Path(model.file_path).is_file():
         raise PlacementRefused(

@@ -36,6 +36,12 @@ Agent → hub
                fetching, loading, ready or failed (with error); ``removed`` (PLACEMENT_REMOVED)
                once it has deleted its copy, after ``unplace`` or because ``welcome`` no
                longer lists the model
+  installed   {model_id, status: ready | failed, error, metadata}  the end of an ``install``:
+               ``metadata`` is the file's (``ModelMetadata.as_dict()``: format, architecture,
+               parameter_count, quantization, context_length, size_bytes, …) plus sha256,
+               backend, backend_reason, trial_seconds, trial_sample and path (on the node);
+               ``error`` a sentence when failed. Progress before it goes as ``placement``
+               messages (fetching with bytes_done, loading) for the model's placement
 
 hello also carries ``protocol`` (PROTOCOL_VERSION). While no hub holds its socket an agent
 keeps generating and queues its ``event`` and ``placement`` messages (bounded), sending them in
@@ -51,6 +57,10 @@ Hub → agent
                ``deleted`` when an admin removed the node (its credential is gone)
   place       {placement: PlacementSpec}  fetch (unless present), check, trial-load
   unplace     {model_id}  unload and delete the node's copy
+  install     {model_id, source: "path" | "url", path? | url?, sha256?, name, slug,
+               model_type?}  install a model from the node's own disk (inside its
+               OPSDASH_MODEL_ROOTS) or a URL it downloads, with the hub's install pipeline;
+               answered by ``installed``. The file then exists only on that node
   generate    {request_id, reply_to, model: PlacementSpec, request: {prompt?, messages?,
                params}}
   cancel      {request_id}
@@ -85,12 +95,14 @@ HEARTBEAT = "heartbeat"
 FRAME = "frame"
 EVENT = "event"
 PLACEMENT = "placement"
+INSTALLED = "installed"
 # Hub → agent
 WELCOME = "welcome"
 REFUSED = "refused"
 STATUS = "status"
 PLACE = "place"
 UNPLACE = "unplace"
+INSTALL = "install"
 GENERATE = "generate"
 CANCEL = "cancel"
 

@@ -16,7 +16,6 @@ from opsdash.core.registry import Registry
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
-    from opsdash.catalog.install import InstallSource
     from opsdash.catalog.models import LocalModel
 
 logger = logging.getLogger(__name__)
@@ -72,10 +71,11 @@ def model_placements(*, model: LocalModel) -> list[Any]:
 
 
 class InstallOnNode(Protocol):
-    """Starts installing ``source`` on fleet node ``node`` (the path resolved on that node);
-    the ``installing`` record, or ``InstallRefused`` with the sentence."""
+    """Starts installing ``source`` (an ``install.InstallSource``: typed ``Any`` here, since
+    install imports this module) on fleet node ``node``, the path resolved on that node; the
+    ``installing`` record, or ``InstallRefused`` with the sentence."""
 
-    def __call__(self, *, source: InstallSource, node: str, user: User | None) -> LocalModel: ...
+    def __call__(self, *, source: Any, node: str, user: User | None) -> LocalModel: ...
 
 
 #: The fleet app installs on a node (``POST /api/models`` with ``"node"``); the catalog asks it
@@ -83,7 +83,7 @@ class InstallOnNode(Protocol):
 node_installers: Registry[InstallOnNode] = Registry("node installers")
 
 
-def install_on_node(*, source: InstallSource, node: str, user: User | None) -> LocalModel:
+def install_on_node(*, source: Any, node: str, user: User | None) -> LocalModel:
     """The registered node installer's answer; without one, refused: nodes are a fleet's."""
     from opsdash.catalog.errors import InstallRefused
 

@@ -39,10 +39,11 @@ from inference.runtime.supervisor import Supervisor
 from opsdash.fleet import protocol
 from opsdash.fleet.agent_config import CREDENTIAL_FILE as CREDENTIAL_FILE
 from opsdash.fleet.agent_config import AgentConfig as AgentConfig
-from opsdash.fleet.agent_config import CredentialFile
+from opsdash.fleet.agent_config import AgentRefused as AgentRefused
+from opsdash.fleet.agent_config import CredentialFile, Redial
 from opsdash.fleet.agent_generation import Generations, NodeState
 from opsdash.fleet.agent_install import Installer
-from opsdash.fleet.agent_node import held_models, loaded_runners, machine_facts, node_sampler
+from opsdash.fleet.agent_node import hello_message, loaded_runners, machine_facts, node_sampler
 from opsdash.fleet.agent_outbox import Outbox, send_frame, send_heartbeats
 from opsdash.fleet.agent_placements import Placer, is_id
 from opsdash.fleet.agent_store import ModelStore
@@ -56,19 +57,6 @@ WELCOME_TIMEOUT_SECONDS = 15.0
 #: At a stop: how long generations get to send their last events before the socket closes.
 STOP_FLUSH_SECONDS = 2.0
 RUNNER_GRACE_SECONDS = 3.0
-
-
-class AgentRefused(Exception):
-    """The hub refused this node for good (a bad token, a name taken): ``reason`` says why."""
-
-    def __init__(self, reason: str, code: str = "") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.code = code
-
-
-class _Redial(Exception):
-    """End this connection and dial again now (a refused credential, with a token to try)."""
 
 
 class Agent:
@@ -233,7 +221,7 @@ class Agent:
                 await self._session()
             except AgentRefused:
                 raise
-            except _Redial:
+            except Redial:
                 continue
             except ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd is not None else None
@@ -287,7 +275,7 @@ class Agent:
                         "The hub refused the saved credential (%s); enrolling again.", reason
                     )
                     self._credential_refused = True
-                    raise _Redial()
+                    raise Redial()
                 raise AgentRefused(reason, str(answer.get("code") or ""))
             if answer["type"] != protocol.WELCOME:
                 raise ValueError(f"the hub answered hello with {answer['type']!r}")
@@ -311,22 +299,13 @@ class Agent:
                         await task
 
     async def _hello(self, use_credential: bool) -> str:
-        identity = (
-            {"credential": self.credential} if use_credential else {"token": self.config.token}
-        )
-        if not use_credential and not self.config.token:
-            raise AgentRefused(
-                "This node has no saved credential and no node token: start the agent with "
-                "--token (or OPSDASH_NODE_TOKEN), created with `manage.py create_node_token`."
-            )
-        return protocol.encode(
-            protocol.HELLO,
+        return hello_message(
             name=self.name,
             version=self.config.version,
-            protocol=protocol.PROTOCOL_VERSION,
             facts=await asyncio.to_thread(self.facts),
-            models=held_models(self.store),
-            **identity,
+            store=self.store,
+            credential=self.credential if use_credential else "",
+            token=self.config.token,
         )
 
     def facts(self) -> dict[str, Any]:
@@ -410,13 +389,7 @@ class Agent:
             if ws is not None:
                 self._spawn(ws.close(1000, "node deleted"))
             return
-        self.status = status
-        approved = message.get("approved")
-        self.state.approved = (
-            bool(approved) if approved is not None else status not in ("", "pending")
-        )
-        draining = message.get("draining")
-        self.state.draining = bool(draining) if draining is not None else status == "draining"
+        self.status = self.state.apply(message)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)

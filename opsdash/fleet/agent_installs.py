@@ -27,6 +27,7 @@ from opsdash.catalog.errors import InstallRefused
 from opsdash.catalog.models import LocalModel, ModelStatus, SourceKind
 from opsdash.core.errors import Code
 from opsdash.fleet import health, placements, protocol
+from opsdash.fleet.link import tell_node
 from opsdash.fleet.models import Node, NodeStatus, Placement, PlacementStatus
 
 logger = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def install_on_node(*, source: install.InstallSource, node: str, user: User | No
             model=model, node=found, status=PlacementStatus.FETCHING, created_by=user
         )
         key = "path" if source.kind == SourceKind.PATH else "url"
-        placements.tell_node(
+        tell_node(
             found.name,
             protocol.INSTALL,
             model_id=model.pk,
@@ -152,4 +153,4 @@ def _fail(model: LocalModel, node: Node, reason: str) -> None:
         node=node, model_id=model.pk, status=PlacementStatus.FAILED, error=reason
     )
     # Whatever the node kept of it goes (its next welcome no longer lists the model either).
-    placements.tell_node(node.name, protocol.UNPLACE, model_id=model.pk)
+    tell_node(node.name, protocol.UNPLACE, model_id=model.pk)

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TypedDict
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
@@ -33,6 +31,7 @@ from opsdash.catalog.models import LocalModel, ModelStatus
 from opsdash.core.audit import Outcome, Target, record
 from opsdash.core.errors import Code, Refusal
 from opsdash.fleet import protocol
+from opsdash.fleet.link import tell_node
 from opsdash.fleet.models import Node, NodeStatus, Placement, PlacementStatus
 
 logger = logging.getLogger(__name__)
@@ -160,37 +159,6 @@ def deployable_nodes(*, model: LocalModel) -> list[Node]:
     )
 
 
-# ----------------------------------------------------------------------------- telling nodes
-
-
-def _tell_node(node_name: str, message_type: str, **fields: Any) -> None:
-    """Send one message to node ``node_name``'s socket once the transaction commits.
-
-    Best effort by design: if the node is not connected nobody is in its group, and if the
-    channel layer is down the message is lost; either way the rows already say what the node
-    should hold, and it gets the whole list in ``welcome`` when it (re)connects.
-    """
-    text = protocol.encode(message_type, **fields)
-
-    def send() -> None:
-        layer = get_channel_layer()
-        if layer is None:
-            return
-        try:
-            async_to_sync(layer.group_send)(
-                protocol.node_group(node_name), {"type": "agent.send", "text": text}
-            )
-        except Exception:
-            logger.warning("could not tell node %s %s", node_name, message_type, exc_info=True)
-
-    transaction.on_commit(send)
-
-
-def tell_node(node_name: str, message_type: str, **fields: Any) -> None:
-    """``_tell_node`` for the fleet's other modules (an install on a node)."""
-    _tell_node(node_name, message_type, **fields)
-
-
 def _audit(
     *,
     action: str,
@@ -283,7 +251,7 @@ def place_model(*, model: LocalModel, node: Node, user: User | None) -> Placemen
             placement.created_by = user
             placement.save(update_fields=["status", "error", "bytes_done", "created_by"])
         _audit(action="place", model=model, node_name=node.name, actor=user)
-        _tell_node(node.name, protocol.PLACE, placement=placement_spec(model))
+        tell_node(node.name, protocol.PLACE, placement=placement_spec(model))
     return placement
 
 
@@ -315,7 +283,7 @@ def remove_placement(
         if placement.status != PlacementStatus.REMOVING:
             placement.status = PlacementStatus.REMOVING
             placement.save(update_fields=["status", "updated_at"])
-        _tell_node(node.name, protocol.UNPLACE, model_id=model.pk)
+        tell_node(node.name, protocol.UNPLACE, model_id=model.pk)
     return placement
 
 

@@ -36,6 +36,7 @@ from opsdash.fleet.health import Transition as Transition
 from opsdash.fleet.health import effective_status as effective_status
 from opsdash.fleet.health import node_target
 from opsdash.fleet.health import sweep_node_health as sweep_node_health
+from opsdash.fleet.link import tell_node
 from opsdash.fleet.listing import NodeView as NodeView
 from opsdash.fleet.listing import get_node_view as get_node_view
 from opsdash.fleet.listing import list_nodes as list_nodes
@@ -359,31 +360,6 @@ def _require_fleet() -> None:
         )
 
 
-def tell_node(name: str, **fields: Any) -> None:
-    """Send a ``status`` message to node ``name``'s agent through the hub process holding its
-    socket, once the transaction commits. Best effort: desired state is in the database and
-    sent again in the ``welcome`` of every reconnect, so a node that misses this converges."""
-    text = protocol.encode(protocol.STATUS, **fields)
-
-    def send() -> None:
-        from asgiref.sync import async_to_sync
-        from channels.layers import get_channel_layer
-
-        layer = get_channel_layer()
-        if layer is None:
-            return
-        try:
-            async_to_sync(layer.group_send)(
-                protocol.node_group(name), {"type": "agent.send", "text": text}
-            )
-        except Exception:
-            logger.warning(
-                "could not tell node %s its status; it gets it on reconnect", name, exc_info=True
-            )
-
-    transaction.on_commit(send)
-
-
 def status_message(node: Node) -> dict[str, Any]:
     """What a node is told of its desired state (``status`` and the ``welcome``)."""
     return {
@@ -418,7 +394,7 @@ def approve_node(*, node: Node, user: Actor) -> Node:
             target=node_target(current.name),
             detail={"from": NodeStatus.PENDING, "to": current.status},
         )
-        tell_node(current.name, **status_message(current))
+        tell_node(current.name, protocol.STATUS, **status_message(current))
     return current
 
 
@@ -447,7 +423,7 @@ def drain_node(*, node: Node, user: Actor) -> Node:
             target=node_target(current.name),
             detail={"from": old, "to": current.status},
         )
-        tell_node(current.name, **status_message(current))
+        tell_node(current.name, protocol.STATUS, **status_message(current))
     return current
 
 
@@ -472,7 +448,7 @@ def resume_node(*, node: Node, user: Actor) -> Node:
             target=node_target(current.name),
             detail={"from": old, "to": current.status},
         )
-        tell_node(current.name, **status_message(current))
+        tell_node(current.name, protocol.STATUS, **status_message(current))
     return current
 
 
@@ -498,7 +474,7 @@ def delete_node(*, node: Node, user: Actor) -> None:
             target=node_target(node.name),
             detail={"status": status, "placements": placements},
         )
-        tell_node(node.name, status="deleted", approved=False, draining=False)
+        tell_node(node.name, protocol.STATUS, status="deleted", approved=False, draining=False)
 
 
 def node_for_admin(*, name: str) -> Node:

@@ -262,8 +262,11 @@ def check_input(prompt: str | None, messages: list[dict[str, str]] | None) -> No
 # --- building the done event ------------------------------------------------------------------
 
 
-def done_before_start(queued: float, load_ms: float = 0.0) -> DoneRunEvent:
-    """The done event of a request cancelled before its generation started."""
+def done_before_start(queued: float | None = None, load_ms: float = 0.0) -> DoneRunEvent:
+    """The done event of a request cancelled before its generation started. ``queued`` is
+    when it was queued (``time.monotonic()``); without it (a caller that keeps no queue, such
+    as the fleet hub, whose node never ran the request) the queue time is 0."""
+    queue_ms = 0.0 if queued is None else (time.monotonic() - queued) * 1000 - load_ms
     return {
         "type": "done",
         "finish_reason": "cancelled",
@@ -272,7 +275,7 @@ def done_before_start(queued: float, load_ms: float = 0.0) -> DoneRunEvent:
         "ttft_ms": None,
         "total_ms": 0.0,
         "tokens_per_second": None,
-        "queue_ms": round((time.monotonic() - queued) * 1000 - load_ms, 3),
+        "queue_ms": round(queue_ms, 3),
         "load_ms": round(load_ms, 3),
         "cpu_seconds": 0.0,
         "pid": 0,

@@ -47,6 +47,7 @@ from django.utils import timezone
 
 from inference.errors import InferenceError
 from inference.runtime.pool import SHUT_DOWN
+from inference.runtime.protocol import done_before_start
 from opsdash.core.errors import Code
 from opsdash.fleet import protocol
 from opsdash.fleet.models import Node
@@ -170,24 +171,6 @@ def _node_error(event: dict[str, Any], node: str) -> InferenceError:
     return InferenceError(reason, code=str(code) if code else None)
 
 
-def _cancelled_before_start() -> dict[str, Any]:
-    """A cancelled ``done`` without counts: the request was stopped before the node ran it, or
-    the node was gone when it was stopped."""
-    return {
-        "type": "done",
-        "finish_reason": "cancelled",
-        "prompt_tokens": 0,
-        "completion_tokens": 0,
-        "ttft_ms": None,
-        "total_ms": 0.0,
-        "tokens_per_second": None,
-        "queue_ms": 0.0,
-        "load_ms": 0.0,
-        "cpu_seconds": 0.0,
-        "pid": 0,
-    }
-
-
 async def generate(
     *,
     model_id: int,
@@ -250,7 +233,9 @@ async def _serve(
             continue
         node = queue.pop(0)
         if cancel_event is not None and cancel_event.is_set():
-            yield _cancelled_before_start()
+            # Stopped before a node ran it: the runtime's cancelled done, without counts (a
+            # plain dict, like every event this module yields).
+            yield {**done_before_start()}
             return
         request_id = uuid.uuid4().hex
         fields = {"request_id": request_id, "reply_to": link.reply, "model": spec}
@@ -263,7 +248,7 @@ async def _serve(
             if stop.is_set():
                 raise _Interrupted
             if cancel_event is not None and cancel_event.is_set():
-                yield _cancelled_before_start()
+                yield {**done_before_start()}
                 return
             if first is None:
                 silent += 1
@@ -348,7 +333,7 @@ async def _stream(
                     # The caller stopped it and the node is gone or silent: it ends as the
                     # caller asked (cancelled), without the node's counts.
                     finished = True
-                    yield _cancelled_before_start()
+                    yield {**done_before_start()}
                     return
                 continue
             kind = event.get("type")

@@ -373,6 +373,18 @@ def _locked(node: Node) -> Node:
     return Node.objects.select_for_update().get(pk=node.pk)
 
 
+def _announce(current: Node, *, user: Actor, action: str, old: str) -> None:
+    """Audit an admin's change to the locked row ``current`` and tell its node, inside the
+    caller's transaction (the message leaves on commit)."""
+    record(
+        actor=user,
+        action=action,
+        target=node_target(current.name),
+        detail={"from": old, "to": current.status},
+    )
+    tell_node(current.name, protocol.STATUS, **status_message(current))
+
+
 def approve_node(*, node: Node, user: Actor) -> Node:
     """Let a pending node serve: it becomes ``healthy`` (or, if its agent has gone quiet since
     it registered, whatever its heartbeat's age says)."""
@@ -388,13 +400,20 @@ def approve_node(*, node: Node, user: Actor) -> Node:
         current.status = _live_status(current)
         current.status = effective_status(current)
         current.save(update_fields=["approved_at", "approved_by", "status"])
-        record(
-            actor=user,
-            action="node.approve",
-            target=node_target(current.name),
-            detail={"from": NodeStatus.PENDING, "to": current.status},
-        )
-        tell_node(current.name, protocol.STATUS, **status_message(current))
+        _announce(current, user=user, action="node.approve", old=NodeStatus.PENDING)
+    return current
+
+
+def _set_draining(current: Node, *, user: Actor, draining: bool) -> Node:
+    """Drain or resume the locked row ``current``: only a healthy node shows ``draining`` (an
+    unhealthy or offline one keeps showing that, and the flag waits for its return)."""
+    old = current.status
+    current.draining = draining
+    healthy, drained = NodeStatus.HEALTHY, NodeStatus.DRAINING
+    if current.status == (healthy if draining else drained):
+        current.status = drained if draining else healthy
+    current.save(update_fields=["draining", "status"])
+    _announce(current, user=user, action="node.drain" if draining else "node.resume", old=old)
     return current
 
 
@@ -412,19 +431,7 @@ def drain_node(*, node: Node, user: Actor) -> Node:
             raise NodeRefused(
                 f"The node “{node.name}” is already draining.", code=Code.WRONG_STATUS
             )
-        old = current.status
-        current.draining = True
-        if current.status == NodeStatus.HEALTHY:
-            current.status = NodeStatus.DRAINING
-        current.save(update_fields=["draining", "status"])
-        record(
-            actor=user,
-            action="node.drain",
-            target=node_target(current.name),
-            detail={"from": old, "to": current.status},
-        )
-        tell_node(current.name, protocol.STATUS, **status_message(current))
-    return current
+        return _set_draining(current, user=user, draining=True)
 
 
 def resume_node(*, node: Node, user: Actor) -> Node:
@@ -437,19 +444,7 @@ def resume_node(*, node: Node, user: Actor) -> Node:
                 f"The node “{node.name}” is not draining, so there is nothing to resume.",
                 code=Code.WRONG_STATUS,
             )
-        old = current.status
-        current.draining = False
-        if current.status == NodeStatus.DRAINING:
-            current.status = NodeStatus.HEALTHY
-        current.save(update_fields=["draining", "status"])
-        record(
-            actor=user,
-            action="node.resume",
-            target=node_target(current.name),
-            detail={"from": old, "to": current.status},
-        )
-        tell_node(current.name, protocol.STATUS, **status_message(current))
-    return current
+        return _set_draining(current, user=user, draining=False)
 
 
 def delete_node(*, node: Node, user: Actor) -> None:

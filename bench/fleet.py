@@ -83,7 +83,8 @@ CONNECT_BATCH = 20
 #: A frame as the sampler encodes it starts with its type, t and host (frames.encode keeps the
 #: sampler's key order); the clients read those three without parsing the whole frame, so 200
 #: sockets' JSON parsing does not count as the hubs' delay. Anything else is parsed in full.
-FRAME_HEAD = re.compile(r'\{"type":"(\w+)","t":(\d+),"host":"([^"]*)"')
+# Each frame's send time: every frame (and card) begins {"type":"frame","t":...}.
+FRAME_T = re.compile(r'\{"type":"frame","t":(\d+),')
 
 
 # ------------------------------------------------------------------------------- CPU
@@ -241,30 +242,30 @@ async def fan_out(
     async def client(i: int, ready: asyncio.Event) -> None:
         base = urls[i % len(urls)]
         url = base.replace("http://", "ws://") + f"/ws/telemetry/?focus={NODE_PREFIX}00"
+        # The node a page shows in full comes as a whole frame; the others as cards.
+        focused = re.compile(r'\{"type":"frame","t":\d+,"host":"' + f'{NODE_PREFIX}00"')
         async with websockets.connect(
             url, additional_headers={"Cookie": cookie, "Origin": base}, max_size=None
         ) as ws:
             ready.set()
             try:
                 while True:
-                    text = await ws.recv()
+                    received = await ws.recv()
+                    text = received if isinstance(received, str) else received.decode()
                     arrived = time.time() * 1000
                     await ws.send('{"type":"ack"}')  # as the page does, before drawing
-                    head = FRAME_HEAD.match(text) if isinstance(text, str) else None
-                    if head is not None:
-                        kind, t = head[1], float(head[2])
-                    else:
-                        message = json.loads(text)
-                        kind, t = message.get("type"), float(message.get("t") or 0)
+                    # A frame, or the frames of several nodes that waited for the last ack.
+                    history = text.startswith('{"type":"history"')
+                    sent = [] if history else [float(t) for t in FRAME_T.findall(text)]
                     start = window.get("start")
-                    if kind != "frame" or start is None or arrived < start:
+                    if not sent or start is None or arrived < start:
                         continue
-                    if not sample:
-                        sample.append(text)
+                    if not sample and focused.match(text):
+                        sample.append(text)  # the node shown in full, as a frame of its own
                     if arrived > window["end"]:
                         return
-                    per_socket[i] += 1
-                    delays.append(arrived - t)
+                    per_socket[i] += len(sent)
+                    delays.extend(arrived - t for t in sent)
             except websockets.ConnectionClosed:
                 closed.append(i)
 

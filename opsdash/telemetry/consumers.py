@@ -8,12 +8,16 @@ Which nodes: in embedded mode, the one local host. On a hub, every live node (th
 ``opsdash.telemetry.store``); ``?host=NAME`` limits the socket to one node, and ``?focus=NAME``
 keeps every node's frames but sends the full history of that one only, the others' last
 ``SPARK_SECONDS`` (a page draws the others as small multiples: twenty nodes' 15 minutes would
-be megabytes on every page load).
+be megabytes on every page load), and then the others' frames as cards (``frames.card``: no
+per-core, per-device or per-process detail).
 
 Flow control, because ASGI gives no back-pressure (a server would buffer for a client that does
 not read): one message in flight per socket. Frames that arrive while the last one is not yet
 acknowledged replace each other per host (latest wins, one per host, so one node's frame is
-never dropped because another's came after it; hosts take turns). A socket with frames waiting
+never dropped because another's came after it). At the ack, every host's waiting frame goes in
+one message, ``{"type": "frames", "frames": [...]}`` (a lone frame goes as itself): with twenty
+nodes a tick, frames taking turns one per round trip would wait up to twenty round trips,
+in one message they wait one. A socket with frames waiting
 and no ack for ``OPSDASH_TELEMETRY_STALL_SECONDS`` is closed with code 4408; the page reconnects
 by itself.
 
@@ -58,6 +62,7 @@ class TelemetryConsumer(AsyncWebsocketConsumer):
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         self.only_host: str | None = (query.get("host") or [None])[0] or None
         focus = (query.get("focus") or [None])[0] or None
+        self.focus = focus
         self.pending: dict[str, str] = {}
         self.sent_at: float | None = None  # when the unacknowledged message went out
         self.stall_seconds = float(settings.TELEMETRY_STALL_SECONDS)
@@ -105,11 +110,13 @@ class TelemetryConsumer(AsyncWebsocketConsumer):
             self.sent_at = None
             await self._flush()
 
-    async def offer(self, host: str, text: str) -> None:
-        """A new frame from the relay: keep it as the latest of its host, send it if free."""
+    async def offer(self, host: str, text: str, card: str | None = None) -> None:
+        """A new frame from the relay: keep it as the latest of its host, send it if free (as
+        its node's ``card`` when the page shows another node in full)."""
         if self.only_host is not None and host != self.only_host:
             return
-        # A dict keeps the order hosts first became pending: the one waiting longest goes next.
+        if card is not None and self.focus is not None and host != self.focus:
+            text = card
         self.pending[host] = text
         await self._flush()
 
@@ -122,8 +129,16 @@ class TelemetryConsumer(AsyncWebsocketConsumer):
                 self.relay.sockets.discard(self)
                 await self.close(code=CLOSE_STALLED)
             return
-        host = next(iter(self.pending))
-        await self._send_now(self.pending.pop(host))
+        key = next(iter(self.pending))
+        if key.startswith(HISTORY_KEY):  # histories go one a message, before any frame
+            await self._send_now(self.pending.pop(key))
+            return
+        hosts = [k for k in self.pending if not k.startswith(HISTORY_KEY)]
+        waiting = [self.pending.pop(host) for host in hosts]
+        if len(waiting) == 1:
+            await self._send_now(waiting[0])
+        else:  # joined as they are: no frame is parsed or encoded again
+            await self._send_now('{"type":"frames","frames":[' + ",".join(waiting) + "]}")
 
     async def _send_now(self, text: str) -> None:
         self.sent_at = time.monotonic()

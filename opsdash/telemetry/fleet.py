@@ -164,7 +164,8 @@ async def receive_frame(node_name: str, text: str) -> bool:
     layer = get_channel_layer()
     if layer is not None:
         message = {"type": "telemetry.frame", "host": node_name, "text": text, "t": t_ms}
-        await layer.group_send(frames.GROUP, message | {"lite": lite})
+        card = frames.encode(frames.card(frame))
+        await layer.group_send(frames.GROUP, message | {"lite": lite, "card": card})
     return True
 
 

@@ -75,6 +75,14 @@ def encode(data: Any) -> str:
     return json.dumps(data, separators=(",", ":"), allow_nan=False)
 
 
+def card(frame: Frame) -> dict[str, Any]:
+    """The frame as a node's card of the fleet grid needs it: the light frame, plus which models
+    are loaded and the node's ongoing alerts. A page gets this for every node but the one it
+    shows in full: an 8-GPU node's frame is a few KB, its card a fraction of that."""
+    runners = [{"name": r.get("name"), "slug": r.get("slug")} for r in frame.get("runners", [])]
+    return lite(frame) | {"runners": runners, "alerts": frame.get("alerts", [])}
+
+
 def lite(frame: Frame) -> dict[str, Any]:
     """The frame as history keeps it: every charted figure, without per-core, per-device and
     per-process detail (those only matter now, and would make a 15-minute history several MB).

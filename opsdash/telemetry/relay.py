@@ -8,9 +8,10 @@ Why one member per process rather than each socket in the group: joining every s
 channel-layer delivery per socket per tick, and the in-memory layer scans all its channels on
 each receive: with 200 pages open that alone took tens of milliseconds a tick.
 
-A frame message is ``{"type": "telemetry.frame", "host", "text"}``, plus ``t`` and ``lite``
-(the light frame's text, ``frames.lite``) when the sender has them: a hub that got the frame
-from an agent parsed it once already, so the other processes need not.
+A frame message is ``{"type": "telemetry.frame", "host", "text"}``, plus ``t``, ``lite`` (the
+light frame's text, ``frames.lite``) and ``card`` (``frames.card``, what a page's node card
+needs) when the sender has them: a hub that got the frame from an agent parsed it once
+already, so the other processes need not.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ RETRY_SECONDS = 1.0
 
 
 class FrameSocket(Protocol):
-    async def offer(self, host: str, text: str) -> None: ...
+    async def offer(self, host: str, text: str, card: str | None = None) -> None: ...
 
 
 class Relay:
@@ -97,7 +98,7 @@ class Relay:
                 return
         for socket in list(self.sockets):
             try:
-                await socket.offer(host, text)
+                await socket.offer(host, text, message.get("card"))
             except Exception:  # one broken socket must not starve the others
                 logger.exception("telemetry frame to one socket failed")
 

@@ -89,15 +89,40 @@ async def test_a_page_gets_every_nodes_frames_and_the_latest_of_each_wins(operat
     await ws.send_json_to(ACK)
     second = await received(ws)
     await ws.send_json_to(ACK)
+    assert await ws.receive_nothing(timeout=0.3)
+    await fleet.receive_frame("node-b", frame_of("node-b", t + 2000))
     third = await received(ws)
     await ws.send_json_to(ACK)
-    assert await ws.receive_nothing(timeout=0.3)
     await ws.disconnect()
 
-    assert (first["host"], first["t"]) == ("node-a", t)
-    # node-b's frame was not dropped because node-a's came after it: each host's latest.
-    assert (second["host"], second["t"]) == ("node-b", t + 1000)
-    assert (third["host"], third["t"]) == ("node-a", t + 2000)
+    assert first["type"] == "frame" and (first["host"], first["t"]) == ("node-a", t)
+    # What waited for the ack comes in one message: each host's latest, node-b's not dropped
+    # because node-a's came after it.
+    assert second["type"] == "frames"
+    assert [(f["host"], f["t"]) for f in second["frames"]] == [
+        ("node-b", t + 1000),
+        ("node-a", t + 2000),
+    ]
+    assert third["type"] == "frame" and (third["host"], third["t"]) == ("node-b", t + 2000)
+    assert "percent" in second["frames"][0]["cpu"], "a page without a focus gets full frames"
+
+
+async def test_a_page_gets_the_node_it_shows_in_full_and_the_others_as_cards(operator):
+    ws = await ws_as(operator, "/ws/telemetry/?focus=node-a")
+    assert (await ws.connect())[0]
+    t = now_ms()
+
+    await fleet.receive_frame("node-b", frame_of("node-b", t))
+    card = await received(ws)
+    await ws.send_json_to(ACK)
+    await fleet.receive_frame("node-a", frame_of("node-a", t))
+    full = await received(ws)
+    await ws.disconnect()
+
+    assert (card["host"], full["host"]) == ("node-b", "node-a")
+    assert "percent" in full["cpu"], "the focused node in full"
+    assert "percent" not in card["cpu"], "a card has no per-core detail"
+    assert card["runners"] == [] and card["alerts"] == [] and card["memory"] == full["memory"]
 
 
 async def test_a_node_cannot_speak_for_another(operator):

@@ -1,5 +1,6 @@
 // The telemetry page: the history sent on connect, then one frame a second per node over
-// /ws/telemetry/ (each acknowledged: the server sends the next only then), rendered at most
+// /ws/telemetry/ (each message acknowledged: the server sends the next only then; the frames
+// of several nodes that waited for the ack come together as {"type": "frames"}), rendered at most
 // once per animation frame from the newest frames only. Every node is a card of the grid; the
 // focused node (data-focus: ?host= or the first) is shown in full below it.
 
@@ -73,15 +74,22 @@ function start(root) {
         }
       }
     } else if (message.type === "frame") {
-      grid.frame(message);
-      changed.add(message.host);
-      if (!host) host = message.host;
-      if (message.host !== host) { schedule(); return; } // another node: its card only
-      pushLive(message);
-      latest = message;
-      detail = true;
+      onFrame(message);
+    } else if (message.type === "frames") {
+      // Every node's frame that waited for the last ack, in one message.
+      (message.frames || []).forEach(onFrame);
     }
     schedule();
+  }
+
+  function onFrame(frame) {
+    grid.frame(frame);
+    changed.add(frame.host);
+    if (!host) host = frame.host;
+    if (frame.host !== host) return; // another node (sent as its card): its card only
+    pushLive(frame);
+    latest = frame;
+    detail = true;
   }
 
   function onState(state, detail) {

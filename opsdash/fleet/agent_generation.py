@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from inference.backends.base import GenerationParams
@@ -77,27 +78,17 @@ class EnergySpans:
         return others
 
 
+@dataclass(eq=False, kw_only=True)
 class Generations:
-    def __init__(
-        self,
-        *,
-        name: str,
-        store: ModelStore,
-        supervisor: Supervisor,
-        state: NodeState,
-        emit: Emit,
-        queue_depth: int,
-        sampler: Callable[[], Any],
-    ) -> None:
-        self.name = name
-        self.store = store
-        self.supervisor = supervisor
-        self.state = state
-        self.emit = emit
-        self.queue_depth = queue_depth
-        self.sampler = sampler
-        self.cancels: dict[str, asyncio.Event] = {}
-        self.spans = EnergySpans()
+    name: str
+    store: ModelStore
+    supervisor: Supervisor
+    state: NodeState
+    emit: Emit
+    queue_depth: int
+    sampler: Callable[[], Any]
+    cancels: dict[str, asyncio.Event] = field(default_factory=dict, init=False)
+    spans: EnergySpans = field(default_factory=EnergySpans, init=False)
 
     def cancel(self, request_id: object) -> None:
         cancel = self.cancels.get(str(request_id))

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from inference.errors import InferenceError
@@ -45,29 +45,19 @@ def held_for(store: ModelStore, model: Mapping[str, Any]) -> HeldModel | None:
     return store.by_sha256(sha256) if isinstance(sha256, str) else None
 
 
+@dataclass(eq=False, kw_only=True)
 class Placer:
     """The placement jobs of one agent. ``report(model_id, status, **fields)`` queues a
     ``placement`` message; ``credential()`` is the node's current credential."""
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        store: ModelStore,
-        supervisor: Supervisor,
-        report: Report,
-        credential: Callable[[], str],
-        http_url: Callable[[str], str],
-        trial_load_timeout: float,
-    ) -> None:
-        self.name = name
-        self.store = store
-        self.supervisor = supervisor
-        self.report = report
-        self.credential = credential
-        self.http_url = http_url
-        self.trial_load_timeout = trial_load_timeout
-        self.jobs: dict[int, asyncio.Task[Any]] = {}
+    name: str
+    store: ModelStore
+    supervisor: Supervisor
+    report: Report
+    credential: Callable[[], str]
+    http_url: Callable[[str], str]
+    trial_load_timeout: float
+    jobs: dict[int, asyncio.Task[Any]] = field(default_factory=dict, init=False)
 
     async def close(self) -> None:
         for job in self.jobs.values():

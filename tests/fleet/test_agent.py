@@ -124,7 +124,14 @@ def node_token() -> str:
     return fleet_services.create_node_token(name="test", user=None)[1]
 
 
-def make_agent(hub: Hub, tmp_path: Path, *, token: str, sampler: Any = False) -> Agent:
+def make_agent(
+    hub: Hub,
+    tmp_path: Path,
+    *,
+    token: str,
+    sampler: Any = False,
+    model_roots: tuple[Path, ...] = (),
+) -> Agent:
     config = AgentConfig(
         hub_url=hub.url,
         name=NAME,
@@ -135,6 +142,7 @@ def make_agent(hub: Hub, tmp_path: Path, *, token: str, sampler: Any = False) ->
         queue_depth=4,
         trial_load_timeout=120,
         version="test",
+        model_roots=model_roots,
     )
     return Agent(config, sampler=sampler)
 
@@ -172,10 +180,23 @@ async def approve(hub: Hub) -> None:
     )
 
 
-async def place(hub: Hub, model: Any) -> None:
+async def enrolled_and_approved(agent: Agent, hub: Hub) -> None:
+    """Once the running ``agent`` has enrolled, approve its node and wait until it knows."""
+    await agent.wait_welcomed(30)
+    await approve(hub)
+    await until(lambda: agent.approved, what="the approval to reach the agent")
+
+
+async def placed_and_ready(hub: Hub, model: Any) -> Placement:
+    """Place ``model`` on the node and wait until the agent reports it ready."""
     node = await Node.objects.aget(name=NAME)
     await hub.acall(
         lambda: database_sync_to_async(placements.place_model)(model=model, node=node, user=None)
+    )
+    return await until(
+        lambda: Placement.objects.filter(model=model, status=PlacementStatus.READY).afirst(),
+        timeout=60,
+        what="the placement to be ready",
     )
 
 
@@ -258,9 +279,7 @@ async def test_it_redials_with_its_credential_when_the_hub_restarts_and_becomes_
     )()
     agent = make_agent(hub, tmp_path, token=token)
     async with running(agent):
-        await agent.wait_welcomed(30)
-        await approve(hub)
-        await until(lambda: agent.approved)
+        await enrolled_and_approved(agent, hub)
         # The token is only for enrolling: revoked, the agent carries on with its credential.
         await database_sync_to_async(fleet_services.revoke_node_token)(token=token_row, user=None)
 
@@ -281,17 +300,8 @@ async def test_a_placed_model_is_fetched_trial_loaded_and_streams_a_generation(
 ):
     agent = make_agent(hub, tmp_path, token=await database_sync_to_async(node_token)())
     async with running(agent):
-        await agent.wait_welcomed(30)
-        await approve(hub)
-        await until(lambda: agent.approved)
-        await place(hub, tiny_model)
-        placement = await until(
-            lambda: Placement.objects.filter(
-                model=tiny_model, status=PlacementStatus.READY
-            ).afirst(),
-            timeout=60,
-            what="the placement to be ready",
-        )
+        await enrolled_and_approved(agent, hub)
+        placement = await placed_and_ready(hub, tiny_model)
         assert placement.error == ""
         held = agent.store.get(tiny_model.pk)
         assert held is not None and held.checked
@@ -349,13 +359,8 @@ async def test_a_fleet_run_served_by_a_real_agent_is_priced_with_the_nodes_measu
     )
     try:
         async with running(agent):
-            await agent.wait_welcomed(30)
-            await approve(hub)
-            await until(lambda: agent.approved)
-            await place(hub, tiny_model)
-            await until(
-                lambda: Placement.objects.filter(status=PlacementStatus.READY).aexists(), 60
-            )
+            await enrolled_and_approved(agent, hub)
+            await placed_and_ready(hub, tiny_model)
             await until(lambda: Node.objects.filter(name=NAME, status=NodeStatus.HEALTHY).aexists())
             run = await database_sync_to_async(start_run)(
                 request=RunRequest(
@@ -383,13 +388,8 @@ async def test_it_keeps_generating_while_the_hub_is_away_and_delivers_the_rest_a
 ):
     agent = make_agent(hub, tmp_path, token=await database_sync_to_async(node_token)())
     async with running(agent):
-        await agent.wait_welcomed(30)
-        await approve(hub)
-        await until(lambda: agent.approved)
-        await place(hub, endless_model)
-        await until(
-            lambda: Placement.objects.filter(status=PlacementStatus.READY).aexists(), timeout=60
-        )
+        await enrolled_and_approved(agent, hub)
+        await placed_and_ready(hub, endless_model)
         reader = Reader(hub)
         try:
             reader.send(
@@ -425,11 +425,8 @@ async def test_a_file_whose_sha256_is_not_the_one_asked_for_fails_the_placement_
 ):
     agent = make_agent(hub, tmp_path, token=await database_sync_to_async(node_token)())
     async with running(agent):
-        await agent.wait_welcomed(30)
-        await approve(hub)
-        await until(lambda: agent.approved)
-        await place(hub, tiny_model)
-        await until(lambda: Placement.objects.filter(status=PlacementStatus.READY).aexists(), 60)
+        await enrolled_and_approved(agent, hub)
+        await placed_and_ready(hub, tiny_model)
         # The hub serves the right file; the node is told to expect other bytes.
         wrong = placements.placement_spec(tiny_model) | {"sha256": "0" * 64}
         await hub.acall(

@@ -19,18 +19,18 @@ from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
-from django.conf import settings as django_settings
 
 from opsdash.accounts.services import create_token
 from opsdash.catalog.models import LocalModel, ModelStatus
-from opsdash.fleet.agent import Agent, AgentConfig
+from opsdash.fleet.agent import Agent
 from opsdash.fleet.models import Node, NodeStatus, Placement, PlacementStatus
 from tests.fleet.test_agent import (  # noqa: F401 (fixtures)
     NAME,
     Hub,
-    approve,
+    enrolled_and_approved,
     fleet_mode,
     hub,
+    make_agent,
     node_token,
     running,
     until,
@@ -41,19 +41,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
 def node_agent(hub: Hub, tmp_path: Path, roots: Path) -> Agent:  # noqa: F811
-    config = AgentConfig(
-        hub_url=hub.url,
-        name=NAME,
-        token=node_token(),
-        data_dir=tmp_path / "agent-data",
-        models_dir=tmp_path / "agent-models",
-        memory_budget_bytes=django_settings.MEMORY_BUDGET_BYTES,
-        queue_depth=4,
-        trial_load_timeout=120,
-        version="test",
-        model_roots=(roots,),
-    )
-    return Agent(config, sampler=False)
+    return make_agent(hub, tmp_path, token=node_token(), model_roots=(roots,))
 
 
 class Answer:
@@ -116,9 +104,7 @@ async def test_an_agent_installs_a_file_from_its_own_root_and_the_hub_model_beco
     secret = (await database_sync_to_async(create_token)(user=admin, name="t")).secret
     agent = await linked_agent(hub, tmp_path, roots)
     async with running(agent):
-        await agent.wait_welcomed(30)
-        await approve(hub)
-        await until(lambda: agent.approved)
+        await enrolled_and_approved(agent, hub)
         answer = await post(
             hub,
             "/api/models",
@@ -168,9 +154,7 @@ async def test_a_path_outside_the_nodes_roots_fails_with_a_sentence_and_leaves_n
     secret = (await database_sync_to_async(create_token)(user=admin, name="t")).secret
     agent = await linked_agent(hub, tmp_path, roots)
     async with running(agent):
-        await agent.wait_welcomed(30)
-        await approve(hub)
-        await until(lambda: agent.approved)
+        await enrolled_and_approved(agent, hub)
         answer = await post(
             hub, "/api/models", {"source": "path", "path": str(outside), "node": NAME}, secret
         )

@@ -8,12 +8,10 @@ nodes' names; the channel layer is the in-memory one (the fleet process tests ru
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,17 +22,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from opsdash.telemetry import fleet, frames
 from opsdash.telemetry.models import AlertEpisode, AlertRule, MinuteFigures
 from opsdash.telemetry.relay import relay_for_this_loop
-from opsdash.telemetry.sampler import Sampler
 from opsdash.telemetry.store import FleetStore, get_store, reset_store
 from tests.fixtures.personas import client_for
 from tests.fixtures.websockets import ws_as
 from tests.telemetry.conftest import telemetry_socket
-from tests.telemetry.fake_nvml import FakeNvml
+from tests.telemetry.nodes import node_frame
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ACK = {"type": "ack"}
-_base: dict[str, Any] = {}
 
 
 @pytest.fixture(autouse=True)
@@ -51,20 +47,7 @@ def hub(settings) -> Iterator[None]:  # type: ignore[no-untyped-def]
 
 def frame_of(host: str, t: int, **changes: Any) -> str:
     """A real frame's JSON, of ``host`` at ``t`` (epoch ms), with ``changes`` applied."""
-    if not _base:
-        sampler = Sampler(
-            tick_seconds=1.0,
-            host="agent",
-            models_dir=Path("."),
-            nvml=FakeNvml(gpus=1),
-            runners=lambda: [],
-            persist=False,
-        )
-        sampler.tick()
-        _base.update(sampler.tick())
-    frame = copy.deepcopy(_base)
-    frame.update({"host": host, "t": t, **changes})
-    return frames.encode(frame)
+    return frames.encode(node_frame(host, t, **changes))
 
 
 def now_ms() -> int:

@@ -11,7 +11,6 @@ import asyncio
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -19,6 +18,7 @@ from playwright.sync_api import Page, expect
 from tests.e2e.conftest import ARTIFACTS, screenshot, sign_in
 from tests.liveserver import serve
 from tests.telemetry.fake_nvml import FakeNvml
+from tests.telemetry.nodes import node_sampler, run_after_startup
 
 pytestmark = [pytest.mark.e2e]
 
@@ -27,24 +27,12 @@ NODES = {"gpu-a": 2, "gpu-b": 8, "cpu-c": 0}
 
 def _feed_nodes() -> None:
     """In the forked server: once uvicorn's loop runs, send every node's frame each second."""
-    import opsdash.asgi
     from opsdash.telemetry import fleet, frames
-    from opsdash.telemetry.sampler import Sampler
 
     samplers = {}
     for name, gpus in NODES.items():
-        nvml = FakeNvml(gpus=gpus) if gpus else FakeNvml(gpus=0)
-        samplers[name] = (
-            Sampler(
-                tick_seconds=1.0,
-                host=name,
-                models_dir=Path("."),
-                nvml=nvml,
-                runners=lambda: [],
-                persist=False,
-            ),
-            nvml,
-        )
+        nvml = FakeNvml(gpus=gpus)
+        samplers[name] = (node_sampler(name, nvml=nvml), nvml)
 
     async def send(tick: int, at_ms: int | None = None) -> None:
         for name, (sampler, nvml) in samplers.items():
@@ -65,13 +53,7 @@ def _feed_nodes() -> None:
             tick += 1
             await asyncio.sleep(1.0)
 
-    startup = opsdash.asgi.lifespan_startup
-
-    async def lifespan_startup() -> None:
-        await startup()
-        asyncio.get_running_loop().create_task(feed())
-
-    opsdash.asgi.lifespan_startup = lifespan_startup
+    run_after_startup(feed)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import asyncio
 import re
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -21,7 +20,7 @@ from playwright.sync_api import Page, expect
 from opsdash.fleet.models import Node, NodeStatus
 from tests.e2e.conftest import screenshot, sign_in
 from tests.liveserver import serve
-from tests.telemetry.fake_nvml import FakeNvml
+from tests.telemetry.nodes import node_sampler, run_after_startup
 
 pytestmark = [pytest.mark.e2e]
 
@@ -31,21 +30,9 @@ LIVE = ("gpu-a", "gpu-b")
 def _feed_nodes() -> None:
     """In the forked server: once uvicorn's loop runs, each live node's frame and heartbeat
     every second."""
-    import opsdash.asgi
     from opsdash.telemetry import fleet, frames
-    from opsdash.telemetry.sampler import Sampler
 
-    samplers = [
-        Sampler(
-            tick_seconds=1.0,
-            host=name,
-            models_dir=Path("."),
-            nvml=FakeNvml(gpus=1),
-            runners=lambda: [],
-            persist=False,
-        )
-        for name in LIVE
-    ]
+    samplers = [node_sampler(name) for name in LIVE]
 
     async def feed() -> None:
         while True:
@@ -55,13 +42,7 @@ def _feed_nodes() -> None:
             await Node.objects.filter(name__in=LIVE).aupdate(last_seen=timezone.now())
             await asyncio.sleep(1.0)
 
-    startup = opsdash.asgi.lifespan_startup
-
-    async def lifespan_startup() -> None:
-        await startup()
-        asyncio.get_running_loop().create_task(feed())
-
-    opsdash.asgi.lifespan_startup = lifespan_startup
+    run_after_startup(feed)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,13 +17,10 @@ from django.utils import timezone
 from opsdash.fleet.models import Node, NodeStatus
 from opsdash.fleet.statuses import node_statuses
 from opsdash.telemetry import fleet, frames, node_status, services
-from opsdash.telemetry.sampler import Sampler
 from opsdash.telemetry.store import get_store, reset_store
-from tests.telemetry.fake_nvml import FakeNvml
+from tests.telemetry.nodes import node_frame
 
 pytestmark = pytest.mark.django_db
-
-_frame: dict[str, Any] = {}
 
 
 @pytest.fixture(autouse=True)
@@ -41,19 +37,7 @@ def hub(settings) -> Iterator[None]:  # type: ignore[no-untyped-def]
 
 def send_frame(host: str) -> None:
     """A real frame (a real sampler's tick, the fake NVML's one GPU) of ``host``, just now."""
-    if not _frame:
-        sampler = Sampler(
-            tick_seconds=1.0,
-            host="agent",
-            models_dir=Path("."),
-            nvml=FakeNvml(gpus=1),
-            runners=lambda: [],
-            persist=False,
-        )
-        sampler.tick()
-        _frame.update(sampler.tick())
-    now_ms = int(timezone.now().timestamp() * 1000)
-    assert get_store().put(host, frames.encode({**_frame, "host": host, "t": now_ms}))
+    assert get_store().put(host, frames.encode(node_frame(host)))
 
 
 def node(name: str, status: str, *, seen_ago: float = 1.0, approved: bool = True) -> Node:

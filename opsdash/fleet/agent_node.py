@@ -48,19 +48,8 @@ def loaded_runners(supervisor: Supervisor, store: ModelStore) -> list[Any]:
     out = []
     for s in supervisor.status():
         held = store.get(s.model_id)
-        out.append(
-            LoadedRunner(
-                model_id=s.model_id,
-                name=held.name if held else f"model {s.model_id}",
-                slug=held.slug if held else str(s.model_id),
-                pid=s.pid,
-                rss_bytes=s.rss_bytes,
-                loaded_at=s.loaded_at,
-                last_used_at=s.last_used_at,
-                queue_length=s.queue_length,
-                state=s.state,
-            )
-        )
+        name, slug = (held.name, held.slug) if held else (f"model {s.model_id}", str(s.model_id))
+        out.append(LoadedRunner.of(s, name=name, slug=slug))
     return out
 
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from asgiref.sync import async_to_sync
 from django.conf import settings
 
-from inference.runtime.supervisor import Supervisor
+from inference.runtime.supervisor import RunnerStatus, Supervisor
 
 #: How long a runner gets to exit at shutdown before it is killed. A runner leaves within a
 #: token; one stuck in native code must not hold the server past its 10 s stop, which is
@@ -96,6 +96,22 @@ class LoadedRunner:
     queue_length: int
     state: str
 
+    @classmethod
+    def of(cls, status: RunnerStatus, *, name: str, slug: str) -> LoadedRunner:
+        """A supervisor's runner, named as the caller knows its model (the catalog here, the
+        node's own index on a fleet agent)."""
+        return cls(
+            model_id=status.model_id,
+            name=name,
+            slug=slug,
+            pid=status.pid,
+            rss_bytes=status.rss_bytes,
+            loaded_at=status.loaded_at,
+            last_used_at=status.last_used_at,
+            queue_length=status.queue_length,
+            state=status.state,
+        )
+
 
 _labels: dict[tuple[int, int], tuple[str, str]] = {}  # (model id, pid) → (name, slug)
 
@@ -129,17 +145,5 @@ def loaded_runners() -> list[LoadedRunner]:
     out = []
     for s in statuses:
         name, slug = _labels.get((s.model_id, s.pid), (f"model {s.model_id}", str(s.model_id)))
-        out.append(
-            LoadedRunner(
-                model_id=s.model_id,
-                name=name,
-                slug=slug,
-                pid=s.pid,
-                rss_bytes=s.rss_bytes,
-                loaded_at=s.loaded_at,
-                last_used_at=s.last_used_at,
-                queue_length=s.queue_length,
-                state=s.state,
-            )
-        )
+        out.append(LoadedRunner.of(s, name=name, slug=slug))
     return out

@@ -69,7 +69,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.gateway import PROMPTS, Result, one_request, wait_until_up  # noqa: E402
+from bench.gateway import PROMPTS, Result, manage, one_request, wait_until_up  # noqa: E402
 from tests.fixtures.engines import Postgres, Redis, free_port  # noqa: E402
 from tests.fleet.harness import Fleet, wait_for  # noqa: E402
 
@@ -413,20 +413,6 @@ def _clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSDASH_")}
     env["DJANGO_SETTINGS_MODULE"] = "opsdash.settings"
     return env
-
-
-def manage(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        command = " ".join(args)
-        raise RuntimeError(f"manage.py {command}: {done.stdout[-1000:]}{done.stderr[-2000:]}")
-    return done.stdout
 
 
 def v1_model_id(base: str, key: str) -> str:

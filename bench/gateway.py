@@ -104,14 +104,17 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 1
 
 
 def manage(env: dict[str, str], *args: str) -> str:
+    """``manage.py *args``' output; a failure raises with the end of what the command said."""
     done = subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
-        check=True,
     )
+    if done.returncode != 0:
+        command = " ".join(args)
+        raise RuntimeError(f"manage.py {command}: {done.stdout[-1000:]}{done.stderr[-2000:]}")
     return done.stdout
 
 

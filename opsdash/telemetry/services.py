@@ -30,7 +30,7 @@ from opsdash.telemetry.frames import Frame
 from opsdash.telemetry.history import RANGES, HistoryAnswer, from_rows, from_samples
 from opsdash.telemetry.models import AlertEpisode, AlertKind, AlertRule
 from opsdash.telemetry.node_status import recorded_statuses
-from opsdash.telemetry.sampler import current_sampler, get_sampler
+from opsdash.telemetry.sampler import Sampler, current_sampler, get_sampler
 
 # Storage verbs pages, the API and commands call through this module too.
 from opsdash.telemetry.storage import alert_rules as alert_rules
@@ -76,16 +76,21 @@ class NodeCard(TypedDict):
 # --- frames ---------------------------------------------------------------------------------
 
 
+def _local_sampler(host: str | None) -> Sampler:
+    """This process's sampler (embedded mode), refusing any ``host`` but its own."""
+    sampler = get_sampler()
+    if host is not None and host != sampler.host:
+        raise UnknownHost(
+            f"This OpsDash samples only its own host, {sampler.host!r}; there is no node {host!r}.",
+            param="host",
+        )
+    return sampler
+
+
 def snapshot(host: str | None = None) -> Frame:
     """The latest frame of ``host`` (see the module's docstring for which node without one)."""
     if settings.TELEMETRY_EMBEDDED:
-        sampler = get_sampler()
-        if host is not None and host != sampler.host:
-            raise UnknownHost(
-                f"This OpsDash samples only its own host, {sampler.host!r}; "
-                f"there is no node {host!r}.",
-                param="host",
-            )
+        sampler = _local_sampler(host)
         latest = sampler.latest(wait=max(3.0, 3 * settings.TELEMETRY_TICK_MS / 1000))
         if latest is None:
             raise TelemetryUnavailable("The sampler has not produced a frame yet; try again.")
@@ -216,13 +221,7 @@ def history(*, range_name: str, host: str | None = None) -> HistoryAnswer:
 
 def _live_history(host: str | None) -> tuple[list[str], str]:
     if settings.TELEMETRY_EMBEDDED:
-        sampler = get_sampler()
-        if host is not None and host != sampler.host:
-            raise UnknownHost(
-                f"This OpsDash samples only its own host, {sampler.host!r}; "
-                f"there is no node {host!r}.",
-                param="host",
-            )
+        sampler = _local_sampler(host)
         sampler.latest(wait=3.0)  # just started: at least its first frame
         return sampler.history_frames(), sampler.host
     store = _fleet_store(host)

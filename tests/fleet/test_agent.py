@@ -374,7 +374,7 @@ async def test_a_fleet_run_served_by_a_real_agent_is_priced_with_the_nodes_measu
         drawing.set()
     assert (final.status, final.node) == (RunStatus.OK, NAME), final.error
     cost = await RunCost.objects.aget(run=final)
-    assert cost.energy_source == EnergySource.MEASURED
+    assert cost.energy_source == EnergySource.MEASURED, cost.energy_basis
     assert cost.energy_devices == ["cpu:intel-rapl:0"]
     assert cost.energy_basis.startswith(f"node {NAME}: cpu:intel-rapl:0 energy counters")
     # 10 W during the generation on the node, which lies within the run's time on the hub.

@@ -8,6 +8,7 @@ module, handed to the sampler's NVML probe.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -45,7 +46,13 @@ class FakePowercap:
         self.set(0)
 
     def set(self, microjoules: int) -> None:
-        (self.zone / "energy_uj").write_text(f"{microjoules % WRAP}\n")
+        # Written beside and renamed over, as the kernel answers a read of energy_uj with the
+        # whole number at once: rewritten in place (truncate, then write), the file is empty
+        # for a moment, and a probe reading it beside a thread that draws (tests/fleet) lost
+        # the zone or the run's closing reading, so a measured run came out estimated.
+        staged = self.zone / "energy_uj.new"
+        staged.write_text(f"{microjoules % WRAP}\n")
+        os.replace(staged, self.zone / "energy_uj")
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ production (uvicorn's graceful shutdown, lifespan shutdown).
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import socket
 import time
@@ -54,6 +55,12 @@ def prepare_server_process() -> None:
 
     from opsdash.core import background
 
+    # The SQLite connections the parent's other threads held (asgiref's executors keep one
+    # each) come across the fork as garbage. Finalized later, in the middle of this process's
+    # own transaction, their close() would drop this process's locks on the database (POSIX
+    # locks belong to the process: closing any descriptor of the file releases them all), so
+    # finalize them now, while this process holds none.
+    gc.collect()
     set_database_connection()
     # Threads do not survive a fork: every background service starts afresh in the child.
     background.reset_after_fork()

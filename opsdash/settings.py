@@ -151,19 +151,38 @@ DATABASES = {"default": _database()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 _redis_url = envstr("OPSDASH_REDIS_URL", "")
-CHANNEL_LAYERS = {
-    "default": (
-        {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # redis-py 8 reads with a 5 s socket timeout by default, as long as channels-redis
-            # blocks in BZPOPMIN waiting for a message: every idle consumer then died each 5 s
-            # (channels_redis#422). A read timeout above the block still notices a dead server.
-            "CONFIG": {"hosts": [{"address": _redis_url, "socket_timeout": 15}]},
-        }
-        if _redis_url
-        else {"BACKEND": "channels.layers.InMemoryChannelLayer"}
-    )
-}
+
+
+def _channel_layer() -> dict[str, object]:
+    if not _redis_url:
+        return {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+
+    host = {
+        "address": _redis_url,
+        # redis-py 8 reads with a 5 s socket timeout by default, as long as channels-redis
+        # blocks in BZPOPMIN waiting for a message: every idle consumer then died each 5 s
+        # (channels_redis#422). A read timeout above the block still notices a dead server.
+        "socket_timeout": 15,
+        # After a Redis restart every pooled connection is dead: a command on one reconnects
+        # and tries again instead of failing (a node's group join, a routed request), and an
+        # idle one is checked before use.
+        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), 5),
+        "health_check_interval": 10,
+    }
+    return {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [host],
+            # A reply channel carries one generation's token events; a fast model on a busy
+            # hub outruns the reader by bursts, and a full channel drops events (text lost).
+            "channel_capacity": {"specific.*": 5000},
+        },
+    }
+
+
+CHANNEL_LAYERS = {"default": _channel_layer()}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

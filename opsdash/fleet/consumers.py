@@ -73,11 +73,13 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def _no_hello(self) -> None:
         if self.node is None:
-            await self._refuse(
-                f"No hello within {HELLO_TIMEOUT_SECONDS:g} s: an agent's first message is "
-                "its hello (manage.py agent).",
-                Code.INVALID,
-            )
+            # The socket may be gone already (an agent that redialed): nothing left to tell.
+            with contextlib.suppress(Exception):
+                await self._refuse(
+                    f"No hello within {HELLO_TIMEOUT_SECONDS:g} s: an agent's first message is "
+                    "its hello (manage.py agent).",
+                    Code.INVALID,
+                )
 
     async def disconnect(self, code: int) -> None:
         timer = getattr(self, "hello_timer", None)

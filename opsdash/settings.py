@@ -75,6 +75,9 @@ INSTALLED_APPS = [
     "opsdash.savings",
     "opsdash.gateway",
     "opsdash.fleet",
+    # After savings: its finalizer reads the cost savings froze on the run.
+    "opsdash.notify",
+    "opsdash.limits",
 ]
 
 MIDDLEWARE = [

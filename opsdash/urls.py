@@ -23,6 +23,8 @@ urlpatterns = [
     path("gateway/", include("opsdash.gateway.urls")),
     path("audit/", include("opsdash.core.urls")),
     path("nodes/", include("opsdash.fleet.urls")),
+    path("limits/", include("opsdash.limits.urls")),
+    path("notifications/", include("opsdash.notify.urls")),
     path("v1/", include("opsdash.gateway.v1_urls")),
     # Uploads stream through our own upload handler, which django-ninja's body parsing would
     # bypass, so this one API endpoint is a plain view with the same token/session auth.

@@ -31,6 +31,7 @@ class Cap(StrEnum):
     USE_API_TOKENS = "use_api_tokens"
     VIEW_NODES = "view_nodes"
     MANAGE_NODES = "manage_nodes"
+    MANAGE_ALERTS = "manage_alerts"
 
 
 MATRIX: dict[Cap, frozenset[Role]] = {
@@ -50,6 +51,8 @@ MATRIX: dict[Cap, frozenset[Role]] = {
     # Operators watch the fleet they test on; only admins enroll, drain and remove nodes.
     Cap.VIEW_NODES: frozenset({Role.OPERATOR, Role.ADMIN}),
     Cap.MANAGE_NODES: frozenset({Role.ADMIN}),
+    # Where alerts and reports are delivered (SMTP recipients, webhooks and their secrets).
+    Cap.MANAGE_ALERTS: frozenset({Role.ADMIN}),
 }
 
 

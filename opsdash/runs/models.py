@@ -13,6 +13,9 @@ class Workflow(models.Model):
 
     ``baseline_provider`` / ``baseline_model`` name the paid API it replaces, as genai-prices
     names them (``openai`` / ``gpt-4o-mini``); the savings feature prices runs against it.
+
+    An archived workflow (``archived_at`` set) keeps its runs and savings history but takes no
+    new runs and its ``/v1`` keys are refused; restoring it clears ``archived_at``.
     """
 
     name = models.CharField(max_length=120)
@@ -21,12 +24,17 @@ class Workflow(models.Model):
     baseline_provider = models.CharField(max_length=64, blank=True)
     baseline_model = models.CharField(max_length=128, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    archived_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def is_archived(self) -> bool:
+        return self.archived_at is not None
 
 
 class RunSource(models.TextChoices):

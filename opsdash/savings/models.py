@@ -217,3 +217,79 @@ class SavingsAction(models.TextChoices):
     CHANGE_COSTING = "workflow.update"
     RECOMPUTE = "savings.recompute"
     REBUILD = "savings.rebuild"
+    SUBSCRIBE_REPORT = "report.subscribe"
+    UNSUBSCRIBE_REPORT = "report.unsubscribe"
+
+
+# ----------------------------------------------------------------------------- scheduled reports
+
+
+class ReportFrequency(models.TextChoices):
+    WEEKLY = "weekly", "weekly (Monday–Sunday)"
+    MONTHLY = "monthly", "monthly (calendar month)"
+
+
+class ReportSubscription(models.Model):
+    """A person receives the savings report by email for each complete week or month.
+
+    The address is the user's own (``User.email``), read at send time, so changing it needs no
+    change here; ``manage.py send_reports`` sends what is due.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="report_subscriptions"
+    )
+    frequency = models.CharField(max_length=10, choices=ReportFrequency.choices)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["user__username", "frequency"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "frequency"], name="savings_one_subscription_per_frequency"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.frequency} report for {self.user}"
+
+
+class DeliveryStatus(models.TextChoices):
+    SENDING = "sending"  # claimed by a send_reports run; a stale claim is taken over
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class ReportDelivery(models.Model):
+    """One report for one subscription and period: at most one row, so a period is sent once.
+
+    A failed delivery keeps its sentence and is tried again by the next ``send_reports``; a
+    sent one is never sent again.
+    """
+
+    subscription = models.ForeignKey(
+        ReportSubscription, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    period_start = models.DateField()
+    period_end = models.DateField()
+    status = models.CharField(max_length=10, choices=DeliveryStatus.choices)
+    recipient = models.CharField(max_length=254, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-period_start", "-updated_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subscription", "period_start"], name="savings_one_delivery_per_period"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subscription} {self.period_start}: {self.status}"

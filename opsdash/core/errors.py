@@ -40,6 +40,10 @@ class Code(StrEnum):
     UNAVAILABLE = "unavailable"
     NO_NODE = "no_node"  # fleet mode: no node can serve the model now (opsdash.fleet.scheduler)
     NODE_LOST = "node_lost"  # fleet mode: the node stopped answering during the generation
+    # Spend governance (opsdash.limits): a hard budget is used up; a rate limit is reached.
+    # The values are OpenAI's error codes, so /v1 answers them as they are.
+    INSUFFICIENT_QUOTA = "insufficient_quota"
+    RATE_LIMITED = "rate_limit_exceeded"
 
 
 HTTP_STATUS: dict[Code, int] = {
@@ -57,6 +61,8 @@ HTTP_STATUS: dict[Code, int] = {
     Code.FILE_MISSING: 409,
     Code.TOO_LARGE: 413,
     Code.BUSY: 429,
+    Code.INSUFFICIENT_QUOTA: 429,
+    Code.RATE_LIMITED: 429,
     Code.LOAD_FAILED: 503,
     Code.CRASHED: 503,
     Code.SHUTTING_DOWN: 503,

@@ -338,3 +338,25 @@ def _networks(name: str) -> list[str]:
 
 # Scrapers from these addresses need no token for /metrics (e.g. 127.0.0.1,10.0.0.0/8).
 METRICS_ALLOW_FROM = _networks("OPSDASH_METRICS_ALLOW_FROM")
+
+# Notifications (opsdash.notify): alert email over SMTP, and the address links point to.
+# Unset OPSDASH_SMTP_HOST: email channels say "SMTP is not configured" and their deliveries fail
+# with that sentence; webhooks still work. STARTTLS is on by default when a user is set, so a
+# password never crosses the network in clear; OPSDASH_SMTP_SSL is TLS from the first byte (465).
+SMTP_HOST = envstr("OPSDASH_SMTP_HOST", "")
+SMTP_SSL = envbool("OPSDASH_SMTP_SSL", False)
+SMTP_USER = envstr("OPSDASH_SMTP_USER", "")
+SMTP_PASSWORD = envsecret("OPSDASH_SMTP_PASSWORD") or ""
+SMTP_STARTTLS = envbool("OPSDASH_SMTP_STARTTLS", bool(SMTP_USER) and not SMTP_SSL)
+if SMTP_SSL and SMTP_STARTTLS:
+    raise ImproperlyConfigured("Set OPSDASH_SMTP_SSL or OPSDASH_SMTP_STARTTLS, not both.")
+SMTP_PORT = envint(
+    "OPSDASH_SMTP_PORT", 465 if SMTP_SSL else 587 if SMTP_STARTTLS else 25, minimum=1
+)
+SMTP_TIMEOUT_SECONDS = envint("OPSDASH_SMTP_TIMEOUT_SECONDS", 10, minimum=1)
+EMAIL_FROM = envstr("OPSDASH_EMAIL_FROM", f"OpsDash <opsdash@{NODE_NAME}>")
+DEFAULT_FROM_EMAIL = EMAIL_FROM
+# The address people reach this server at, for links in emails and webhook payloads.
+PUBLIC_URL = envstr("OPSDASH_PUBLIC_URL", f"http://{HOST}:{PORT}").rstrip("/")
+# How often each hub process's sender looks for due deliveries (it is also woken on commit).
+NOTIFY_POLL_SECONDS = envint("OPSDASH_NOTIFY_POLL_SECONDS", 5, minimum=1)

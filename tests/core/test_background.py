@@ -50,6 +50,7 @@ def test_each_app_registers_its_background_service_in_start_and_stop_order():
         "telemetry sampler",
         "fleet telemetry",
         "fleet health sweep",
+        "notification sender",
     ]
 
 

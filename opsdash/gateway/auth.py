@@ -103,6 +103,17 @@ def gateway_endpoint(*methods: str) -> Callable[[AsyncView], AsyncView]:
                     type="authentication_error",
                     code="invalid_api_key",
                 )
+            if key.workflow.is_archived:
+                # Read from the database on every request, so an archive made through any hub
+                # process holds on the next request everywhere, like a revocation.
+                return error_response(
+                    401,
+                    f"The API key {key.prefix}… (“{key.name}”) belongs to the workflow "
+                    f"{key.workflow.slug}, which is archived; an OpsDash admin can restore it "
+                    "on its page.",
+                    type="authentication_error",
+                    code="invalid_api_key",
+                )
             request.gateway_key = key  # type: ignore[attr-defined]
             return await view(request, *args, **kwargs)
 

@@ -15,7 +15,7 @@ from ninja.errors import HttpError
 from opsdash.accounts.api_auth import api_auth
 from opsdash.accounts.roles import Cap
 from opsdash.api_errors import BODY_STATUSES, MAX_DB_INT, DbId, ErrorOut, responses
-from opsdash.core.errors import Code
+from opsdash.core.errors import Code, Refusal
 from opsdash.runs import workflows
 from opsdash.runs.models import Run, RunSource, RunStatus, Workflow
 from opsdash.runs.params import BY_NAME, PARAM_NAMES
@@ -231,8 +231,25 @@ class WorkflowIn(Schema):
     name: str
     slug: str | None = None
     description: str = ""
-    baseline_provider: str = ""
-    baseline_model: str = ""
+    baseline_provider: str = Field(
+        "", description="as genai-prices names it (openai); blank with the model: no baseline"
+    )
+    baseline_model: str = Field(
+        "", description="a model with a price in effect in the price book (gpt-4o-mini)"
+    )
+
+
+class WorkflowPatch(Schema):
+    """What to change; a field left out stays as it is."""
+
+    name: str | None = None
+    description: str | None = None
+    baseline_provider: str | None = None
+    baseline_model: str | None = None
+    electricity_usd_per_kwh: str | None = Field(
+        None, description='a decimal string such as "0.25"; "" means the global price'
+    )
+    note: str = Field("", max_length=300, description="why, kept with the costing change")
 
 
 class WorkflowOut(Schema):
@@ -241,6 +258,8 @@ class WorkflowOut(Schema):
     description: str
     baseline_provider: str
     baseline_model: str
+    archived: bool
+    archived_at: str | None
 
 
 class WorkflowList(Schema):
@@ -248,11 +267,33 @@ class WorkflowList(Schema):
     count: int
 
 
+class WorkflowFilters(Schema):
+    archived: bool = Field(False, description="true: the archived workflows instead")
+
+
+def _refused_field(exc: Refusal) -> HttpError:
+    """A refusal naming a body field answers 422 (like a schema failure); others their code's."""
+    if exc.param is None:
+        return HttpError(exc.status, exc.reason)
+    return HttpError(422, exc.reason)
+
+
+def _workflow(slug: str) -> Workflow:
+    workflow = Workflow.objects.filter(slug=slug).first()
+    if workflow is None:
+        raise HttpError(404, f"There is no workflow “{slug}”.")
+    return workflow
+
+
 @router.get(
-    "/workflows", response=responses({200: WorkflowList}), auth=api_auth(Cap.VIEW_WORKFLOWS)
+    "/workflows",
+    response=responses({200: WorkflowList}, 422),
+    auth=api_auth(Cap.VIEW_WORKFLOWS),
 )
-def list_workflows(request: HttpRequest) -> dict[str, Any]:
-    items = [workflow_json(w) for w in Workflow.objects.all()]
+def list_workflows(request: HttpRequest, filters: Query[WorkflowFilters]) -> dict[str, Any]:
+    """The active workflows, or with ``?archived=true`` the archived ones."""
+    rows = Workflow.objects.filter(archived_at__isnull=not filters.archived)
+    items = [workflow_json(w) for w in rows]
     return {"items": items, "count": len(items)}
 
 
@@ -263,17 +304,66 @@ def list_workflows(request: HttpRequest) -> dict[str, Any]:
     auth=api_auth(Cap.MANAGE_WORKFLOWS),
 )
 def create_workflow(request: HttpRequest, payload: WorkflowIn) -> Any:
+    """A new workflow; a baseline the price book has no price for is refused (422)."""
     slug = slugify(payload.slug or payload.name)
     if not slug:
         raise HttpError(400, "Give the workflow a name.")
     if Workflow.objects.filter(slug=slug).exists():
         raise HttpError(409, f"A workflow “{slug}” already exists.")
-    workflow = workflows.create_workflow(
-        name=payload.name,
-        slug=slug,
-        description=payload.description,
-        baseline_provider=payload.baseline_provider,
-        baseline_model=payload.baseline_model,
-        user=request.user,
-    )
+    try:
+        workflow = workflows.create_workflow(
+            name=payload.name,
+            slug=slug,
+            description=payload.description,
+            baseline_provider=payload.baseline_provider,
+            baseline_model=payload.baseline_model,
+            user=request.user,
+        )
+    except Refusal as exc:
+        raise _refused_field(exc) from exc
     return Status(201, workflow_json(workflow))
+
+
+@router.patch(
+    "/workflows/{slug}",
+    response=responses({200: WorkflowOut}, *BODY_STATUSES, 404),
+    auth=api_auth(Cap.MANAGE_WORKFLOWS),
+)
+def update_workflow(request: HttpRequest, slug: str, payload: WorkflowPatch) -> Any:
+    """Change the name, description, baseline or electricity price; a costing change applies
+    to runs started from now on (earlier runs keep their figures), audited."""
+    workflow = _workflow(slug)
+    try:
+        workflows.edit_workflow(
+            workflow=workflow,
+            user=request.user,
+            name=payload.name,
+            description=payload.description,
+            baseline_provider=payload.baseline_provider,
+            baseline_model=payload.baseline_model,
+            electricity_usd_per_kwh=payload.electricity_usd_per_kwh,
+            note=payload.note,
+        )
+    except Refusal as exc:
+        raise _refused_field(exc) from exc
+    return workflow_json(Workflow.objects.get(pk=workflow.pk))
+
+
+@router.post(
+    "/workflows/{slug}/archive",
+    response=responses({200: WorkflowOut}, 404, 409),
+    auth=api_auth(Cap.MANAGE_WORKFLOWS),
+)
+def archive_workflow(request: HttpRequest, slug: str) -> Any:
+    """Archive: no new runs, its ``/v1`` keys refused (401), its history kept."""
+    return workflow_json(workflows.archive_workflow(workflow=_workflow(slug), user=request.user))
+
+
+@router.post(
+    "/workflows/{slug}/restore",
+    response=responses({200: WorkflowOut}, 404, 409),
+    auth=api_auth(Cap.MANAGE_WORKFLOWS),
+)
+def restore_workflow(request: HttpRequest, slug: str) -> Any:
+    """Take an archived workflow back into use."""
+    return workflow_json(workflows.restore_workflow(workflow=_workflow(slug), user=request.user))

@@ -43,4 +43,6 @@ def workflow_json(workflow: Workflow) -> dict[str, Any]:
         "description": workflow.description,
         "baseline_provider": workflow.baseline_provider,
         "baseline_model": workflow.baseline_model,
+        "archived": workflow.is_archived,
+        "archived_at": workflow.archived_at.isoformat() if workflow.archived_at else None,
     }

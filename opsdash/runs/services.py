@@ -136,6 +136,11 @@ def start_run(
             raise RunRefused(f"There is no workflow “{request.workflow}”.", code=Code.NOT_FOUND)
     else:
         workflow = default_workflow()
+    if workflow.is_archived:
+        raise RunRefused(
+            f"The workflow {workflow.slug} is archived; restore it on its page to use it again.",
+            code=Code.WRONG_STATUS,
+        )
     if settings.FLEET and not routable_nodes(model_id=model.pk):
         # Refused before any row: no node could take it (503 model_not_loaded, naming why).
         raise RunRefused(why_unroutable(model_id=model.pk), code=Code.NO_NODE)

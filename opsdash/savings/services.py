@@ -43,6 +43,7 @@ from opsdash.savings.money import (
     div_round,
     energy_cost,
     format_usd,
+    nano_to_str,
     parse_kwh_price,
 )
 from opsdash.savings.pricebook import (
@@ -113,6 +114,47 @@ def costing_at(workflow: Workflow, at: datetime) -> Costing:
     )
 
 
+def clean_baseline(*, provider: str, model: str, at: datetime | None = None) -> tuple[str, str]:
+    """The baseline normalised as the price book names it, refused unless the book has a price
+    in effect for it at ``at`` (default now): a mistyped model is never silently "unpriced".
+
+    ``("", "")`` is no baseline, a legal choice (the workflow's runs are then unpriced).
+    """
+    provider, model = normalize_provider(provider), normalize_model(model)
+    if bool(provider) != bool(model):
+        raise CostingRefused(
+            "Give both the provider and the model of the baseline, or neither.",
+            param="baseline_model" if provider else "baseline_provider",
+        )
+    if not provider:
+        return "", ""
+    if not (NAME.match(provider) and NAME.match(model)):
+        raise CostingRefused(
+            "Name the baseline as genai-prices does: a provider such as openai and a model "
+            "such as gpt-4o-mini.",
+            param="baseline_model",
+        )
+    if price_in_effect(provider, model, at or timezone.now()) is None:
+        priced = Price.objects.filter(provider=provider).exists()
+        pick = "pick one of its priced models" if priced else "pick a priced provider and model"
+        raise CostingRefused(
+            f"{provider}/{model} has no price in the price book; {pick} or add a price on "
+            "the Prices page first.",
+            param="baseline_model",
+        )
+    return provider, model
+
+
+def parse_electricity(text: str | None) -> int | None:
+    """A workflow's electricity price in nano-USD per kWh; blank is None (the global price)."""
+    if not str(text or "").strip():
+        return None
+    try:
+        return parse_kwh_price(str(text))
+    except MoneyError as exc:
+        raise CostingRefused(str(exc), param="electricity_usd_per_kwh") from exc
+
+
 def set_workflow_costing(
     *,
     workflow: Workflow,
@@ -125,22 +167,11 @@ def set_workflow_costing(
     """Change what the workflow's runs are compared against, from now on.
 
     Runs already finalized keep their frozen costs; runs started from now use the new baseline
-    and electricity price (blank: the global ``OPSDASH_ELECTRICITY_USD_PER_KWH``).
+    and electricity price (blank: the global ``OPSDASH_ELECTRICITY_USD_PER_KWH``). A baseline
+    with no price in effect is refused (``clean_baseline``), nothing written.
     """
-    provider, model = normalize_provider(baseline_provider), normalize_model(baseline_model)
-    if bool(provider) != bool(model):
-        raise CostingRefused("Give both the provider and the model of the baseline, or neither.")
-    if provider and not (NAME.match(provider) and NAME.match(model)):
-        raise CostingRefused(
-            "Name the baseline as genai-prices does: a provider such as openai and a model "
-            "such as gpt-4o-mini."
-        )
-    override: int | None = None
-    if str(electricity_usd_per_kwh or "").strip():
-        try:
-            override = parse_kwh_price(electricity_usd_per_kwh)
-        except MoneyError as exc:
-            raise CostingRefused(str(exc)) from exc
+    provider, model = clean_baseline(provider=baseline_provider, model=baseline_model)
+    override = parse_electricity(electricity_usd_per_kwh)
     now = timezone.now()
     with transaction.atomic():
         Workflow.objects.select_for_update().filter(pk=workflow.pk).first()
@@ -187,6 +218,50 @@ def set_workflow_costing(
             ),
         )
     return change
+
+
+@dataclass(frozen=True)
+class WorkflowCosting:
+    """The savings side of creating and editing a workflow, registered with the runs app
+    (``opsdash.runs.workflows.costings``) so that it need not import savings."""
+
+    def clean_baseline(self, *, provider: str, model: str) -> tuple[str, str]:
+        return clean_baseline(provider=provider, model=model)
+
+    def change_costing(
+        self,
+        *,
+        workflow: Workflow,
+        baseline_provider: str | None,
+        baseline_model: str | None,
+        electricity_usd_per_kwh: str | None,
+        note: str,
+        user: User | None,
+    ) -> bool:
+        """``set_workflow_costing`` with None meaning "as it is now"; nothing is written (and
+        nothing refused) when the result is the costing already in effect, so renaming a
+        workflow whose old baseline lost its price is not refused for it."""
+        now = costing_at(workflow, timezone.now())
+        current_override = now.electricity_nusd_per_kwh if now.electricity_overridden else None
+        provider = now.baseline_provider if baseline_provider is None else baseline_provider
+        model = now.baseline_model if baseline_model is None else baseline_model
+        override = (
+            current_override
+            if electricity_usd_per_kwh is None
+            else parse_electricity(electricity_usd_per_kwh)
+        )
+        wanted = (normalize_provider(provider), normalize_model(model), override)
+        if wanted == (now.baseline_provider, now.baseline_model, current_override):
+            return False
+        set_workflow_costing(
+            workflow=workflow,
+            baseline_provider=provider,
+            baseline_model=model,
+            electricity_usd_per_kwh=nano_to_str(override) if override is not None else "",
+            user=user,
+            note=note,
+        )
+        return True
 
 
 # ----------------------------------------------------------------------------- one run

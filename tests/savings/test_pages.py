@@ -171,4 +171,6 @@ def test_an_admin_creates_a_workflow_with_its_baseline_through_the_api(as_admin:
         "description": "",
         "baseline_provider": "openai",
         "baseline_model": "gpt-4o-mini",
+        "archived": False,
+        "archived_at": None,
     }

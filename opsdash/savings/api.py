@@ -21,6 +21,7 @@ from opsdash.accounts.roles import Cap
 from opsdash.api_errors import BODY_STATUSES, responses
 from opsdash.savings import export, pricebook, reports
 from opsdash.savings.filters import FilterError, Filters, parse_filters
+from opsdash.savings.forecast import forecast
 from opsdash.savings.models import Price
 from opsdash.savings.money import nano_to_str
 from opsdash.typing import AuthedRequest
@@ -54,8 +55,12 @@ FILTERED = responses({200: dict[str, Any]}, 400, 404, 422)
 @router.get("/summary", response=FILTERED, auth=api_auth(Cap.VIEW_SAVINGS))
 def summary(request: HttpRequest, filters: Query[SavingsFilters]) -> dict[str, Any]:
     """Avoided API spend, local energy cost and net saving, overall, per workflow and per node
-    (``nodes``, whose lines add up to the totals)."""
-    return reports.overview(_filters(request)).as_json()
+    (``nodes``, whose lines add up to the totals), and this month's ``forecast`` (for the
+    same workflow and node; see its ``method``)."""
+    selected = _filters(request)
+    data = reports.overview(selected).as_json()
+    data["forecast"] = forecast(workflow=selected.workflow, node=selected.node).as_json()
+    return data
 
 
 @router.get(

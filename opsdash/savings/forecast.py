@@ -12,18 +12,17 @@ import calendar
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
 from django.db.models import Min, Sum
 
+from opsdash.limits.models import Limits
+from opsdash.limits.services import BudgetState, budget_state
 from opsdash.runs.models import Workflow
 from opsdash.savings.days import report_day, report_today
 from opsdash.savings.models import WorkflowDailyRollup
 from opsdash.savings.money import div_round, nano_to_str
-
-if TYPE_CHECKING:
-    from opsdash.limits.services import BudgetState
 
 RATE_DAYS = 7
 _SUMS = ("avoided_nusd", "net_nusd", "local_nusd", "prompt_tokens", "completion_tokens")
@@ -256,18 +255,11 @@ def run_out(state: BudgetState, projection: Projection, *, today: date) -> Budge
 
 
 def _budget_state(workflow: Workflow, now: datetime | None) -> BudgetState | None:
-    from opsdash.limits.services import budget_state
-
     return budget_state(workflow=workflow, now=now)
 
 
 def _with_budget(workflows: Sequence[Workflow]) -> set[int]:
     """The workflows with a limits row (the others have no budget: no per-workflow lookup)."""
-    try:
-        from opsdash.limits.models import Limits
-    except ImportError:  # issue 12: until the limits app lands (removed when it does)
-        return set()
-
     ids = [w.pk for w in workflows]
     return set(Limits.objects.filter(workflow_id__in=ids).values_list("workflow_id", flat=True))
 

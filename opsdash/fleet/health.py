@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from opsdash.core.audit import Target, record
 from opsdash.fleet.models import Node, NodeStatus
+from opsdash.notify import hooks as notify
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,8 @@ def sweep_node_health(*, now: datetime | None = None) -> list[Transition]:
                 target=node_target(name),
                 detail={"from": old, "to": new, "silent_seconds": seconds},
             )
+            if new == NodeStatus.OFFLINE:  # "node lost", once: only the sweep that moved it
+                notify.emit_node_offline(name=name, last_seen=last_seen, silent_seconds=seconds)
         transitions.append(Transition(node=name, old=old, new=new))
     return transitions
 

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from opsdash.notify import hooks as notify
 from opsdash.telemetry import alerts
 from opsdash.telemetry.history import MinuteRow
 from opsdash.telemetry.models import AlertEpisode, AlertRule, MinuteFigures
@@ -82,15 +83,18 @@ def alert_rules() -> list[alerts.Rule]:
 
 def record_alert_changes(*, host: str, changes: alerts.Changes) -> None:
     for episode in changes.opened:
-        AlertEpisode.objects.create(
-            kind=episode.kind,
-            host=host,
-            subject=episode.subject,
-            threshold=episode.threshold,
-            peak=episode.peak,
-            message=episode.message,
-            started_at=_from_ms(episode.since_ms),
-        )
+        # One notification per episode (its pk is the key), written with it; sent after commit.
+        with transaction.atomic():
+            stored = AlertEpisode.objects.create(
+                kind=episode.kind,
+                host=host,
+                subject=episode.subject,
+                threshold=episode.threshold,
+                peak=episode.peak,
+                message=episode.message,
+                started_at=_from_ms(episode.since_ms),
+            )
+            notify.emit_telemetry_episode(episode=stored)
     for episode in changes.closed:
         AlertEpisode.objects.filter(
             kind=episode.kind, host=host, subject=episode.subject, ended_at__isnull=True

@@ -13,6 +13,7 @@ from django.http import JsonResponse
 
 from opsdash.core.errors import Code
 from opsdash.gateway.responses import ErrorType, error_response
+from opsdash.limits.services import LimitExceeded
 
 #: What a 429 or 503 asks the client to wait before it tries again.
 RETRY_AFTER_SECONDS = 2
@@ -38,6 +39,11 @@ V1_ERRORS: dict[Code, OpenAIError] = {
     # lost before any text was sent; another try may find a node.
     Code.NO_NODE: OpenAIError(503, "server_error", "model_not_loaded", retry=True),
     Code.NODE_LOST: OpenAIError(503, "server_error", "node_lost", retry=True),
+    # Spend governance (opsdash.limits), as OpenAI answers them: a used-up budget is not worth
+    # retrying (no Retry-After); a rate limit is, after the seconds its window has left
+    # (``limit_error``, which also picks the "requests" or "tokens" type).
+    Code.INSUFFICIENT_QUOTA: OpenAIError(429, "insufficient_quota", "insufficient_quota"),
+    Code.RATE_LIMITED: OpenAIError(429, "requests", "rate_limit_exceeded"),
 }
 #: Anything else the gateway refuses is the request's own fault.
 REFUSED = OpenAIError(400)
@@ -53,3 +59,15 @@ def v1_error(code: str, message: str, *, param: str | None = None) -> JsonRespon
     return error_response(
         found.status, message, type=found.type, param=param, code=found.code, headers=headers
     )
+
+
+def limit_error(exc: LimitExceeded) -> JsonResponse:
+    """OpenAI's 429 for a call a budget or rate limit refused: ``insufficient_quota``, or
+    ``rate_limit_exceeded`` of type ``requests`` / ``tokens`` with ``Retry-After`` from the
+    real window."""
+    found = V1_ERRORS[exc.code]
+    type: ErrorType = found.type
+    if exc.code == Code.RATE_LIMITED:
+        type = "tokens" if exc.limit == "tokens" else "requests"
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+    return error_response(found.status, exc.reason, type=type, code=found.code, headers=headers)

@@ -16,7 +16,14 @@ from opsdash.gateway.models import Endpoint
 OWNED_BY = "opsdash"
 
 ErrorType = Literal[
-    "invalid_request_error", "authentication_error", "rate_limit_error", "server_error"
+    "invalid_request_error",
+    "authentication_error",
+    "rate_limit_error",
+    "server_error",
+    # OpenAI's types for a used-up quota and for its requests / tokens per minute limits.
+    "insufficient_quota",
+    "requests",
+    "tokens",
 ]
 
 

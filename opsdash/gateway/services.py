@@ -24,9 +24,11 @@ from inference.backends.base import MAX_TOKENS_LIMIT
 from opsdash.catalog.models import LocalModel, ModelStatus
 from opsdash.core.audit import Target, record
 from opsdash.core.errors import Code, Refusal
+from opsdash.core.processes import current_process
 from opsdash.gateway.models import Endpoint, GatewayCall, WorkflowKey
-from opsdash.runs.models import Run, RunSource, Workflow
-from opsdash.runs.services import RunRequest, start_run
+from opsdash.limits.services import Admission, LimitExceeded, admit
+from opsdash.runs.models import Run, RunSource, RunStatus, Workflow
+from opsdash.runs.services import RunRequest, finish_run, start_run
 
 KEY_PREFIX = "odw_"
 PREFIX_LENGTH = 12
@@ -172,3 +174,83 @@ def start_gateway_run(
         run=run, key=key, endpoint=endpoint, stream=stream, end_user=end_user[:256]
     )
     return run
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A call a budget or rate limit refused, already in the ledger as the finalized ``run``."""
+
+    run: Run
+    refusal: LimitExceeded
+
+
+def admit_call(
+    *,
+    key: WorkflowKey,
+    model_slug: str,
+    endpoint: Endpoint,
+    prompt: str | None,
+    messages: list[dict[str, str]] | None,
+    params: dict[str, Any],
+    stream: bool,
+    end_user: str,
+) -> Admission | Refused:
+    """The limits check before a gateway run (``opsdash.limits.services.admit``).
+
+    ``UnknownModel`` first (a run row needs its model, and a 404 is the more useful answer).
+    A refused call is still a run: written and finalized at once with status ``error``, the
+    refusal's code (``insufficient_quota`` / ``rate_limit_exceeded``) and its sentence, so the
+    ledger and the key's page show what was turned away.
+    """
+    model = ready_model(slug=model_slug)
+    try:
+        return admit(key=key)
+    except LimitExceeded as exc:
+        run = record_refused_call(
+            key=key,
+            model=model,
+            endpoint=endpoint,
+            prompt=prompt,
+            messages=messages,
+            params=params,
+            stream=stream,
+            end_user=end_user,
+            refusal=exc,
+        )
+        return Refused(run=run, refusal=exc)
+
+
+def record_refused_call(
+    *,
+    key: WorkflowKey,
+    model: LocalModel,
+    endpoint: Endpoint,
+    prompt: str | None,
+    messages: list[dict[str, str]] | None,
+    params: dict[str, Any],
+    stream: bool,
+    end_user: str,
+    refusal: Refusal,
+) -> Run:
+    """Write a gateway call that never ran as a run finalized ``error`` with ``refusal``'s code
+    and sentence (no node generated it, so it names none)."""
+    me = current_process()
+    with transaction.atomic():
+        run = Run.objects.create(
+            model=model,
+            workflow=key.workflow,
+            user=None,
+            source=RunSource.GATEWAY,
+            prompt=prompt or "",
+            messages=messages,
+            params=params,
+            host=me.host,
+            pid=me.pid,
+            pid_started_at=me.started_at,
+        )
+        GatewayCall.objects.create(
+            run=run, key=key, endpoint=endpoint, stream=stream, end_user=end_user[:256]
+        )
+        return finish_run(
+            run_id=run.pk, status=RunStatus.ERROR, error=refusal.reason, error_code=refusal.code
+        )

@@ -8,9 +8,11 @@ Status codes: 400 an invalid request (or one the model itself refuses before gen
 prompt longer than its context has OpenAI's ``context_length_exceeded`` code), 401 a missing,
 wrong or revoked key (``auth``), 404 an unknown model (``model_not_found``) or an unknown path
 under ``/v1``, 413 a body over Django's size limit, 429 the model's queue is full (with
-``Retry-After``), 503 the model could not be loaded, 500 a generation that failed part-way (or
-anything else that went wrong: always JSON, never a page). A stream is only begun once the
-first text exists, so all of these reach streaming clients as HTTP statuses too; a failure
+``Retry-After``) or a budget or rate limit refused the call (``opsdash.limits``: OpenAI's
+``insufficient_quota``, or ``rate_limit_exceeded`` with ``Retry-After`` from the real window),
+503 the model could not be loaded, 500 a generation that failed part-way (or anything else
+that went wrong: always JSON, never a page). A stream is only begun once the first text
+exists, so all of these reach streaming clients as HTTP statuses too; a failure
 after that arrives as an ``{"error": ...}`` event. Every answer to a request that wrote a run,
 refusals included, names it in ``X-OpsDash-Run``, and the node that generated it in
 ``X-OpsDash-Node`` (the local node in the embedded mode). In fleet mode, 503 ``model_not_loaded``
@@ -42,7 +44,7 @@ from opsdash.catalog.models import LocalModel, ModelStatus
 from opsdash.core.errors import Code
 from opsdash.gateway import services
 from opsdash.gateway.auth import KeyedRequest, gateway_endpoint, openai_errors
-from opsdash.gateway.errors import v1_error
+from opsdash.gateway.errors import limit_error, v1_error
 from opsdash.gateway.generation import Generation
 from opsdash.gateway.models import Endpoint
 from opsdash.gateway.parsing import (
@@ -132,6 +134,25 @@ async def _complete(
     except RequestDataTooBig:
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         return error_response(413, f"The request body is over the {limit:,}-byte limit.")
+    # Budgets and rate limits (opsdash.limits) before any run is started; a refusal is
+    # already a finalized run.
+    try:
+        admitted = await sync_to_async(services.admit_call)(
+            key=request.gateway_key,
+            model_slug=call.model,
+            endpoint=call.endpoint,
+            prompt=call.prompt,
+            messages=call.messages,
+            params=call.params,
+            stream=call.stream,
+            end_user=call.user,
+        )
+    except services.UnknownModel as exc:
+        return _model_not_found(exc)
+    if isinstance(admitted, services.Refused):
+        refused = limit_error(admitted.refusal)
+        refused["X-OpsDash-Run"] = str(admitted.run.pk)
+        return refused
     # Shielded: a run row once written is always generated and finalized, even if the client
     # leaves while it is being written (it is then stopped at once and recorded cancelled).
     beginning = asyncio.ensure_future(_begin(request, call))
@@ -151,6 +172,9 @@ async def _complete(
 
     response = await _respond(call, run, generation)
     response["X-OpsDash-Run"] = str(run.pk)
+    if response.status_code == 200:  # OpenAI's x-ratelimit-*-requests, when a limit is set
+        for name, value in admitted.headers().items():
+            response[name] = value
     # Set by start_run (embedded) or by execute_run on this same instance once a node accepted
     # it (fleet), which is before its first text: so a stream's headers name it too.
     if run.node:

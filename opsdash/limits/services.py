@@ -435,7 +435,7 @@ def count_run(*, run: Run) -> None:
     for limits in found:
         if limits.tokens_per_minute is not None and tokens:
             minute, _ = window_bounds(CounterWindow.MINUTE, finished)
-            after, _ = _add(
+            minute_tokens, _ = _add(
                 scope=limits.scope,
                 window=CounterWindow.MINUTE,
                 start=minute,
@@ -443,7 +443,7 @@ def count_run(*, run: Run) -> None:
                 avoided_nusd=avoided,
                 replace=False,
             )
-            if after == tokens:  # the first run of a new minute: time to drop old ones
+            if minute_tokens == tokens:  # the first run of a new minute: time to drop old ones
                 _prune_minutes(minute)
         if limits.has_budget:
             start, _ = window_bounds(limits.budget_window, run.started_at)

@@ -52,7 +52,7 @@ def smtp(settings) -> Iterator[Mailbox]:  # type: ignore[no-untyped-def]
 
 @dataclass
 class Received:
-    headers: dict[str, str]
+    headers: dict[str, str]  # names in lower case
     body: bytes
 
     def json(self) -> Any:
@@ -77,7 +77,9 @@ def receiver() -> Iterator[Receiver]:
         def do_POST(self) -> None:  # noqa: N802
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             with lock:
-                state.requests.append(Received(dict(self.headers.items()), body))
+                state.requests.append(
+                    Received({k.lower(): v for k, v in self.headers.items()}, body)
+                )
                 status = state.statuses.pop(0) if state.statuses else 200
             self.send_response(status)
             self.send_header("Content-Length", "2")

@@ -30,9 +30,12 @@ def _base_url(request: AuthedRequest) -> str:
 @requires(Cap.VIEW_WORKFLOWS)
 @require_GET
 def index(request: AuthedRequest) -> HttpResponse:
-    """Where to point an OpenAI client, copyable snippets, and the workflows' keys at a glance."""
+    """Where to point an OpenAI client, copyable snippets, and the workflows' keys at a glance.
+
+    Archived workflows are listed only with ``?archived=1``."""
+    archived = request.GET.get("archived") == "1"
     workflows = list(
-        Workflow.objects.annotate(
+        Workflow.objects.filter(archived_at__isnull=not archived).annotate(
             active_keys=Count("api_keys", filter=Q(api_keys__revoked_at__isnull=True)),
             last_used_at=Max("api_keys__last_used_at"),
         )
@@ -53,6 +56,7 @@ def index(request: AuthedRequest) -> HttpResponse:
         {
             "base_url": _base_url(request),
             "workflows": workflows,
+            "archived": archived,
             "models": models,
             "model_id": first.slug if first else SNIPPET_MODEL_PLACEHOLDER,
         },

@@ -29,7 +29,7 @@ def _context(request: AuthedRequest) -> dict[str, object]:
         "models": LocalModel.objects.filter(status=ModelStatus.READY).order_by("name"),
         "loaded": {status.model_id for status in get_supervisor().status()},
         "selected": int(selected) if selected.isdigit() else None,
-        "workflows": Workflow.objects.all(),
+        "workflows": Workflow.objects.filter(archived_at__isnull=True),  # archived: no runs
         "params": _param_inputs(),
     }
 

@@ -47,3 +47,10 @@ class CostingForm(forms.Form):
     baseline_model = forms.CharField(max_length=128, required=False)
     electricity_usd_per_kwh = forms.CharField(max_length=40, required=False)
     note = forms.CharField(max_length=300, required=False)
+
+
+class WorkflowForm(CostingForm):
+    """The workflow edit page: what ``runs.workflows.edit_workflow`` takes, as typed."""
+
+    name = forms.CharField(max_length=120)
+    description = forms.CharField(required=False, widget=forms.Textarea)

@@ -65,7 +65,7 @@ MINUTE_COUNTERS_KEPT = timedelta(hours=1)
 MAX_BUDGET_TOKENS = 10**15
 MAX_BUDGET_USD = Decimal(1_000_000_000)
 MAX_PER_MINUTE = 10**12
-WINDOW_WORDS = {Window.DAY: "daily", Window.WEEK: "weekly", Window.MONTH: "monthly"}
+WINDOW_WORDS: dict[str, str] = {Window.DAY: "daily", Window.WEEK: "weekly", Window.MONTH: "monthly"}
 
 
 # ----------------------------------------------------------------------------- windows

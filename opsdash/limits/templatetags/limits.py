@@ -16,7 +16,7 @@ register = template.Library()
 
 
 def _can_manage(context: template.Context) -> bool:
-    return "manage_workflows" in context.get("caps", set())
+    return "manage_workflows" in (context.get("caps") or set())
 
 
 @register.inclusion_tag("limits/_budget_card.html", takes_context=True)

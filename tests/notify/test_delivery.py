@@ -235,3 +235,18 @@ def test_the_sender_thread_delivers_after_commit_and_stops_promptly(receiver):  
         sender.stop_sender()
     assert not sender.running()
     assert timezone.now() - started < timedelta(seconds=2)
+
+
+def test_the_send_notifications_command_delivers_what_is_due(receiver):  # type: ignore[no-untyped-def]
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    _hook(receiver.url)
+    _budget_alert()
+    out = StringIO()
+
+    call_command("send_notifications", stdout=out)
+
+    assert len(receiver.requests) == 1
+    assert out.getvalue().startswith("1 delivery attempted; 0 waiting")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import calendar
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -25,42 +25,51 @@ from opsdash.savings.models import WorkflowDailyRollup
 from opsdash.savings.money import div_round, nano_to_str
 
 RATE_DAYS = 7
-_SUMS = ("avoided_nusd", "net_nusd", "local_nusd", "prompt_tokens", "completion_tokens")
+_SUMS = (
+    "avoided_nusd",
+    "net_nusd",
+    "local_nusd",
+    "prompt_tokens",
+    "completion_tokens",
+    "runs",
+    "unpriced_runs",
+)
 
 
 @dataclass(frozen=True)
 class Amounts:
-    """Money in nano-USD, tokens prompt + completion."""
+    """Money in nano-USD, tokens prompt + completion, and how many runs (unpriced ones too:
+    figures of unpriced runs only read "unpriced", not $0)."""
 
     avoided_nusd: int = 0
     net_nusd: int = 0
     local_nusd: int = 0
     tokens: int = 0
+    runs: int = 0
+    unpriced_runs: int = 0
 
     def plus(self, other: Amounts) -> Amounts:
-        return Amounts(
-            self.avoided_nusd + other.avoided_nusd,
-            self.net_nusd + other.net_nusd,
-            self.local_nusd + other.local_nusd,
-            self.tokens + other.tokens,
-        )
+        return Amounts(*(getattr(self, f) + getattr(other, f) for f in _FIELDS))
 
     def scaled(self, numerator: int, denominator: int) -> Amounts:
         """``self × numerator / denominator``, each figure rounded half away from zero."""
-        return Amounts(
-            div_round(self.avoided_nusd * numerator, denominator),
-            div_round(self.net_nusd * numerator, denominator),
-            div_round(self.local_nusd * numerator, denominator),
-            div_round(self.tokens * numerator, denominator),
-        )
+        return Amounts(*(div_round(getattr(self, f) * numerator, denominator) for f in _FIELDS))
 
-    def as_json(self) -> dict[str, Any]:
+    @property
+    def unpriced(self) -> bool:
+        return bool(self.runs) and self.unpriced_runs >= self.runs
+
+    def as_json(self, *, unpriced: bool = False) -> dict[str, Any]:
+        """Avoided and net are null when ``unpriced`` (the summary's rule for a workflow)."""
         return {
-            "avoided_usd": nano_to_str(self.avoided_nusd),
-            "net_usd": nano_to_str(self.net_nusd),
+            "avoided_usd": None if unpriced else nano_to_str(self.avoided_nusd),
+            "net_usd": None if unpriced else nano_to_str(self.net_nusd),
             "local_cost_usd": nano_to_str(self.local_nusd),
             "tokens": self.tokens,
         }
+
+
+_FIELDS = tuple(f.name for f in fields(Amounts))
 
 
 @dataclass(frozen=True)
@@ -111,14 +120,28 @@ class Projection:
             return None
         return self.month_to_date.plus(self.rate_sum.scaled(self.days_left, self.rate_days))
 
-    def as_json(self) -> dict[str, Any]:
+    @property
+    def unpriced(self) -> bool:
+        """Every run it counts had no price: its money reads "unpriced", not $0."""
+        return self.month_to_date.plus(self.rate_sum).unpriced
+
+    @property
+    def pricing(self) -> str:
+        """``no_runs``, ``unpriced`` (every run it counts had no price) or ``priced``."""
+        if not self.month_to_date.plus(self.rate_sum).runs:
+            return "no_runs"
+        return "unpriced" if self.unpriced else "priced"
+
+    def as_json(self, *, unpriced_as_null: bool = False) -> dict[str, Any]:
         rate, projected = self.daily_rate, self.projected_month_end
+        unknown = unpriced_as_null and self.unpriced
         return {
-            "month_to_date": self.month_to_date.as_json(),
-            "daily_rate": rate.as_json() if rate else None,
+            "month_to_date": self.month_to_date.as_json(unpriced=unknown),
+            "daily_rate": rate.as_json(unpriced=unknown) if rate else None,
             "rate_days": self.rate_days,
             "rate_from": self.rate_from.isoformat() if self.rate_from else None,
-            "projected_month_end": projected.as_json() if projected else None,
+            "projected_month_end": projected.as_json(unpriced=unknown) if projected else None,
+            "pricing": self.pricing,
         }
 
 
@@ -132,7 +155,7 @@ class WorkflowForecast:
         return {
             "slug": self.workflow.slug,
             "name": self.workflow.name,
-            **self.projection.as_json(),
+            **self.projection.as_json(unpriced_as_null=True),
             "budget": self.budget.as_json() if self.budget else None,
         }
 
@@ -185,6 +208,8 @@ def _amounts(row: Mapping[str, Any]) -> Amounts:
         net_nusd=int(row["net_nusd"] or 0),
         local_nusd=int(row["local_nusd"] or 0),
         tokens=int(row["prompt_tokens"] or 0) + int(row["completion_tokens"] or 0),
+        runs=int(row["runs"] or 0),
+        unpriced_runs=int(row["unpriced_runs"] or 0),
     )
 
 

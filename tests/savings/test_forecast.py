@@ -19,13 +19,22 @@ pytestmark = pytest.mark.django_db
 USD = NANO_PER_USD
 
 
-def rollup(flow: Workflow, day: date, *, avoided: int, local: int = 0, tokens: int = 0) -> None:
+def rollup(
+    flow: Workflow,
+    day: date,
+    *,
+    avoided: int,
+    local: int = 0,
+    tokens: int = 0,
+    unpriced: bool = False,
+) -> None:
     """One hand-made per-workflow rollup row (money nano-USD; tokens split 2:1 in and out)."""
     WorkflowDailyRollup.objects.create(
         day=day,
         workflow=flow,
         runs=1,
         ok_runs=1,
+        unpriced_runs=int(unpriced),
         avoided_nusd=avoided,
         local_nusd=local,
         net_nusd=avoided - local,
@@ -132,6 +141,19 @@ def test_without_history_before_today_there_is_no_rate_and_no_projection() -> No
     assert empty["rate_days"] == 0 and empty["projected_month_end"] is None
 
 
+def test_a_workflow_whose_runs_had_no_price_forecasts_unpriced_not_zero() -> None:
+    flow = workflow("notes")
+    for day in (18, 19, 20):
+        rollup(flow, date(2025, 3, day), avoided=0, local=USD // 100, unpriced=True)
+
+    line = _line(forecast(today=date(2025, 3, 20)).as_json(), "notes")
+
+    assert line["pricing"] == "unpriced"
+    assert line["month_to_date"]["avoided_usd"] is None and line["month_to_date"]["net_usd"] is None
+    assert line["projected_month_end"]["local_cost_usd"] == "0.140000000"  # 3 + 11 days × 1 cent
+    assert _line(forecast(today=date(2025, 3, 20)).as_json(), "playground")["pricing"] == "no_runs"
+
+
 # ----------------------------------------------------------------------------- budgets
 
 TODAY = date(2025, 3, 20)
@@ -228,3 +250,5 @@ def test_the_summary_api_carries_the_forecast(priced_flow: Workflow, manager) ->
     assert page.status_code == 200
     assert b'data-testid="forecast"' in page.content
     assert data["method"].encode() in page.content.replace(b"&#x27;", b"'")
+    detail = client.get("/savings/workflows/support/").content.decode()
+    assert 'data-testid="budget-run-out"' in detail and "lasts until it resets" in detail

@@ -3,8 +3,9 @@
 ``deliver_due`` is one round: claim each due delivery with a conditional UPDATE (pending and
 due → sending; a row left ``sending`` for ``STALE_AFTER`` by a process that died is taken
 again), send it, and record the attempt: sent; or pending again after ``BACKOFF[attempt]``;
-or failed after ``MAX_ATTEMPTS``. The claim matches only while the row is still as it was read,
-so however many hub processes run a round at once, each delivery is sent by one of them.
+or failed after ``MAX_ATTEMPTS`` (at once when no retry can help: SMTP not configured). The
+claim matches only while the row is still as it was read, so however many hub processes run a
+round at once, each delivery is sent by one of them.
 
 The thread runs a round when ``emit``'s transaction commits (``wake``) and every
 ``NOTIFY_POLL_SECONDS`` (retries, other processes' notifications). Its error policy: a failing
@@ -27,7 +28,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from opsdash.notify import webhooks
-from opsdash.notify.mail import MailFailed, absolute_url, send_email
+from opsdash.notify.mail import MailFailed, absolute_url, send_email, smtp_configured
 from opsdash.notify.models import (
     Channel,
     ChannelKind,
@@ -103,7 +104,8 @@ def _send(delivery: Delivery) -> webhooks.Outcome:
                 text=text,
             )
         except MailFailed as exc:
-            return webhooks.Outcome(False, None, exc.reason)
+            # Unconfigured SMTP needs a restart with the settings: retrying cannot help.
+            return webhooks.Outcome(False, None, exc.reason, final=not smtp_configured())
         return webhooks.Outcome(True, None, "")
     return webhooks.post(
         url=channel.target,
@@ -132,7 +134,7 @@ def _record(delivery: Delivery, outcome: webhooks.Outcome, *, now: datetime, ms:
     }
     if outcome.ok:
         fields.update(status=DeliveryStatus.SENT, sent_at=now)
-    elif attempt >= MAX_ATTEMPTS:
+    elif attempt >= MAX_ATTEMPTS or outcome.final:
         fields.update(status=DeliveryStatus.FAILED)
     else:
         fields.update(status=DeliveryStatus.PENDING, next_attempt_at=now + BACKOFF[attempt - 1])

@@ -86,6 +86,8 @@ class Outcome:
     ok: bool
     status: int | None
     error: str
+    #: No retry can help (SMTP not configured): the delivery fails at once.
+    final: bool = False
 
 
 def post(*, url: str, secret: str, event: str, delivery_id: int, body: dict[str, Any]) -> Outcome:

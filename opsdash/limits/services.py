@@ -59,7 +59,7 @@ from opsdash.savings.money import MoneyError, format_usd, nano_to_str, parse_usd
 
 logger = logging.getLogger(__name__)
 
-#: Minute counters older than this are deleted (one statement, when a new minute row appears).
+#: Minute counters older than this are deleted (one statement, when a minute has no row yet).
 MINUTE_COUNTERS_KEPT = timedelta(hours=1)
 #: Bounds that catch typing mistakes and keep sums far inside 64-bit integers.
 MAX_BUDGET_TOKENS = 10**15
@@ -147,8 +147,6 @@ def _take_request(*, scope: str, start: datetime, limit: int) -> int | None:
             f"ON CONFLICT ({_q('scope')}, {_q('window')}, {_q('start')}) DO NOTHING",
             [scope, CounterWindow.MINUTE, _db_time(start)],
         )
-        if cursor.rowcount == 1:
-            _prune_minutes(start)
         cursor.execute(
             f"UPDATE {t} SET {_q('requests')} = {_q('requests')} + 1 "
             f"WHERE {_q('scope')} = %s AND {_q('window')} = %s AND {_q('start')} = %s "
@@ -348,6 +346,10 @@ def admit(*, key: WorkflowKey, now: datetime | None = None) -> Admission:
             start, _ = window_bounds(limits.budget_window, now)
             wanted |= Q(scope=limits.scope, window=limits.budget_window, start=start)
     counters = {(c.scope, c.window): c for c in UsageCounter.objects.filter(wanted)}
+    if any((limits.scope, CounterWindow.MINUTE) not in counters for limits in found):
+        # A minute with no row yet: the moment to drop old ones. A statement of its own, in no
+        # transaction that holds other counter rows, so concurrent prunes cannot deadlock.
+        _prune_minutes(minute)
     for limits in found:
         if limits.has_budget and limits.budget_hard:
             state = _state(limits, now, counters.get((limits.scope, limits.budget_window)))
@@ -425,7 +427,10 @@ def count_run(*, run: Run) -> None:
     scopes = Q(workflow_id=run.workflow_id)
     if key_id is not None:
         scopes |= Q(key_id=key_id)
-    found = list(Limits.objects.filter(scopes).select_related("workflow", "key__workflow"))
+    # In pk order: every finalizer locks shared counter rows in one order (no deadlock).
+    found = list(
+        Limits.objects.filter(scopes).select_related("workflow", "key__workflow").order_by("pk")
+    )
     if not found:
         return
     avoided = _avoided(run)
@@ -435,7 +440,7 @@ def count_run(*, run: Run) -> None:
     for limits in found:
         if limits.tokens_per_minute is not None and tokens:
             minute, _ = window_bounds(CounterWindow.MINUTE, finished)
-            minute_tokens, _ = _add(
+            _add(
                 scope=limits.scope,
                 window=CounterWindow.MINUTE,
                 start=minute,
@@ -443,8 +448,6 @@ def count_run(*, run: Run) -> None:
                 avoided_nusd=avoided,
                 replace=False,
             )
-            if minute_tokens == tokens:  # the first run of a new minute: time to drop old ones
-                _prune_minutes(minute)
         if limits.has_budget:
             start, _ = window_bounds(limits.budget_window, run.started_at)
             after_tokens, after_nusd = _add(

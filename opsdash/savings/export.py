@@ -1,15 +1,16 @@
 """The CSV export: one row per day × workflow × local model × node, then a TOTAL row, from the
-same aggregation as the pages."""
+same aggregation as the pages, written as it is read (``api.export_csv`` streams it)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import csv
+from collections.abc import Iterator
 
 from opsdash.catalog.models import LocalModel
 from opsdash.runs.models import Workflow
 from opsdash.savings.filters import Filters
 from opsdash.savings.money import nano_to_str
-from opsdash.savings.reports import Figures, aggregate, total_of
+from opsdash.savings.reports import FIGURE_FIELDS, Figures, stream_rows
 
 CSV_HEADER = [
     "day",
@@ -30,6 +31,7 @@ CSV_HEADER = [
     "pricing",
 ]
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+ROWS_PER_CHUNK = 500  # CSV lines per piece of the streamed response
 
 
 def csv_text(value: str) -> str:
@@ -37,36 +39,58 @@ def csv_text(value: str) -> str:
     return "'" + value if value.startswith(FORMULA_START) else value
 
 
-def csv_rows(filters: Filters) -> Iterable[list[str]]:
+def csv_rows(filters: Filters) -> Iterator[list[str]]:
     """One row per day × workflow × local model × node with runs (``filters.node``: that
     node's only), then a TOTAL row.
 
     Numbers are written by us (never escaped, so they stay numbers); names are escaped. An
     unpriced row says "unpriced" in its avoided and net cells; those rows count 0 there, so
-    every column's cells add up to its TOTAL, which equals the page's figure.
+    every column's cells add up to its TOTAL, which equals the page's figure. The TOTAL is the
+    sum of the rows written (read in one statement), so it cannot disagree with them.
     """
     ids = [filters.workflow.pk] if filters.workflow is not None else None
-    grid = aggregate(
-        start=filters.start,
-        end=filters.end,
-        by=("day", "workflow", "model", "node"),
-        workflow_ids=ids,
-        node=filters.node,
-    )
-    workflows = Workflow.objects.in_bulk({k[1] for k in grid})
-    models = LocalModel.objects.in_bulk({k[2] for k in grid})
+    # Names for the ids: every workflow and local model (tens of rows, not one per CSV line).
+    workflows = {
+        pk: (csv_text(slug), csv_text(name))
+        for pk, slug, name in Workflow.objects.values_list("pk", "slug", "name")
+    }
+    models = {pk: csv_text(name) for pk, name in LocalModel.objects.values_list("pk", "name")}
     yield CSV_HEADER
-    for (day, workflow_id, model_id, node), figures in grid.items():
-        workflow, model = workflows[workflow_id], models[model_id]
-        names = [
-            csv_text(workflow.slug),
-            csv_text(workflow.name),
-            csv_text(model.name),
-            csv_text(node),
-        ]
-        yield _csv_line([day.isoformat(), *names], figures)
-    total = total_of(grid.values())
-    yield _csv_line(["TOTAL", "", "", "", ""], total, unpriced_words=False)
+    total = [0] * len(FIGURE_FIELDS)
+    for day, workflow_id, model_id, node, *sums in stream_rows(
+        start=filters.start, end=filters.end, workflow_ids=ids, node=filters.node
+    ):
+        total = [a + b for a, b in zip(total, sums, strict=True)]
+        slug, name = workflows[workflow_id]
+        yield _csv_line([day, slug, name, models[model_id], csv_text(node)], Figures(*sums))
+    yield _csv_line(["TOTAL", "", "", "", ""], Figures(*total), unpriced_words=False)
+
+
+def csv_chunks(filters: Filters) -> Iterator[str]:
+    """``csv_rows`` as CSV text, a few hundred lines at a time: what the response streams."""
+    buffer = _Buffer()
+    writer = csv.writer(buffer, lineterminator="\n")
+    rows = csv_rows(filters)
+    while True:
+        for _, row in zip(range(ROWS_PER_CHUNK), rows, strict=False):
+            writer.writerow(row)
+        if not buffer.parts:
+            return
+        yield buffer.take()
+
+
+class _Buffer:
+    """Where ``csv.writer`` writes: pieces kept until the next chunk takes them."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.parts.append(text)
+
+    def take(self) -> str:
+        text, self.parts = "".join(self.parts), []
+        return text
 
 
 def _csv_line(head: list[str], figures: Figures, *, unpriced_words: bool = True) -> list[str]:

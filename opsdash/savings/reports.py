@@ -9,7 +9,7 @@ of its rows, so the overview, the workflow page, ``/api/savings/summary`` and th
 from __future__ import annotations
 
 import calendar
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import date, timedelta
 from typing import Any, Literal
@@ -155,7 +155,7 @@ def _grouped(
     node: str,
     fields: Sequence[str],
 ) -> QuerySet[Any, Any]:
-    """The grouped query behind every split figure (``aggregate_rows``, ``stream_rows``)."""
+    """The grouped query behind every split figure."""
     rows = _rows(start=start, end=end, by=by, workflow_ids=workflow_ids, node=node)
     sums = {f"s_{f}": Sum(f) for f in fields}
     columns = [_COLUMN[d] for d in by]
@@ -194,6 +194,30 @@ def _dated(rows: list[tuple[Any, ...]], by: Sequence[Dimension]) -> list[tuple[A
         return found
 
     return [(*row[:at], day(row[at]), *row[at + 1 :]) for row in rows]
+
+
+def stream_rows(
+    *,
+    start: date,
+    end: date,
+    workflow_ids: Collection[int] | None = None,
+    node: str = "",
+    chunk_size: int = 2000,
+) -> Iterator[tuple[Any, ...]]:
+    """``aggregate_rows`` by day × workflow × local model × node (the CSV's grain), read as the
+    caller consumes them: ``(iso day, workflow id, model id, node, *sums of FIGURE_FIELDS)``.
+
+    That grouping is the per-model rollup's own unique key, so each group is one rollup row:
+    they are read as they are, in the key's order (its index, no sort), and a year of them is
+    never held in memory (a server-side cursor on PostgreSQL). The day comes as ISO text.
+    """
+    rows = _rows(start=start, end=end, by=("model",), workflow_ids=workflow_ids, node=node)
+    return (
+        rows.annotate(iso_day=Cast("day", output_field=CharField()))
+        .order_by("day", "workflow_id", "model_id", "node")
+        .values_list("iso_day", "workflow_id", "model_id", "node", *FIGURE_FIELDS)
+        .iterator(chunk_size=chunk_size)
+    )
 
 
 def aggregate(

@@ -59,7 +59,8 @@ def _csv(client: Client, query: str = "range=30d") -> list[dict[str, str]]:
     assert response.status_code == 200, response.content
     assert response["Content-Type"].startswith("text/csv")
     assert "attachment" in response["Content-Disposition"]
-    return list(csv.DictReader(io.StringIO(response.content.decode())))
+    # Streamed: the body is the joined chunks (a StreamingHttpResponse has no .content).
+    return list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
 
 
 def test_the_summary_has_the_design_shape(as_manager: Client, ledger) -> None:  # type: ignore[no-untyped-def]

@@ -84,7 +84,8 @@ def _summary(client: Client, query: str = "range=30d") -> dict[str, Any]:
 def _csv(client: Client, query: str = "range=30d") -> list[dict[str, str]]:
     response = client.get(f"/api/savings/export.csv?{query}")
     assert response.status_code == 200, response.content
-    return list(csv.DictReader(io.StringIO(response.content.decode())))
+    # Streamed: the body is the joined chunks (a StreamingHttpResponse has no .content).
+    return list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
 
 
 def _rollup_rows() -> dict[tuple[object, ...], tuple[int, ...]]:

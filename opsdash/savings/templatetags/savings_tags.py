@@ -95,16 +95,15 @@ def sparkline(series: Sequence[int], width: int = 120, height: int = 28) -> Safe
             height - 2,
         )
     low, high = min(0, *values), max(0, *values)
-    span = (high - low) or 1
+    scale = (height - 4) / ((high - low) or 1)
     step = width / max(1, len(values) - 1)
-
-    def y(v: int) -> float:
-        return round(2 + (height - 4) * (high - v) / span, 1)
-
-    points = " ".join(f"{round(i * step, 1)},{y(v)}" for i, v in enumerate(values))
+    # Formatted in one pass (a page draws one per workflow, 50 at a time).
+    ys = [f"{2 + (high - v) * scale:.1f}" for v in values]
     if len(values) == 1:
-        points = f"0,{y(values[0])} {width},{y(values[0])}"
-    zero = y(0)
+        points = f"0,{ys[0]} {width},{ys[0]}"
+    else:
+        points = " ".join([f"{i * step:.1f},{y}" for i, y in enumerate(ys)])
+    zero = f"{2 + high * scale:.1f}"
     trend = "down" if sum(values) < 0 else "up"  # a loss over the range draws red
     return mark_safe(  # every interpolated value is a number computed here
         f'<svg class="spark spark-{trend}" width="{width}" height="{height}" '

@@ -251,3 +251,33 @@ def test_the_send_notifications_command_delivers_what_is_due(receiver):  # type:
 
     assert len(receiver.requests) == 1
     assert out.getvalue().startswith("1 delivery attempted; 0 waiting")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_sender_thread_survives_a_database_error_and_delivers_next_round(  # type: ignore[no-untyped-def]
+    receiver, settings, monkeypatch
+):
+    from django.db import OperationalError
+
+    settings.NOTIFY_POLL_SECONDS = 1
+    _hook(receiver.url)
+    real_claim = sender._claim
+    failures = []
+
+    def claim_once_broken(now):  # type: ignore[no-untyped-def]
+        if not failures:
+            failures.append(now)
+            raise OperationalError("database is locked")
+        return real_claim(now)
+
+    monkeypatch.setattr(sender, "_claim", claim_once_broken)
+    _budget_alert()  # queued before the thread starts: its first round fails
+    sender.start_sender()
+    try:
+        deadline = timezone.now() + timedelta(seconds=10)
+        while not receiver.requests and timezone.now() < deadline:
+            threading.Event().wait(0.05)
+        assert failures, "the first round did not run"
+        assert len(receiver.requests) == 1 and sender.running()
+    finally:
+        sender.stop_sender()

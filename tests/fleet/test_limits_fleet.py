@@ -10,15 +10,31 @@ test that they are atomic there, not only inside one process.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.fixtures.engines import free_port
 from tests.fixtures.tinymodels import write_tiny_gguf_llama
-from tests.fleet.harness import Fleet, Response, http, wait_for
+from tests.fleet.harness import (
+    DEMO_PASSWORD,
+    MANAGE,
+    REPO,
+    SECRET_KEY,
+    Fleet,
+    Hub,
+    Response,
+    _base_env,
+    http,
+    wait_for,
+)
 
 pytestmark = pytest.mark.fleet
 
@@ -144,3 +160,138 @@ def test_a_key_revoked_through_one_hub_is_refused_by_the_next_call_on_the_other(
     assert refused.status == 401, refused
     assert refused.json()["error"]["code"] == "invalid_api_key"
     assert "was revoked" in refused.json()["error"]["message"]
+
+
+# ----------------------------------------------------------------------------- embedded mode
+
+EMBEDDED_CALLS, EMBEDDED_LIMIT = 40, 10
+
+
+def _embedded_env(data_dir: Path) -> dict[str, str]:
+    """Two uvicorn processes of the embedded mode: no database or Redis URL, one data folder
+    (so one SQLite file, WAL) and one secret key between them."""
+    env = _base_env()
+    env.update(
+        OPSDASH_DATA_DIR=str(data_dir),
+        OPSDASH_MODELS_DIR=str(data_dir / "models"),
+        OPSDASH_MODEL_ROOTS=str(data_dir / "roots"),
+        OPSDASH_SECRET_KEY=SECRET_KEY,
+        OPSDASH_DEMO_PASSWORD=DEMO_PASSWORD,
+        OPSDASH_ALLOWED_HOSTS="127.0.0.1,localhost",
+        OPSDASH_QUEUE_DEPTH=str(EMBEDDED_CALLS),
+    )
+    return env
+
+
+def _manage(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, str(MANAGE), *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, f"manage.py {' '.join(args)}: {result.stderr[-3000:]}"
+    return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+
+
+@pytest.fixture
+def embedded_pair(tmp_path: Path) -> Iterator[tuple[list[Hub], str, str]]:
+    """Two embedded-mode processes on one SQLite file, the tiny model installed, a workflow
+    limited to 10 requests per minute and its key: (processes, model id, key)."""
+    data = tmp_path / "data"
+    for folder in (data / "models", data / "roots", tmp_path / "logs"):
+        folder.mkdir(parents=True)
+    env = _embedded_env(data)
+    _manage(env, "migrate", "--no-input")
+    _manage(env, "bootstrap", "--demo")
+    admin_token = _manage(env, "create_token", "admin")
+    model = write_tiny_gguf_llama(data / "roots" / "tiny-llama.gguf")
+    _manage(env, "install_model", str(model))
+    hubs = []
+    for index in range(2):
+        port = free_port()
+        hubs.append(
+            Hub(
+                label=f"embedded{index}",
+                argv=[
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "opsdash.asgi:application",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--lifespan",
+                    "on",
+                    "--timeout-graceful-shutdown",
+                    "4",
+                ],
+                env=env,
+                log_path=tmp_path / "logs" / f"embedded{index}.log",
+                port=port,
+            )
+        )
+    try:
+        for hub in hubs:
+            hub.start()
+        for hub in hubs:
+            wait_for(
+                lambda hub=hub: http("GET", hub.url + "/healthz", timeout=2).status == 200,
+                timeout=60,
+                what=f"{hub.label} answering /healthz",
+            )
+        models = http("GET", hubs[0].url + "/api/models", token=admin_token).json()["items"]
+        slug = next(m["slug"] for m in models if m["status"] == "ready")
+        created = http(
+            "POST",
+            hubs[0].url + "/api/workflows",
+            json={"name": "embedded", "slug": "embedded"},
+            token=admin_token,
+        )
+        assert created.status == 201, created
+        key = _manage(env, "create_api_key", "embedded")
+        limited = http(
+            "PUT",
+            hubs[1].url + "/api/workflows/embedded/limits",
+            json={"requests_per_minute": EMBEDDED_LIMIT},
+            token=admin_token,
+        )
+        assert limited.status == 200, limited
+        yield hubs, slug, key
+    except BaseException:
+        for hub in hubs:
+            print(f"===== {hub.label}\n{hub.tail()}")  # noqa: T201 (shown only on failure)
+        raise
+    finally:
+        for hub in hubs:
+            hub.terminate(timeout=10)
+
+
+def test_two_embedded_processes_on_one_sqlite_file_share_the_limit_exactly(
+    embedded_pair: tuple[list[Hub], str, str],
+) -> None:
+    hubs, slug, key = embedded_pair
+    body = {"model": slug, "prompt": "hi", "max_tokens": 1}
+    while 60 - time.time() % 60 < MINUTE_LEFT_SECONDS:
+        time.sleep(0.25)
+    minute = int(time.time() // 60)
+
+    def call(i: int) -> Response:
+        url = hubs[i % 2].url + "/v1/completions"
+        return http("POST", url, json=body, token=key, timeout=120)
+
+    with ThreadPoolExecutor(max_workers=EMBEDDED_CALLS) as pool:
+        answers = list(pool.map(call, range(EMBEDDED_CALLS)))
+
+    assert int(time.time() // 60) == minute, "the burst outlasted its minute; rerun"
+    statuses = Counter(a.status for a in answers)
+    assert statuses == {200: EMBEDDED_LIMIT, 429: EMBEDDED_CALLS - EMBEDDED_LIMIT}, (
+        statuses,
+        [a.text[:200] for a in answers if a.status not in (200, 429)][:3],
+    )
+    assert {a.json()["error"]["code"] for a in answers if a.status == 429} == {
+        "rate_limit_exceeded"
+    }

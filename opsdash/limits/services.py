@@ -64,7 +64,9 @@ MINUTE_COUNTERS_KEPT = timedelta(hours=1)
 #: Bounds that catch typing mistakes and keep sums far inside 64-bit integers.
 MAX_BUDGET_TOKENS = 10**15
 MAX_BUDGET_USD = Decimal(1_000_000_000)
-MAX_PER_MINUTE = 10**12
+MAX_TOKENS_PER_MINUTE = 10**12
+#: A 32-bit column on PostgreSQL; far beyond any single gateway's rate anyway.
+MAX_REQUESTS_PER_MINUTE = 10**9
 WINDOW_WORDS: dict[str, str] = {Window.DAY: "daily", Window.WEEK: "weekly", Window.MONTH: "monthly"}
 
 
@@ -618,13 +620,13 @@ def set_limits(
         requests_per_minute,
         what="requests per minute",
         param="requests_per_minute",
-        maximum=MAX_PER_MINUTE,
+        maximum=MAX_REQUESTS_PER_MINUTE,
     )
     tpm = _positive(
         tokens_per_minute,
         what="tokens per minute",
         param="tokens_per_minute",
-        maximum=MAX_PER_MINUTE,
+        maximum=MAX_TOKENS_PER_MINUTE,
     )
     percents = _percents(alert_percents)
     with transaction.atomic():

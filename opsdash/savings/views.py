@@ -18,7 +18,7 @@ from opsdash.accounts.roles import Cap, can
 from opsdash.core import audit
 from opsdash.runs.models import Workflow
 from opsdash.savings import pricebook, reports, services
-from opsdash.savings.days import report_zone
+from opsdash.savings.days import report_today, report_zone
 from opsdash.savings.filters import PRESETS, FilterError, known_nodes, parse_filters
 from opsdash.savings.forms import CostingForm, PriceForm
 from opsdash.savings.models import CostingChange, Price, PriceSource
@@ -52,6 +52,7 @@ def _filters(request: AuthedRequest, workflow: Workflow | None = None) -> tuple[
 def _chart(report: reports.Report) -> dict[str, Any]:
     """Daily series for the chart, in nano-USD integers; only the browser divides them."""
     return {
+        "today": report_today().isoformat(),  # labelled "Today" on the x axis
         "days": [day.isoformat() for day, _ in report.days],
         "avoided": [f.avoided_nusd for _, f in report.days],
         "local": [f.local_nusd for _, f in report.days],
@@ -59,8 +60,20 @@ def _chart(report: reports.Report) -> dict[str, Any]:
     }
 
 
+def _baseline_url(report: reports.Report) -> str:
+    """Where an admin gives a workflow a baseline: the edit page of the one shown, else of the
+    first without a price, else the workflows table."""
+    if report.filters.workflow is not None:
+        return reverse("savings:workflow_edit", args=[report.filters.workflow.slug])
+    for line in report.workflows:
+        if line.pricing == "unpriced":
+            return reverse("savings:workflow_edit", args=[line.workflow.slug])
+    return "#workflows" if report.workflows else ""
+
+
 def _common(request: AuthedRequest, report: reports.Report, error: str) -> dict[str, Any]:
     return {
+        "baseline_url": _baseline_url(report),
         "report": report,
         "filters": report.filters,
         "totals": report.totals,

@@ -1,36 +1,52 @@
-// Savings chart: daily avoided spend, local energy cost and net, drawn with the vendored uPlot.
+// Savings pages: the daily chart (vendored uPlot) and the range form that applies at once.
 // The server sends exact nano-USD integers; dividing them into dollars here is for drawing only.
-(function () {
-  "use strict";
+import {
+  dayLabel, daySplits, dollars, money, moneyTicks, pointStyle, seconds, yRange,
+} from "./savings-chart.js";
+
+// A range form applies as soon as it changes: the preset and node selects through forms.js
+// (data-autosubmit), the dates here once a whole date is in (typing one fires a change for each
+// digit of the year). The Apply button stays for a browser without scripts.
+function liveRange() {
+  document.querySelectorAll("form.range-form").forEach(function (form) {
+    form.classList.add("range-live");
+    let pending = null;
+    form.querySelectorAll("input[type=date]").forEach(function (input) {
+      input.addEventListener("change", function () {
+        clearTimeout(pending);
+        if (!/^[12]\d{3}-\d{2}-\d{2}$/.test(input.value)) return;
+        pending = setTimeout(function () {
+          const preset = form.elements.range;
+          if (preset) preset.value = "";  // a chosen date is a custom range
+          form.submit();
+        }, 600);
+      });
+    });
+  });
+}
+
+function chart() {
   const box = document.getElementById("savings-chart");
   const source = box && document.getElementById(box.dataset.chart);
-  if (!box || !source) return;
+  if (!box || !source) return;  // no priced runs: the page shows a hint instead
   const data = JSON.parse(source.textContent);
   if (typeof uPlot === "undefined") {
     box.textContent = "The chart could not load; the tables show the same figures.";
     return;
   }
-  const NANO = 1e9;
-  const days = data.days.map(function (d) { return Date.parse(d + "T00:00:00Z") / 1000; });
-  const dollars = function (list) { return list.map(function (n) { return n / NANO; }); };
-  const money = function (v) {
-    if (v == null) return "—";
-    const abs = Math.abs(v);
-    const text = abs >= 1 ? abs.toLocaleString(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 })
-      : abs === 0 ? "0.00" : abs.toPrecision(3);
-    return (v < 0 ? "−$" : "$") + text;
-  };
-  // Tick labels with just the decimals the tick step needs: $0.01, $0.02 rather than $0.0100.
-  const axisMoney = function (u, ticks) {
-    const step = ticks.length > 1 ? Math.abs(ticks[1] - ticks[0]) : 1;
-    const digits = Math.min(9, Math.max(0, -Math.floor(Math.log10(step || 1))));
-    return ticks.map(function (v) {
-      return (v < 0 ? "−$" : "$") + Math.abs(v).toLocaleString(undefined,
-        { minimumFractionDigits: digits, maximumFractionDigits: digits });
-    });
-  };
+  const days = seconds(data.days);
+  const series = [dollars(data.avoided), dollars(data.local), dollars(data.net)];
+  const range = yRange(series);
   const style = getComputedStyle(document.documentElement);
   const color = function (name, fallback) { return style.getPropertyValue(name).trim() || fallback; };
+  const line = function (index, label, stroke, width, extra) {
+    const points = pointStyle(index, days.length);
+    return Object.assign({
+      label: label, stroke: stroke, width: width,
+      points: { show: points.show, size: points.size, fill: points.fill || stroke },
+      value: function (u, v) { return money(v); },
+    }, extra || {});
+  };
   let plot = null;
 
   function options(width) {
@@ -38,21 +54,32 @@
       width: width,
       height: width < 500 ? 200 : 260,
       tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"); },
-      cursor: { points: { size: 6 } },
+      cursor: { points: { size: function (u, i) { return pointStyle(i, 1).size; } } },
       legend: { show: width >= 500 },
-      scales: { x: { time: true } },
+      scales: { x: { time: true }, y: { range: function () { return range; } } },
       axes: [
-        { stroke: "#5d6778", grid: { stroke: "#eef1f5" } },
-        { stroke: "#5d6778", grid: { stroke: "#eef1f5" }, size: 64, values: axisMoney },
+        {
+          stroke: "#5d6778", grid: { stroke: "#eef1f5" },
+          splits: function () { return daySplits(days, width - 80); },
+          values: function (u, splits) {
+            return splits.map(function (s) { return dayLabel(s, data.today); });
+          },
+        },
+        {
+          stroke: "#5d6778", grid: { stroke: "#eef1f5" },
+          values: function (u, ticks) { return moneyTicks(ticks); },
+          // As wide as its longest label, so a "$" is never cut off.
+          size: function (u, values) {
+            const longest = (values || []).reduce(function (n, v) { return Math.max(n, v.length); }, 3);
+            return 18 + longest * 7;
+          },
+        },
       ],
       series: [
         { value: "{YYYY}-{MM}-{DD}" },
-        { label: "Avoided", stroke: color("--sav-avoided", "#2563eb"), width: 1.5,
-          fill: "rgba(37, 99, 235, .08)", value: function (u, v) { return money(v); } },
-        { label: "Local cost", stroke: color("--sav-local", "#a15c00"), width: 1.5,
-          value: function (u, v) { return money(v); } },
-        { label: "Net", stroke: color("--sav-net", "#1b7f3b"), width: 2,
-          value: function (u, v) { return money(v); } },
+        line(1, "Avoided", color("--sav-avoided", "#2563eb"), 1.5, { fill: "rgba(37, 99, 235, .08)" }),
+        line(2, "Local cost", color("--sav-local", "#a15c00"), 1.5),
+        line(3, "Net", color("--sav-net", "#1b7f3b"), 2),
       ],
     };
   }
@@ -61,16 +88,18 @@
     const width = Math.max(260, box.clientWidth);
     if (plot) plot.destroy();
     box.textContent = "";
-    plot = new uPlot(options(width),
-      [days, dollars(data.avoided), dollars(data.local), dollars(data.net)], box);
+    plot = new uPlot(options(width), [days].concat(series), box);
   }
 
   draw();
-  let pending = null;
+  let resizing = null;
   window.addEventListener("resize", function () {
-    clearTimeout(pending);
-    pending = setTimeout(function () {
+    clearTimeout(resizing);
+    resizing = setTimeout(function () {
       if (plot && Math.abs(plot.width - box.clientWidth) > 8) draw();
     }, 150);
   });
-})();
+}
+
+liveRange();
+chart();

@@ -8,6 +8,7 @@ import pytest
 from django.urls import reverse
 
 from opsdash.catalog import hooks
+from opsdash.limits import services as limits_services
 from opsdash.playground.suites import run_suites_after_install
 from opsdash.runs import finalizers
 from opsdash.runs.models import Run, RunStatus
@@ -90,7 +91,11 @@ def test_a_failing_finalizer_without_a_recorder_still_lets_the_run_finish() -> N
 
 
 def test_each_app_registers_its_extensions_in_ready() -> None:
-    assert [f.finalize for f in finalizers.finalizers.entries()] == [savings_services.price_run]
+    # Savings prices the run before limits counts its avoided spend (INSTALLED_APPS order).
+    assert [f.finalize for f in finalizers.finalizers.entries()] == [
+        savings_services.price_run,
+        limits_services.count_run,
+    ]
     assert finalizers.finalizers.entries()[0].on_failure == (
         savings_services.record_pricing_failure
     )

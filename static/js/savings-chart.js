@@ -23,6 +23,7 @@ export function moneyTicks(ticks) {
   const scaled = ticks.map(function (v) { return v / unit[0]; });
   const digits = decimalsFor(scaled, unit[0] === 1 ? 6 : 2);
   return scaled.map(function (v) {
+    if (v === 0) return "$0";
     const text = Math.abs(v).toFixed(digits);
     return (v < 0 && Number(text) !== 0 ? MINUS : "") + "$" + text + unit[1];
   });

@@ -48,6 +48,12 @@ function chart() {
     }, extra || {});
   };
   let plot = null;
+  // The axes are drawn on a canvas: what they say is kept on the box too (data-x-labels,
+  // data-y-labels), for a check or an assistive tool to read.
+  const shown = function (name, labels) {
+    box.dataset[name] = labels.join(" | ");
+    return labels;
+  };
 
   function options(width) {
     return {
@@ -62,12 +68,12 @@ function chart() {
           stroke: "#5d6778", grid: { stroke: "#eef1f5" },
           splits: function () { return daySplits(days, width - 80); },
           values: function (u, splits) {
-            return splits.map(function (s) { return dayLabel(s, data.today); });
+            return shown("xLabels", splits.map(function (s) { return dayLabel(s, data.today); }));
           },
         },
         {
           stroke: "#5d6778", grid: { stroke: "#eef1f5" },
-          values: function (u, ticks) { return moneyTicks(ticks); },
+          values: function (u, ticks) { return shown("yLabels", moneyTicks(ticks)); },
           // As wide as its longest label, so a "$" is never cut off.
           size: function (u, values) {
             const longest = (values || []).reduce(function (n, v) { return Math.max(n, v.length); }, 3);

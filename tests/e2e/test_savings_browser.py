@@ -52,6 +52,10 @@ def test_a_manager_sees_the_overview_and_downloads_the_csv(
     expect(table.get_by_role("row", name="Meeting notes")).to_contain_text("unpriced")
     expect(table.get_by_role("row", name="Code review")).not_to_contain_text("unpriced")
     expect(page.locator("#savings-chart .uplot")).to_be_visible()  # uPlot drew the chart
+    chart = page.locator("#savings-chart")
+    y_labels = (chart.get_attribute("data-y-labels") or "").split(" | ")
+    assert len(y_labels) >= 2 and all("$" in label for label in y_labels), y_labels
+    assert (chart.get_attribute("data-x-labels") or "").endswith("Today")
     screenshot(page, "savings-overview-1280")
 
     with page.expect_download() as download_info:
@@ -72,7 +76,7 @@ def test_a_manager_sees_the_overview_and_downloads_the_csv(
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
 
     page.set_viewport_size({"width": 1280, "height": 900})
-    page.get_by_role("link", name="Code review").click()
+    page.get_by_test_id("workflows").get_by_role("link", name="Code review").click()
     expect(page.get_by_role("heading", name="Code review")).to_be_visible()
     expect(page.get_by_text("By local model")).to_be_visible()
     screenshot(page, "savings-workflow-1280")
@@ -119,3 +123,50 @@ def test_an_operator_gets_403_on_the_savings_pages(page: Page, live_server, oper
     for path in ("/savings/", "/savings/prices/", "/api/savings/summary"):
         response = page.goto(f"{live_server.url}{path}")
         assert response is not None and response.status == 403, path
+
+
+def test_an_empty_range_shows_a_hint_not_an_invented_scale(
+    page: Page, live_server, admin, manager
+) -> None:  # type: ignore[no-untyped-def]
+    flow = workflow("meeting-notes", name="Meeting notes")  # no baseline: its runs are unpriced
+    finished_run(flow, local_model("SmolLM2-135M"))
+    sign_in(page, live_server.url, "mona")
+    page.goto(f"{live_server.url}/savings/")
+    hint = page.get_by_test_id("chart-empty")
+    expect(hint).to_contain_text("No priced runs in this range")
+    expect(hint).to_contain_text("an admin sets a baseline on a workflow's page")
+    expect(page.locator("#savings-chart")).to_have_count(0)
+    screenshot(page, "savings-empty-1280")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.reload()
+    screenshot(page, "savings-empty-390")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+    page.context.clear_cookies()
+    sign_in(page, live_server.url, "ada")
+    page.goto(f"{live_server.url}/savings/workflows/meeting-notes/")
+    link = page.get_by_test_id("chart-empty").get_by_role("link")
+    expect(link).to_have_text("set a baseline on a workflow's page")
+    assert link.get_attribute("href") == "/savings/workflows/meeting-notes/edit/"
+    screenshot(page, "savings-workflow-empty-390")
+
+
+def test_changing_the_range_reloads_the_page_with_it(
+    page: Page, live_server, manager, ledger
+) -> None:  # type: ignore[no-untyped-def]
+    sign_in(page, live_server.url, "mona")
+    page.goto(f"{live_server.url}/savings/")
+    expect(page.locator("button.range-apply")).to_be_hidden()  # applies by itself with scripts
+    with page.expect_navigation():
+        page.select_option("select[name=range]", "7d")
+    assert "range=7d" in page.url
+    expect(page.locator("select[name=range]")).to_have_value("7d")
+    week_runs = int(page.get_by_test_id("runs").inner_text())
+    assert 0 < week_runs < 60
+
+    today = timezone.localdate()
+    with page.expect_navigation():
+        page.fill("input[name=from]", (today - timedelta(days=2)).isoformat())
+    assert f"from={(today - timedelta(days=2)).isoformat()}" in page.url
+    expect(page.locator("select[name=range]")).to_have_value("")  # a custom range now
+    assert int(page.get_by_test_id("runs").inner_text()) <= week_runs

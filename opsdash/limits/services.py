@@ -97,7 +97,8 @@ def _local_date(moment: datetime) -> date:
     return moment.astimezone(report_zone()).date()
 
 
-def _when(moment: datetime) -> str:
+def when_label(moment: datetime) -> str:
+    """A moment as people read it here: in the report time zone, named."""
     return f"{moment.astimezone(report_zone()):%Y-%m-%d %H:%M} {report_zone().key}"
 
 
@@ -358,7 +359,7 @@ def admit(*, key: WorkflowKey, now: datetime | None = None) -> Admission:
             if state.exhausted:
                 raise LimitExceeded(
                     f"{_whose(limits, key)} has used its {WINDOW_WORDS[Window(state.window)]} "
-                    f"budget: {_amounts(state)}. It resets at {_when(state.resets_at)}; an "
+                    f"budget: {_amounts(state)}. It resets at {when_label(state.resets_at)}; an "
                     "OpsDash admin can raise it on the workflow's savings page.",
                     code=Code.INSUFFICIENT_QUOTA,
                     limit="budget",
@@ -490,7 +491,7 @@ def _alert(limits: Limits, state: BudgetState, percents: list[int]) -> None:
         )
         message = (
             f"The {what} has used {percent} % of its {word} budget: {_amounts(state)}. "
-            f"It resets at {_when(state.resets_at)}. {effect}"
+            f"It resets at {when_label(state.resets_at)}. {effect}"
         ).strip()
         try:
             with transaction.atomic():

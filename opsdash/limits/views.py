@@ -21,6 +21,7 @@ from opsdash.limits.services import (
     budget_state,
     limits_of,
     set_limits,
+    when_label,
 )
 from opsdash.runs.models import Workflow
 from opsdash.savings.money import nano_to_decimal
@@ -109,6 +110,7 @@ def _edit(
         else:
             messages.success(request, "Limits saved; they apply to the next gateway call.")
             return redirect(back)
+    state = budget_state(**owner)
     return render(
         request,
         "limits/edit.html",
@@ -117,7 +119,8 @@ def _edit(
             "key": key,
             "values": values,
             "windows": Window.choices,
-            "state": budget_state(**owner),
+            "state": state,
+            "resets_label": when_label(state.resets_at) if state else "",
             "error": error,
             "back": back,
         },

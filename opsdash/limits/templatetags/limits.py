@@ -9,7 +9,7 @@ from typing import Any
 from django import template
 
 from opsdash.gateway.models import WorkflowKey
-from opsdash.limits.services import WINDOW_WORDS, budget_state, limits_of
+from opsdash.limits.services import WINDOW_WORDS, budget_state, limits_of, when_label
 from opsdash.runs.models import Workflow
 
 register = template.Library()
@@ -28,6 +28,7 @@ def budget_card(context: template.Context, workflow: Workflow) -> dict[str, Any]
         "limits": limits,
         "state": state,
         "window_word": WINDOW_WORDS.get(state.window, "") if state else "",
+        "resets_label": when_label(state.resets_at) if state else "",
         "can_manage": _can_manage(context),
     }
 
@@ -40,5 +41,6 @@ def key_limits(context: template.Context, key: WorkflowKey) -> dict[str, Any]:
         "limits": limits_of(key=key),
         "state": state,
         "window_word": WINDOW_WORDS.get(state.window, "") if state else "",
+        "resets_label": when_label(state.resets_at) if state else "",
         "can_manage": _can_manage(context),
     }

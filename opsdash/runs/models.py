@@ -112,7 +112,11 @@ class Run(models.Model):
 
     class Meta:
         ordering = ["-started_at", "-id"]
-        indexes = [models.Index(fields=["user", "-started_at"])]
+        indexes = [
+            models.Index(fields=["user", "-started_at"]),
+            # A workflow's latest runs (its savings page), newest first without a sort.
+            models.Index(fields=["workflow", "-started_at", "-id"], name="runs_workflow_latest"),
+        ]
 
     def __str__(self) -> str:
         return f"run {self.pk} ({self.status})"

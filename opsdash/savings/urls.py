@@ -19,9 +19,7 @@ urlpatterns += [
     path("reports/", report_views.reports_page, name="reports"),
     path("reports/subscribe/", report_views.subscribe, name="report_subscribe"),
     path("reports/subscriptions/add/", report_views.subscription_add, name="report_add"),
-    path(
-        "reports/subscriptions/<int:pk>/", report_views.subscription_change, name="report_change"
-    ),
+    path("reports/subscriptions/<int:pk>/", report_views.subscription_change, name="report_change"),
     path("reports/preview/", report_views.preview, name="report_preview"),
 ]
 

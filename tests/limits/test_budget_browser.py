@@ -9,7 +9,7 @@ from opsdash.limits.services import BudgetSpec, set_limits
 from tests.e2e.conftest import ARTIFACTS, screenshot, sign_in
 from tests.limits.conftest import gateway_run
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.mark.parametrize("width", [1280, 390])

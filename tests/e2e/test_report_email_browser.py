@@ -17,7 +17,7 @@ from tests.factories import finished_run, local_model, workflow
 from tests.notify.conftest import Mailbox, smtp  # noqa: F401  (the real SMTP server fixture)
 from tests.savings.factories import price
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 TODAY = date(2025, 3, 5)  # last week: 24 Feb – 2 Mar
 
 
@@ -60,5 +60,5 @@ def test_the_received_report_reads_well_at_1280_and_390_px(  # type: ignore[no-u
         overflow = page.evaluate(
             "document.documentElement.scrollWidth - document.documentElement.clientWidth"
         )
-        assert overflow <= 0, f"the report scrolls sideways by {overflow} px at {width} px"
         screenshot(page, f"report-email-{width}")
+        assert overflow <= 0, f"the report scrolls sideways by {overflow} px at {width} px"

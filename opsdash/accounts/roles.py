@@ -32,6 +32,7 @@ class Cap(StrEnum):
     VIEW_NODES = "view_nodes"
     MANAGE_NODES = "manage_nodes"
     MANAGE_ALERTS = "manage_alerts"
+    VIEW_LEDGER = "view_ledger"
 
 
 MATRIX: dict[Cap, frozenset[Role]] = {
@@ -53,6 +54,8 @@ MATRIX: dict[Cap, frozenset[Role]] = {
     Cap.MANAGE_NODES: frozenset({Role.ADMIN}),
     # Where alerts and reports are delivered (SMTP recipients, webhooks and their secrets).
     Cap.MANAGE_ALERTS: frozenset({Role.ADMIN}),
+    # Every run of every source and person (operators see their own in the playground history).
+    Cap.VIEW_LEDGER: frozenset({Role.ADMIN}),
 }
 
 

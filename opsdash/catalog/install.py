@@ -243,9 +243,13 @@ def _default_name(location: str) -> str:
     return stem or "model"
 
 
-def _new_record(source: InstallSource, *, user: User | None, on_node: str = "") -> LocalModel:
+def _new_record(
+    source: InstallSource, *, user: User | None, on_node: str = "", sha256: str = ""
+) -> LocalModel:
     """The ``installing`` record; ``on_node``: a fleet node runs the install (its host is then
-    ``node:<name>``, which no hub process's recovery takes for its own)."""
+    ``node:<name>``, which no hub process's recovery takes for its own); ``sha256``: the file's,
+    when its bytes are already in (an upload), claimed with the record itself, so a duplicate
+    raises ``IntegrityError`` here and leaves no record."""
     name = source.name or _default_name(source.location)
     me = current_process()
     host: str = me.host
@@ -260,6 +264,7 @@ def _new_record(source: InstallSource, *, user: User | None, on_node: str = "") 
             source_kind=source.kind,
             source_ref=source.location,
             expected_sha256=source.expected_sha256,
+            sha256=sha256,
             model_type=source.model_type,
             stage="queued",
             install_host=host,
@@ -355,14 +360,38 @@ def install_uploaded(
     model_type: str,
     user: User | None,
 ) -> LocalModel:
-    """Finish an upload whose bytes ``UploadHandler`` already streamed into ``partial``."""
+    """Finish an upload whose bytes ``UploadHandler`` already streamed into ``partial``.
+
+    Its sha256 is known before any record exists, so a file that is already installed (or
+    being installed) is refused here, naming the model that holds it, and leaves no failed
+    record behind; only the later checks (format, trial load) can still fail the install.
+    """
     source = InstallSource(SourceKind.UPLOAD, filename, "", name, model_type)
     try:
         source = _validate(source)
-    except InstallRefused:
+        _refuse_duplicate(written.sha256)
+        try:
+            model = _new_record(source, user=user, sha256=written.sha256)
+        except IntegrityError:
+            # Another install claimed the same file between the check above and the insert.
+            holder = LocalModel.objects.filter(
+                sha256=written.sha256, status__in=LIVE_STATUSES
+            ).first()
+            if holder is None:  # and it ended again at once: nothing holds the file now
+                raise InstallRefused(
+                    "Another install of this file started and stopped meanwhile; try again.",
+                    code=Code.ALREADY_INSTALLED,
+                ) from None
+            raise _duplicate(holder) from None
+    except InstallRefused as exc:
         partial.unlink(missing_ok=True)
+        audit(
+            action="install",
+            outcome="refused",
+            actor=user,
+            detail=_printable(f"upload {filename}: {exc.reason}"),
+        )
         raise
-    model = _new_record(source, user=user)
     LocalModel.objects.filter(pk=model.pk).update(bytes_done=written.size, bytes_total=written.size)
     jobs.submit(_finish_upload, model.pk, partial, written, lane=jobs.Lane.LOCAL)
     return model

@@ -101,6 +101,21 @@ def delete_model(*, model: LocalModel, user: User | None) -> LocalModel:
     return model
 
 
+@transaction.atomic
+def dismiss_install(*, model: LocalModel, user: User | None) -> LocalModel:
+    """Clear a failed install off the models list: its record becomes ``deleted`` (kept, with
+    its reason and audit entries, under "All, with deleted"). A failed install left no file,
+    except a second copy set aside by migration 0005, whose file goes."""
+    model = LocalModel.objects.select_for_update().get(pk=model.pk)
+    _require_status(model, (ModelStatus.FAILED,), "dismissed")
+    if model.file_path:
+        Path(model.file_path).unlink(missing_ok=True)
+    model.status, model.deleted_at = ModelStatus.DELETED, timezone.now()
+    model.save(update_fields=["status", "deleted_at"])
+    audit(action="dismiss", outcome="ok", model=model, actor=user, detail=model.error[:500])
+    return model
+
+
 def set_prompt_format(*, model: LocalModel, prompt_format: str, user: User | None) -> LocalModel:
     """Choose the plain chat format for a model ("" = the file's own template, or plain)."""
     if prompt_format and prompt_format not in chat_formats.FORMATS:

@@ -21,7 +21,13 @@ from opsdash.catalog.install import (
     resolve_server_path,
     start_install,
 )
-from opsdash.catalog.lifecycle import delete_model, restore_model, retire_model, set_prompt_format
+from opsdash.catalog.lifecycle import (
+    delete_model,
+    dismiss_install,
+    restore_model,
+    retire_model,
+    set_prompt_format,
+)
 
 __all__ = [
     "LIVE_STATUSES",
@@ -30,6 +36,7 @@ __all__ = [
     "LifecycleError",
     "cancel_install",
     "delete_model",
+    "dismiss_install",
     "install_model",
     "install_uploaded",
     "new_partial_path",

@@ -14,5 +14,6 @@ urlpatterns = [
     path("<int:pk>/restore/", views.restore, name="restore"),
     path("<int:pk>/delete/", views.delete, name="delete"),
     path("<int:pk>/cancel/", views.cancel, name="cancel"),
+    path("<int:pk>/dismiss/", views.dismiss, name="dismiss"),
     path("<int:pk>/chat-format/", views.set_prompt_format, name="set_prompt_format"),
 ]

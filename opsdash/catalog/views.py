@@ -43,15 +43,23 @@ def _disk() -> dict[str, int]:
     return {"free": usage.free, "total": usage.total, "used": usage.used}
 
 
+#: How many failed installs the models list shows (newest first); older ones stay in the audit.
+FAILED_SHOWN = 50
+
+
 @requires(Cap.VIEW_MODELS)
 @require_GET
 def model_list(request: AuthedRequest) -> HttpResponse:
+    """Models in use (or all of them, with deleted), and failed installs in a section of their
+    own: a failed record has no metadata, so among the models it was a row of dashes."""
     show = request.GET.get("show", "active")
-    models = LocalModel.objects.select_related("installed_by")
+    records = LocalModel.objects.select_related("installed_by")
+    models = records.exclude(status=ModelStatus.FAILED)
     if show == "active":
         models = models.exclude(status=ModelStatus.DELETED)
     context = {
         "models": models,
+        "failed": records.filter(status=ModelStatus.FAILED)[:FAILED_SHOWN],
         "show": show,
         "disk": _disk(),
         "models_dir": settings.MODELS_DIR,
@@ -187,6 +195,20 @@ def delete(request: AuthedRequest, pk: int) -> HttpResponse:
 
 @requires(Cap.MANAGE_MODELS)
 @require_POST
+def dismiss(request: AuthedRequest, pk: int) -> HttpResponse:
+    """Clear a failed install off the models list (its record and audit entries stay)."""
+    model = get_object_or_404(LocalModel, pk=pk)
+    try:
+        services.dismiss_install(model=model, user=request.user)
+    except services.LifecycleError as exc:
+        messages.error(request, exc.reason)
+        return redirect("catalog:detail", pk=pk)
+    messages.success(request, f"Dismissed the failed install of “{model.name}”.")
+    return redirect("catalog:list")
+
+
+@requires(Cap.MANAGE_MODELS)
+@require_POST
 def set_prompt_format(request: AuthedRequest, pk: int) -> HttpResponse:
     model = get_object_or_404(LocalModel, pk=pk)
     try:
@@ -280,5 +302,6 @@ def _upload(request: AuthedRequest, handler: PartialFileUploadHandler) -> HttpRe
             user=request.user,
         )
     except services.InstallRefused as exc:
-        return JsonResponse({"detail": exc.reason}, status=400)
+        # 409 for a file already installed (its code's status), 400 for the rest.
+        return JsonResponse({"detail": exc.reason, "code": exc.code}, status=exc.status)
     return JsonResponse(model_json(model), status=202)

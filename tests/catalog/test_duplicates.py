@@ -29,22 +29,20 @@ def _uploaded(admin: User, tiny_gguf_path: Path, name: str) -> LocalModel:
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("kind", [SourceKind.PATH, SourceKind.URL, SourceKind.UPLOAD])
+@pytest.mark.parametrize("kind", [SourceKind.PATH, SourceKind.URL])
 def test_two_installs_of_one_file_at_once_end_with_one_ready_copy(
     admin, model_root, tiny_gguf_path, server, kind
 ):
-    # Both go to the same pool of two workers, so they run side by side.
-    if kind == SourceKind.UPLOAD:
-        models = [_uploaded(admin, tiny_gguf_path, f"copy-{i}.gguf") for i in range(2)]
+    # Both go to the same pool of two workers, so they run side by side. (An upload's sha256
+    # is known before its record exists: the second is refused at once, see below.)
+    if kind == SourceKind.PATH:
+        locations = [str(place(tiny_gguf_path, model_root, f"c-{i}.gguf")) for i in range(2)]
     else:
-        if kind == SourceKind.PATH:
-            locations = [str(place(tiny_gguf_path, model_root, f"c-{i}.gguf")) for i in range(2)]
-        else:
-            locations = [server.url(f"copy-{i}.gguf") for i in range(2)]
-        models = [
-            services.start_install(source=services.InstallSource(kind, where), user=admin)
-            for where in locations
-        ]
+        locations = [server.url(f"copy-{i}.gguf") for i in range(2)]
+    models = [
+        services.start_install(source=services.InstallSource(kind, where), user=admin)
+        for where in locations
+    ]
     assert jobs.drain(timeout=120)
 
     for model in models:
@@ -57,6 +55,22 @@ def test_two_installs_of_one_file_at_once_end_with_one_ready_copy(
     assert f"/models/{winner.pk}/" in loser.error
     assert winner.sha256 == hashlib.sha256(tiny_gguf_path.read_bytes()).hexdigest()
     assert model_files(settings.MODELS_DIR) == [Path(winner.file_path)]
+    assert partial_files(settings.MODELS_DIR) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_second_upload_of_a_file_being_installed_is_refused_and_leaves_no_record(
+    admin, tiny_gguf_path
+):
+    first = _uploaded(admin, tiny_gguf_path, "copy-0.gguf")
+    with pytest.raises(services.InstallRefused, match=f"already installed as “{first.name}”"):
+        _uploaded(admin, tiny_gguf_path, "copy-1.gguf")
+    assert jobs.drain(timeout=120)
+
+    first.refresh_from_db()
+    assert first.status == ModelStatus.READY, first.error
+    assert list(LocalModel.objects.values_list("pk", flat=True)) == [first.pk]
+    assert model_files(settings.MODELS_DIR) == [Path(first.file_path)]
     assert partial_files(settings.MODELS_DIR) == []
 
 

@@ -30,3 +30,4 @@ api.add_router("/telemetry", "opsdash.telemetry.api.router")
 api.add_router("/audit", "opsdash.core.api.router")
 api.add_router("/nodes", "opsdash.fleet.api.router")
 api.add_router("", "opsdash.limits.api.router")  # /workflows/{slug}/limits, /keys/{id}/limits
+api.add_router("", "opsdash.accounts.user_api.router")  # /users, /users/{id}

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from opsdash.accounts import views
+from opsdash.accounts import user_views, views
 
 app_name = "accounts"
 urlpatterns = [
@@ -11,4 +11,17 @@ urlpatterns = [
     path("tokens/", views.tokens, name="tokens"),
     path("tokens/<int:pk>/revoke/", views.revoke_token, name="revoke_token"),
     path("lockouts/", views.lockouts, name="lockouts"),
+    # People (issue 13): users and roles for admins, passwords for everyone.
+    path("users/", user_views.user_list, name="users"),
+    path("users/new/", user_views.user_create, name="user_create"),
+    path("users/<int:pk>/", user_views.user_detail, name="user_detail"),
+    path("users/<int:pk>/deactivate/", user_views.user_deactivate, name="user_deactivate"),
+    path("users/<int:pk>/reactivate/", user_views.user_reactivate, name="user_reactivate"),
+    path(
+        "users/<int:pk>/reset-password/",
+        user_views.user_reset_password,
+        name="user_reset_password",
+    ),
+    path("password/", user_views.password_change, name="password_change"),
+    path("set-password/<uidb64>/<token>/", user_views.set_password, name="set_password"),
 ]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from opsdash.accounts.permissions import requires
+from opsdash.accounts.permissions import RoleRequired, requires
 from opsdash.accounts.roles import Cap, can
 from opsdash.core import audit as audit_log
 from opsdash.fleet import services
@@ -41,7 +40,7 @@ def node_list(request: AuthedRequest) -> HttpResponse:
     new_secret = None
     if request.method == "POST":
         if not can(request.user, Cap.MANAGE_NODES):
-            raise PermissionDenied(f"Your role does not allow this ({Cap.MANAGE_NODES}).")
+            raise RoleRequired(user=request.user, cap=Cap.MANAGE_NODES, what="Creating node tokens")
         token, new_secret = services.create_node_token(
             name=request.POST.get("name", ""), user=request.user
         )

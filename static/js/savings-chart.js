@@ -62,12 +62,13 @@ export function dayLabel(seconds, today) {
 
 // Point markers only for a single day (no line to draw), and then of different sizes, the
 // avoided one hollow: two equal markers a few pixels apart read as an "8".
-export function pointStyle(seriesIndex, count) {
+// `hollow` is the inside of the hollow marker: the chart's background (white by default).
+export function pointStyle(seriesIndex, count, hollow) {
   const sizes = [0, 11, 5, 7];
   return {
     show: count <= 1,
     size: sizes[seriesIndex] || 6,
-    fill: seriesIndex === 1 ? "#fff" : undefined,
+    fill: seriesIndex === 1 ? hollow || "#fff" : undefined,
   };
 }
 

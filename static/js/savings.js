@@ -37,10 +37,13 @@ function chart() {
   const days = seconds(data.days);
   const series = [dollars(data.avoided), dollars(data.local), dollars(data.net)];
   const range = yRange(series);
-  const style = getComputedStyle(document.documentElement);
-  const color = function (name, fallback) { return style.getPropertyValue(name).trim() || fallback; };
+  // Colours are read from the CSS variables each time the chart is drawn, so it follows the
+  // light or dark theme (static/js/theme.js announces a change).
+  const color = function (name, fallback) {
+    return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || fallback;
+  };
   const line = function (index, label, stroke, width, extra) {
-    const points = pointStyle(index, days.length);
+    const points = pointStyle(index, days.length, color("--surface", "#fff"));
     return Object.assign({
       label: label, stroke: stroke, width: width,
       points: { show: points.show, size: points.size, fill: points.fill || stroke },
@@ -56,6 +59,11 @@ function chart() {
   };
 
   function options(width) {
+    const axis = color("--chart-axis", "#5d6778");
+    const grid = color("--chart-grid", "#eef1f5");
+    const avoided = color("--sav-avoided", "#2563eb");
+    // The avoided area: its line's colour, faint (an alpha byte on a 6-digit hex colour).
+    const area = /^#[0-9a-f]{6}$/i.test(avoided) ? avoided + "14" : "rgba(37, 99, 235, .08)";
     return {
       width: width,
       height: width < 500 ? 200 : 260,
@@ -65,14 +73,14 @@ function chart() {
       scales: { x: { time: true }, y: { range: function () { return range; } } },
       axes: [
         {
-          stroke: "#5d6778", grid: { stroke: "#eef1f5" },
+          stroke: axis, grid: { stroke: grid },
           splits: function () { return daySplits(days, width - 80); },
           values: function (u, splits) {
             return shown("xLabels", splits.map(function (s) { return dayLabel(s, data.today); }));
           },
         },
         {
-          stroke: "#5d6778", grid: { stroke: "#eef1f5" },
+          stroke: axis, grid: { stroke: grid },
           values: function (u, ticks) { return shown("yLabels", moneyTicks(ticks)); },
           // As wide as its longest label, so a "$" is never cut off.
           size: function (u, values) {
@@ -83,7 +91,7 @@ function chart() {
       ],
       series: [
         { value: "{YYYY}-{MM}-{DD}" },
-        line(1, "Avoided", color("--sav-avoided", "#2563eb"), 1.5, { fill: "rgba(37, 99, 235, .08)" }),
+        line(1, "Avoided", avoided, 1.5, { fill: area }),
         line(2, "Local cost", color("--sav-local", "#a15c00"), 1.5),
         line(3, "Net", color("--sav-net", "#1b7f3b"), 2),
       ],
@@ -98,6 +106,7 @@ function chart() {
   }
 
   draw();
+  document.addEventListener("opsdash:theme", draw);
   let resizing = null;
   window.addEventListener("resize", function () {
     clearTimeout(resizing);

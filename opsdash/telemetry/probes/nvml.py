@@ -84,6 +84,9 @@ class NvmlProbe:
         self._state: GpuState | None = None
         self._detail = ""
         self._retry_at = 0.0
+        # What was last logged: every retry (each ``retry_seconds``) starts from a closed session,
+        # so the state alone cannot tell a repeat from news.
+        self._logged: tuple[GpuState, str] | None = None
         self._pcie_next = 0
         self._process_memory: dict[int, int] = {}
         self._process_gpus: dict[int, set[int]] = {}
@@ -140,6 +143,7 @@ class NvmlProbe:
             gpu_health.open_events(nvml, device.handle, device.health, device.index)
         self._devices = devices
         self._state, self._detail = GPU_OK, ""
+        self._logged = None  # trouble after this is news again
         logger.info("NVML: %s", ", ".join(f"{d.index}: {d.name} ({d.uuid})" for d in devices))
         return GPU_OK
 
@@ -158,9 +162,14 @@ class NvmlProbe:
             logger.debug("nvmlShutdown: %s", exc)
 
     def _fail(self, state: GpuState, detail: str) -> GpuState:
-        if (state, detail) != (self._state, self._detail):
+        # Said once at INFO (WARNING for an error); the same answer on each retry only at DEBUG,
+        # so a host without a GPU does not log a line a minute for ever.
+        if (state, detail) != self._logged:
             level = logging.WARNING if state.startswith("error") else logging.INFO
-            logger.log(level, "NVML unavailable (%s): %s", state, detail)
+            self._logged = (state, detail)
+        else:
+            level = logging.DEBUG
+        logger.log(level, "NVML unavailable (%s): %s", state, detail)
         self._state, self._detail = state, detail
         self._devices = []
         self._process_memory = {}

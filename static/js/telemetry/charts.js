@@ -5,7 +5,25 @@
 import { bytes, num, pct, rate } from "./format.js";
 import { live } from "./series.js";
 
+// Series and axis colours come from the page's CSS variables (static/css/opsdash.css), read when
+// a chart is built, so the charts follow the light or dark theme; these are the fallbacks.
 const COLORS = ["#2563eb", "#db2777", "#059669", "#d97706", "#7c3aed", "#0891b2", "#dc2626", "#4b5563"];
+const AXIS_COLORS = { axis: "#5d6778", grid: "#eef1f5", tick: "#dfe3ea" };
+
+function palette() {
+  const style = getComputedStyle(document.documentElement);
+  const read = function (name, fallback) {
+    const value = style.getPropertyValue(name).trim();
+    // Bands append an alpha byte: only a 6-digit hex colour can take one.
+    return /^#[0-9a-f]{6}$/i.test(value) ? value : fallback;
+  };
+  return {
+    series: COLORS.map(function (fallback, i) { return read("--chart-" + (i + 1), fallback); }),
+    axis: read("--chart-axis", AXIS_COLORS.axis),
+    grid: read("--chart-grid", AXIS_COLORS.grid),
+    tick: read("--chart-tick", AXIS_COLORS.tick),
+  };
+}
 const HEIGHT = 170;
 const FORMAT = {
   cpu: function (v) { return pct(v, 1); }, memory: bytes, disk: rate, net: rate,
@@ -57,17 +75,18 @@ export function createCharts(root) {
 
   function buildChart(name, node, banded) {
     const fmt = FORMAT[name];
+    const colors = palette();
     const defs = lines(name);
     const series = [{}];
     const bands = [];
     defs.forEach(function (def, i) {
-      const color = COLORS[i % COLORS.length];
+      const color = colors.series[i % colors.series.length];
       series.push({ label: def[1], stroke: color, width: 1.6, points: { show: false },
         value: function (u, v) { return v === null || v === undefined ? "—" : fmt(v); } });
     });
     if (banded) {
       defs.forEach(function (def, i) {
-        const color = COLORS[i % COLORS.length];
+        const color = colors.series[i % colors.series.length];
         series.push({ label: def[1] + " max", stroke: color + "33", width: 0.5, points: { show: false }, value: function (u, v) { return v === null ? "—" : fmt(v); } });
         series.push({ label: def[1] + " min", stroke: color + "33", width: 0.5, points: { show: false }, value: function (u, v) { return v === null ? "—" : fmt(v); } });
         const maxIdx = defs.length + 1 + 2 * i;
@@ -87,8 +106,8 @@ export function createCharts(root) {
         y: { range: fixed ? function () { return fixed; } : function (u, min, max) { return [0, Math.max(max * 1.15, floor)]; } },
       },
       axes: [
-        { stroke: "#5d6778", grid: { stroke: "#eef1f5" }, ticks: { stroke: "#dfe3ea" } },
-        { stroke: "#5d6778", grid: { stroke: "#eef1f5" }, ticks: { stroke: "#dfe3ea" }, size: 70,
+        { stroke: colors.axis, grid: { stroke: colors.grid }, ticks: { stroke: colors.tick } },
+        { stroke: colors.axis, grid: { stroke: colors.grid }, ticks: { stroke: colors.tick }, size: 70,
           values: function (u, ticks) { return ticks.map(function (v) { return axis(v); }); } },
       ],
       hooks: {
@@ -112,6 +131,20 @@ export function createCharts(root) {
       charts[name].key = key;
     });
   }
+
+  // Another theme: the same data redrawn in its colours (a canvas keeps the old ones).
+  document.addEventListener("opsdash:theme", function () {
+    Object.keys(charts).forEach(function (name) {
+      const old = charts[name];
+      const data = old.plot.data;
+      old.plot.destroy();
+      const chart = buildChart(name, old.node, old.key.startsWith("true"));
+      chart.key = old.key;
+      chart.plot.setData(data);
+      mark(chart, data[0] || []);
+      charts[name] = chart;
+    });
+  });
 
   let resizeTimer = null;
   window.addEventListener("resize", function () {

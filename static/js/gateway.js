@@ -40,6 +40,17 @@
     });
   });
 
+  // "Connect a client" is folded (its snippets are long); a link to it, or a URL ending in
+  // #connect, opens it, since following an anchor does not open a closed <details>.
+  function openConnect() {
+    const connect = document.getElementById("connect");
+    if (connect && !connect.open) connect.open = true;
+  }
+  document.querySelectorAll("a[data-open-details]").forEach(function (link) {
+    link.addEventListener("click", openConnect);
+  });
+  if (window.location.hash === "#connect") openConnect();
+
   const form = document.getElementById("new-workflow");
   if (!form) return;
   const error = form.querySelector(".form-error");

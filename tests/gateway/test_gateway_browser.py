@@ -30,6 +30,14 @@ def test_an_admin_creates_a_workflow_and_key_and_an_openai_client_uses_it(
         catalogue.seed_prices(Price)  # a transactional test loses the migration's rows
     sign_in(page, asgi_server, "ada")
     page.goto(f"{asgi_server}/gateway/")
+    # The workflows lead; the ~2,000 px of snippets are folded under "Connect a client".
+    expect(page.get_by_role("button", name="Create workflow")).to_be_visible()
+    expect(page.locator("#snippet-python")).to_be_hidden()
+    height = page.evaluate("document.documentElement.scrollHeight")
+    assert height < 1400, f"the gateway page is {height}px tall with its snippets folded"
+    screenshot(page, "gateway-folded-1280")
+    page.get_by_role("link", name="Connect a client").click()  # the lead's link opens the fold
+    expect(page.locator("#snippet-python")).to_be_visible()
     expect(page.locator("#base-url")).to_have_text(f"{asgi_server}/v1")
     expect(page.locator("#snippet-python")).to_contain_text(f'model="{tiny_model.slug}"')
     expect(page.locator("#snippet-curl")).to_contain_text(f"curl {asgi_server}/v1/chat/completions")

@@ -15,9 +15,7 @@ def _path_form(html: str) -> str:
     return match.group(0)
 
 
-def test_without_model_roots_the_path_form_is_disabled_with_the_setting_named(
-    as_admin, settings
-):
+def test_without_model_roots_the_path_form_is_disabled_with_the_setting_named(as_admin, settings):
     settings.MODEL_ROOTS = []
 
     form = _path_form(as_admin.get("/models/install/").content.decode())

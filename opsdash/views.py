@@ -1,4 +1,4 @@
-"""Project-level views: the home redirect and the health check."""
+"""Project-level views: the home overview and the health check."""
 
 from __future__ import annotations
 
@@ -8,20 +8,17 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET
 
 from opsdash.accounts.permissions import public
-from opsdash.accounts.roles import Cap, can
+from opsdash.core.overview import overview_for
 
 
 @public
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    """Send each person to the first page their role can use."""
+    """How things stand right now, per role: the first page after sign-in (served here, not a
+    redirect, so a bookmark of ``/`` always shows the overview). Anonymous visitors sign in."""
     if not request.user.is_authenticated:
         return redirect("accounts:login")
-    if can(request.user, Cap.VIEW_MODELS):
-        return redirect("catalog:list")
-    if can(request.user, Cap.VIEW_SAVINGS):
-        return redirect("savings:index")
-    return render(request, "home.html")
+    return render(request, "home.html", {"overview": overview_for(user=request.user)})
 
 
 @public

@@ -189,6 +189,10 @@ def _check_not_last_admin(*, user: User, action: str) -> None:
         )
 
 
+def _locked(user: User) -> User:
+    return User.objects.select_for_update().get(pk=user.pk)
+
+
 def _fresh(user: User) -> User:
     # roles_of caches on the instance; answer with what the database now holds.
     return User.objects.get(pk=user.pk)
@@ -290,8 +294,9 @@ def create_user(
 def set_roles(*, user: User, roles: Iterable[str], by: User | None) -> User:
     """Replace the user's roles; the last active admin keeps theirs."""
     wanted = _roles(roles)
+    user = _fresh(user)
     _check_may_change(user=user, by=by)
-    before = frozenset(roles_of(_fresh(user)))
+    before = frozenset(roles_of(user))
     if before == wanted:
         return _fresh(user)
     if Role.ADMIN in before and Role.ADMIN not in wanted and not user.is_superuser:
@@ -313,6 +318,7 @@ def set_roles(*, user: User, roles: Iterable[str], by: User | None) -> User:
 def set_email(*, user: User, email: str, by: User | None) -> User:
     """Change the user's address (blank clears it); their unused one-time links stop working."""
     email = _email(email)
+    user = _fresh(user)
     _check_may_change(user=user, by=by)
     if email != user.email:
         before, user.email = user.email, email
@@ -350,7 +356,8 @@ def deactivate_user(*, user: User, by: User | None) -> User:
             "You cannot deactivate yourself: ask another admin to do it.", code=Code.CONFLICT
         )
     _check_may_change(user=user, by=by)
-    if not user.is_active:
+    # The caller's instance may be stale (another request changed it): decide on the row.
+    if not _locked(user).is_active:
         return _fresh(user)
     if _is_admin(user):
         _check_not_last_admin(user=user, action="deactivate them")
@@ -372,7 +379,7 @@ def deactivate_user(*, user: User, by: User | None) -> User:
 def reactivate_user(*, user: User, by: User | None) -> User:
     """The user may sign in again; the tokens revoked when they were deactivated stay revoked."""
     _check_may_change(user=user, by=by)
-    if user.is_active:
+    if _locked(user).is_active:
         return _fresh(user)
     User.objects.filter(pk=user.pk).update(is_active=True)
     record(actor=by, action="user.reactivate", target=_target(user))
@@ -382,6 +389,7 @@ def reactivate_user(*, user: User, by: User | None) -> User:
 def password_reset_link(*, user: User, by: User | None) -> str:
     """A new one-time link (absolute URL) for the user to choose a password; their current
     password keeps working until they use it."""
+    user = _fresh(user)
     _check_may_change(user=user, by=by)
     if not user.is_active:
         raise UserRefused(

@@ -198,6 +198,9 @@ AUTH_PASSWORD_VALIDATORS = [
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
+    # Single sign-on (the OIDC block at the end): answers only a provider's callback, and
+    # nothing at all while OPSDASH_OIDC_ISSUER is unset.
+    "opsdash.accounts.oidc.OpsDashOIDCBackend",
 ]
 AXES_FAILURE_LIMIT = envint("OPSDASH_LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=envint("OPSDASH_LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
@@ -283,11 +286,24 @@ if BEHIND_TLS_PROXY:
     # domain to HTTPS for a year or for good, a choice for its owner, not for one dashboard.
     SILENCED_SYSTEM_CHECKS += ["security.W005", "security.W021"]
 
+# A refused request (403, a suspicious host) is one WARNING line naming who was refused what,
+# without the traceback Django attaches (opsdash.core.logfilters).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"refusals": {"()": "opsdash.core.logfilters.RefusalsInOneLine"}},
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["refusals"],
+        }
+    },
+    "loggers": {
+        "django.request": {"filters": ["refusals"]},
+        "django.security": {"filters": ["refusals"]},
+    },
     "root": {"handlers": ["console"], "level": envstr("OPSDASH_LOG_LEVEL", "INFO")},
 }
 
@@ -360,3 +376,118 @@ DEFAULT_FROM_EMAIL = EMAIL_FROM
 PUBLIC_URL = envstr("OPSDASH_PUBLIC_URL", f"http://{HOST}:{PORT}").rstrip("/")
 # How often each hub process's sender looks for due deliveries (it is also woken on commit).
 NOTIFY_POLL_SECONDS = envint("OPSDASH_NOTIFY_POLL_SECONDS", 5, minimum=1)
+
+# Single sign-on by OpenID Connect (opsdash.accounts.oidc, mozilla-django-oidc): the
+# authorization code flow with PKCE, state and nonce. Set the issuer, client id and secret; the
+# endpoints come from the issuer's /.well-known/openid-configuration (read at the first sign-in,
+# not at start) unless given one by one. Every sign-in sets the user's roles from the groups
+# claim through OPSDASH_OIDC_ROLE_MAP ("ops-team=operator,finance=manager,it=admin"); groups that
+# map to nothing give no role. OPSDASH_LOCAL_PASSWORDS=false leaves only the SSO button:
+# superusers keep their local password as the break-glass for a provider that is down.
+OIDC_ISSUER = envstr("OPSDASH_OIDC_ISSUER", "").rstrip("/")
+OIDC_RP_CLIENT_ID = envstr("OPSDASH_OIDC_CLIENT_ID", "")
+OIDC_RP_CLIENT_SECRET = envsecret("OPSDASH_OIDC_CLIENT_SECRET") or ""
+OIDC_NAME = envstr("OPSDASH_OIDC_NAME", "single sign-on")
+OIDC_RP_SCOPES = envstr("OPSDASH_OIDC_SCOPES", "openid email profile")
+OIDC_GROUPS_CLAIM = envstr("OPSDASH_OIDC_GROUPS_CLAIM", "groups")
+# The claim a new user's username comes from; the email address when the provider omits it.
+OIDC_USERNAME_CLAIM = envstr("OPSDASH_OIDC_USERNAME_CLAIM", "preferred_username")
+OIDC_RP_SIGN_ALGO = envstr("OPSDASH_OIDC_SIGN_ALGO", "RS256")
+OIDC_OP_AUTHORIZATION_ENDPOINT = envstr("OPSDASH_OIDC_AUTHORIZATION_ENDPOINT", "")
+OIDC_OP_TOKEN_ENDPOINT = envstr("OPSDASH_OIDC_TOKEN_ENDPOINT", "")
+OIDC_OP_USER_ENDPOINT = envstr("OPSDASH_OIDC_USERINFO_ENDPOINT", "")
+OIDC_OP_JWKS_ENDPOINT = envstr("OPSDASH_OIDC_JWKS_ENDPOINT", "")
+OIDC_OP_END_SESSION_ENDPOINT = envstr("OPSDASH_OIDC_END_SESSION_ENDPOINT", "")
+LOCAL_PASSWORDS = envbool("OPSDASH_LOCAL_PASSWORDS", True)
+# The role names of opsdash.accounts.roles.Role (importing it here would load the auth models
+# before Django is set up; tests/accounts/test_oidc_settings.py checks the two agree).
+_ROLE_NAMES = ("operator", "admin", "manager")
+
+
+def _oidc_role_map(value: str) -> dict[str, frozenset[str]]:
+    """``group=role,group=role``: a group may be named twice to give it two roles."""
+    mapping: dict[str, set[str]] = {}
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        group, sep, role = (piece.strip() for piece in item.rpartition("="))
+        if not sep or not group or role not in _ROLE_NAMES:
+            raise ImproperlyConfigured(
+                f"OPSDASH_OIDC_ROLE_MAP items read group=role with role one of "
+                f"{', '.join(_ROLE_NAMES)}, as in ops-team=operator,finance=manager; "
+                f"{item!r} is not one."
+            )
+        mapping.setdefault(group, set()).add(role)
+    return {group: frozenset(roles) for group, roles in mapping.items()}
+
+
+OIDC_ROLE_MAP = _oidc_role_map(envstr("OPSDASH_OIDC_ROLE_MAP", ""))
+
+
+def _check_oidc() -> None:
+    """Refuse half a configuration: it would show a button that cannot work."""
+    if not OIDC_ISSUER:
+        stray = [
+            name
+            for name in (
+                "OPSDASH_OIDC_CLIENT_ID",
+                "OPSDASH_OIDC_CLIENT_SECRET",
+                "OPSDASH_OIDC_CLIENT_SECRET_FILE",
+                "OPSDASH_OIDC_ROLE_MAP",
+                "OPSDASH_OIDC_AUTHORIZATION_ENDPOINT",
+                "OPSDASH_OIDC_TOKEN_ENDPOINT",
+                "OPSDASH_OIDC_USERINFO_ENDPOINT",
+                "OPSDASH_OIDC_JWKS_ENDPOINT",
+            )
+            if os.environ.get(name, "").strip()
+        ]
+        if stray:
+            raise ImproperlyConfigured(
+                f"{', '.join(stray)} {'is' if len(stray) == 1 else 'are'} set but "
+                f"OPSDASH_OIDC_ISSUER is not: single sign-on needs the provider's issuer URL, "
+                f"OPSDASH_OIDC_CLIENT_ID and OPSDASH_OIDC_CLIENT_SECRET together."
+            )
+        if not LOCAL_PASSWORDS:
+            raise ImproperlyConfigured(
+                "OPSDASH_LOCAL_PASSWORDS=false needs single sign-on (OPSDASH_OIDC_ISSUER, "
+                "OPSDASH_OIDC_CLIENT_ID, OPSDASH_OIDC_CLIENT_SECRET): otherwise only superusers "
+                "could sign in."
+            )
+        return
+    if urlsplit(OIDC_ISSUER).scheme not in {"http", "https"} or not urlsplit(OIDC_ISSUER).netloc:
+        raise ImproperlyConfigured(
+            f"OPSDASH_OIDC_ISSUER must be the provider's URL, such as "
+            f"https://login.example.com/realms/staff, not {OIDC_ISSUER!r}."
+        )
+    missing = [
+        name
+        for name, value in (
+            ("OPSDASH_OIDC_CLIENT_ID", OIDC_RP_CLIENT_ID),
+            ("OPSDASH_OIDC_CLIENT_SECRET", OIDC_RP_CLIENT_SECRET),
+        )
+        if not value
+    ]
+    if missing:
+        raise ImproperlyConfigured(
+            f"OPSDASH_OIDC_ISSUER is set but {' and '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not: register OpsDash with the provider "
+            f"(callback URL <OpsDash>/accounts/oidc/callback/) and set what it gives you."
+        )
+    if OIDC_RP_SIGN_ALGO not in {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"}:
+        raise ImproperlyConfigured(
+            f"OPSDASH_OIDC_SIGN_ALGO must be an asymmetric algorithm such as RS256 or ES256, "
+            f"not {OIDC_RP_SIGN_ALGO!r}."
+        )
+    if "openid" not in OIDC_RP_SCOPES.split():
+        raise ImproperlyConfigured(
+            f"OPSDASH_OIDC_SCOPES must include openid (OpenID Connect), not {OIDC_RP_SCOPES!r}."
+        )
+
+
+_check_oidc()
+# What mozilla-django-oidc reads itself: PKCE on, a nonce and state per sign-in (its defaults),
+# our callback's URL name, the ID token kept for the provider's sign-out.
+OIDC_USE_PKCE = True
+OIDC_AUTHENTICATION_CALLBACK_URL = "accounts:oidc_callback"
+OIDC_STORE_ID_TOKEN = True
+OIDC_TIMEOUT = 10

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from django.urls import path
 
-from opsdash.accounts import user_views, views
+from opsdash.accounts import oidc, user_views, views
+from opsdash.accounts.permissions import public
 
 app_name = "accounts"
 urlpatterns = [
@@ -24,4 +25,7 @@ urlpatterns = [
     ),
     path("password/", user_views.password_change, name="password_change"),
     path("set-password/<uidb64>/<token>/", user_views.set_password, name="set_password"),
+    # Single sign-on (issue 13): 404 while OPSDASH_OIDC_ISSUER is unset.
+    path("oidc/start/", public(oidc.start), name="oidc_start"),
+    path("oidc/callback/", public(oidc.callback), name="oidc_callback"),
 ]

@@ -11,17 +11,25 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from opsdash.accounts import services
+from opsdash.accounts import oidc, services
 from opsdash.accounts.models import ApiToken
 from opsdash.accounts.permissions import public, requires
 from opsdash.accounts.roles import Cap
 from opsdash.typing import AuthedRequest
 
-login = public(
-    auth_views.LoginView.as_view(
-        template_name="accounts/login.html", redirect_authenticated_user=True
-    )
-)
+
+class _SignInView(auth_views.LoginView):
+    template_name = "accounts/login.html"
+    redirect_authenticated_user = True
+    authentication_form = oidc.SignInForm
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        # Per request, not as_view(extra_context=…): read once at import it would miss a
+        # test's settings override.
+        return {**super().get_context_data(**kwargs), **oidc.sign_in_options()}
+
+
+login = public(_SignInView.as_view())
 logout = public(auth_views.LogoutView.as_view())
 
 
@@ -39,6 +47,7 @@ def locked_out(
         "form": AuthenticationForm(request, initial={"username": username}),
         "locked_out_minutes": minutes,
         "next": request.POST.get("next", ""),
+        **oidc.sign_in_options(),
     }
     return render(request, "accounts/login.html", context, status=429)
 

@@ -12,7 +12,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
-from ninja import Field, Query, Router, Schema
+from ninja import Field, Query, Router, Schema, Status
 
 from opsdash.accounts import users
 from opsdash.accounts.api_auth import api_auth
@@ -82,7 +82,7 @@ def list_users(request: HttpRequest, query: Query[ListQuery]) -> dict[str, Any]:
     response=responses({201: CreatedOut}, *BODY_STATUSES, 409),
     auth=api_auth(Cap.MANAGE_USERS),
 )
-def create_user(request: HttpRequest, payload: UserIn) -> tuple[int, dict[str, Any]]:
+def create_user(request: HttpRequest, payload: UserIn) -> Status:
     """Create a user; the answer carries the one-time ``set_password_url`` (mailed too when
     SMTP is configured and the user has an address). Audited as ``user.create``."""
     user, url = users.create_user(
@@ -94,7 +94,7 @@ def create_user(request: HttpRequest, payload: UserIn) -> tuple[int, dict[str, A
         "mailed": mailed.sent,
         "mail_note": mailed.note,
     }
-    return 201, body
+    return Status(201, body)
 
 
 @router.get(

@@ -8,6 +8,11 @@ Client → server::
 
 Server → client: ``started`` (the run id), ``token`` (text as it is generated), ``done`` (status,
 usage, timings, error) per panel, or ``error`` when a request is refused before a run starts.
+Between ``started`` and the first token, a run whose model is not loaded yet gets
+``{"type": "status", "state": "loading"}`` and then ``{"type": "status", "state": "running"}``
+once its runner has loaded the model (the page shows "loading model", not seconds of
+"running"); a run on a loaded model gets neither. (Fleet mode: a node loads the model out of
+this process's sight, so no ``loading`` is sent.)
 Every frame is answered: one that is not a JSON object (binary, malformed, nested too deep, a
 lone surrogate) gets an ``error`` and the socket stays open.
 Several panels may run at once (compare). Closing the socket stops its runs; they are recorded
@@ -26,9 +31,11 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 
 from opsdash.accounts.roles import Cap, can
 from opsdash.runs.models import Run, RunSource
+from opsdash.runs.runtime import get_supervisor
 from opsdash.runs.serializers import run_json
 from opsdash.runs.services import RunRefused, RunRequest, execute_run, start_run
 
@@ -37,6 +44,10 @@ logger = logging.getLogger(__name__)
 MAX_PANELS = 4
 STOP_GRACE_SECONDS = 15
 MAX_ID = 2**63 - 1  # the database's largest key: a bigger number cannot name a model
+#: How often a run whose model is loading looks whether the load is done (only meanwhile).
+LOAD_POLL_SECONDS = 0.2
+#: Runner states in which the model is loaded (inference.runtime.process.RunnerState).
+LOADED_STATES = frozenset({"idle", "busy"})
 
 
 @dataclass
@@ -153,16 +164,21 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
 
     async def _drive(self, panel: str, run: Run, cancel: asyncio.Event) -> None:
         """Forward tokens to this socket as they come, then the final figures."""
+        phase = _Phase(self, panel, run.pk)
+        watcher = asyncio.create_task(phase.watch_load(run.model_id))
 
         async def on_token(text: str) -> None:
+            await phase.running()
             await self._safe_send({"type": "token", "panel": panel, "run": run.pk, "text": text})
 
         try:
             final = await execute_run(run, on_token=on_token, cancel=cancel)
+            watcher.cancel()
             await self._safe_send({"type": "done", "panel": panel, **run_json(final)})
         except Exception:
             logger.exception("playground run %s", run.pk)
         finally:
+            watcher.cancel()
             self.active.pop(panel, None)
 
     async def _safe_send(self, message: dict[str, Any]) -> None:
@@ -175,6 +191,50 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
     async def _error(self, reason: str) -> None:
         """An error about the message itself, which names no panel."""
         await self.send_json({"type": "error", "reason": reason})
+
+
+def _runner_state(model_id: int) -> str | None:
+    """The state of the model's runner in this process, or None when it has none. Reads the
+    supervisor's status only (no database, no waiting), so the event loop may call it."""
+    for status in get_supervisor().status():
+        if status.model_id == model_id:
+            return status.state
+    return None
+
+
+class _Phase:
+    """What one run is doing before its first token: ``loading`` its model, then ``running``.
+
+    Each state is sent at most once, in that order, whoever notices first (the load watcher
+    or the first token); the state is set before the send is awaited, so the two cannot both
+    send it.
+    """
+
+    def __init__(self, consumer: PlaygroundConsumer, panel: str, run_id: int) -> None:
+        self.consumer, self.panel, self.run_id = consumer, panel, run_id
+        self.state: str | None = None
+
+    async def _say(self, state: str) -> None:
+        self.state = state
+        message = {"type": "status", "panel": self.panel, "run": self.run_id, "state": state}
+        await self.consumer._safe_send(message)
+
+    async def running(self) -> None:
+        if self.state == "loading":
+            await self._say("running")
+        else:
+            self.state = "running"  # nothing was announced: the page shows running already
+
+    async def watch_load(self, model_id: int) -> None:
+        if settings.FLEET:
+            return  # a node loads it, out of this process's sight
+        if _runner_state(model_id) in LOADED_STATES:
+            return
+        if self.state is None:
+            await self._say("loading")
+        while self.state == "loading" and _runner_state(model_id) not in LOADED_STATES:
+            await asyncio.sleep(LOAD_POLL_SECONDS)
+        await self.running()
 
 
 def _model_id(value: Any) -> int | None:

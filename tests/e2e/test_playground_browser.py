@@ -31,6 +31,13 @@ def test_an_answer_grows_token_by_token_and_stop_cancels_the_next(
     page.get_by_label("Max tokens").fill("60")
 
     # Record every length the answer passes through, as the browser renders it.
+    # Every status the panel shows, as the browser renders it: the first run loads the model.
+    page.evaluate("""() => {
+        window.statuses = [];
+        const status = document.querySelector('[data-stat="status"]');
+        new MutationObserver(() => window.statuses.push(status.textContent))
+            .observe(status, {subtree: true, childList: true, characterData: true});
+    }""")
     page.evaluate("""() => {
         window.lengths = [];
         new MutationObserver(() => {
@@ -46,6 +53,8 @@ def test_an_answer_grows_token_by_token_and_stop_cancels_the_next(
     intermediate = {n for n in lengths if 0 < n < final}
     assert len(intermediate) >= 2, f"the answer should grow in steps, saw lengths {lengths}"
     expect(page.locator('[data-stat="completion"]')).to_have_text("60")
+    statuses = page.evaluate("window.statuses")
+    assert statuses[:3] == ["running", "loading model", "running"], statuses
     screenshot(page, "playground-done")
 
     # Press Stop the moment the second answer's first text renders, from inside the page, so
@@ -72,3 +81,11 @@ def test_an_answer_grows_token_by_token_and_stop_cancels_the_next(
     run = Run.objects.order_by("-id").first()
     assert run is not None and run.status == RunStatus.CANCELLED
     assert 0 < run.completion_tokens < PAGE_MAX_TOKENS
+
+    # "New conversation" leaves nothing of the last run: no text, no figures.
+    expect(page.locator('[data-stat="prompt"]')).not_to_have_text("—")
+    page.get_by_role("button", name="New conversation").click()
+    expect(page.locator(".msg")).to_have_count(0)
+    for stat in ("ttft", "tps", "prompt", "completion", "status"):
+        expect(page.locator(f'[data-stat="{stat}"]')).to_have_text("—")
+    screenshot(page, "playground-new-conversation")

@@ -20,6 +20,13 @@ async def connected(user: User | None) -> WebsocketCommunicator:
     return await ws_as(user, "/ws/playground/")
 
 
+async def next_not_status(communicator: WebsocketCommunicator) -> dict:  # type: ignore[type-arg]
+    """The next message other than a ``status`` (loading / running, on a first run)."""
+    while (message := await communicator.receive_json_from(timeout=30))["type"] == "status":
+        pass
+    return message
+
+
 async def collect(
     communicator: WebsocketCommunicator, panel: str = "main"
 ) -> tuple[list[str], dict]:
@@ -60,6 +67,30 @@ async def test_an_operator_streams_tokens_and_gets_the_final_figures(operator, t
     assert run.status == RunStatus.OK and run.output == done["text"] and run.user_id == operator.pk
 
 
+async def test_a_first_run_says_loading_model_then_running_and_a_second_says_neither(
+    operator, tiny_model
+):
+    ws = await connected(operator)
+    await ws.connect()
+    run = {"type": "run", "model": tiny_model.pk, "prompt": "hello", "params": {"max_tokens": 4}}
+
+    kinds = []
+    for _ in range(2):
+        await ws.send_json_to(run)
+        seen = []
+        while (message := await ws.receive_json_from(timeout=60))["type"] != "done":
+            seen.append(message.get("state") or message["type"])
+        assert message["status"] == "ok"
+        kinds.append(seen)
+    await ws.disconnect()
+
+    first, second = kinds
+    # The model loads on first use: said before anything else, and "running" before any text.
+    assert first[:3] == ["started", "loading", "running"], first
+    assert set(first[3:]) == {"token"}, first
+    assert second[0] == "started" and set(second[1:]) == {"token"}, second
+
+
 async def test_stop_cancels_within_a_token_and_keeps_the_text(operator, endless_model):
     ws = await connected(operator)
     await ws.connect()
@@ -72,7 +103,7 @@ async def test_stop_cancels_within_a_token_and_keeps_the_text(operator, endless_
         }
     )
     started = await ws.receive_json_from(timeout=30)
-    first = await ws.receive_json_from(timeout=30)
+    first = await next_not_status(ws)
     assert first["type"] == "token"
     await ws.send_json_to({"type": "stop", "panel": "main"})
     tokens, done = await collect(ws)
@@ -92,7 +123,7 @@ async def test_closing_the_socket_records_the_run_as_cancelled(operator, endless
         {"type": "run", "model": endless_model.pk, "prompt": "hello", "params": params}
     )
     started = await ws.receive_json_from(timeout=30)
-    await ws.receive_json_from(timeout=30)  # a first token
+    assert (await next_not_status(ws))["type"] == "token"
     await ws.disconnect()
 
     run = await Run.objects.aget(pk=started["run"])

@@ -10,7 +10,7 @@ import pytest
 
 from opsdash.runs.models import Run, RunStatus
 from opsdash.runs.runtime import get_supervisor
-from tests.playground.test_consumer import ENDLESS_TOKENS, collect, connected
+from tests.playground.test_consumer import ENDLESS_TOKENS, collect, connected, next_not_status
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -54,7 +54,7 @@ async def test_a_runner_killed_mid_generation_fails_the_run_and_the_next_request
         {"type": "run", "model": endless_model.pk, "prompt": "hello", "params": params}
     )
     started = await ws.receive_json_from(timeout=30)
-    assert (await ws.receive_json_from(timeout=30))["type"] == "token"
+    assert (await next_not_status(ws))["type"] == "token"
     (status,) = get_supervisor().status()
     os.kill(status.pid, signal.SIGKILL)
 

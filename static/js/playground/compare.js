@@ -24,7 +24,8 @@ export function startCompare(compare) {
   function onMessage(msg) {
     const p = panels[msg.panel];
     if (!p) return;
-    if (msg.type === "token") { p.text.textContent += msg.text; p.stats.token(); }
+    if (msg.type === "status") p.stats.phase(msg.state);
+    else if (msg.type === "token") { p.text.textContent += msg.text; p.stats.token(); }
     else if (msg.type === "done") {
       p.stats.done(msg);
       p.text.classList.remove("streaming");

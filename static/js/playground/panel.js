@@ -5,16 +5,26 @@ function fmt(v, digits, unit) {
   return Number(v).toFixed(digits) + (unit || "");
 }
 
+// What the server's status messages say before the first token (opsdash.playground.consumers).
+const PHASE_TEXT = { loading: "loading model", running: "running" };
+
 /** Live figures while streaming; the server's exact ones when the run is done. */
 export function createStats(root) {
   const el = function (name) { return root.querySelector('[data-stat="' + name + '"]'); };
   let start = 0, first = 0, chunks = 0;
+  function blank() {
+    ["ttft", "tps", "prompt", "completion", "status"].forEach(function (n) { el(n).textContent = "—"; });
+  }
   return {
     begin: function () {
       start = performance.now(); first = 0; chunks = 0;
-      ["ttft", "tps", "prompt", "completion"].forEach(function (n) { el(n).textContent = "—"; });
+      blank();
       el("status").textContent = "running";
     },
+    // Before the first token: "loading model" (a first run loads it for seconds), "running".
+    phase: function (state) { el("status").textContent = PHASE_TEXT[state] || state; },
+    // "New conversation": nothing of the previous run stays on the panel.
+    reset: function () { start = 0; first = 0; chunks = 0; blank(); },
     token: function () {
       const now = performance.now();
       chunks += 1;

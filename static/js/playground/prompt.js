@@ -38,9 +38,11 @@ export function startPrompt(playground) {
     return b;
   }
 
+  const clearButton = form.querySelector('[data-role="clear"]');
   function setRunning(running) {
     runButton.disabled = running;
     stopButton.disabled = !running;
+    clearButton.disabled = running;  // the answer still streaming belongs to this conversation
   }
 
   function onMessage(msg) {
@@ -48,6 +50,8 @@ export function startPrompt(playground) {
     if (msg.type === "started") {
       bubble = addMessage("assistant", "");
       bubble.classList.add("streaming");
+    } else if (msg.type === "status") {
+      stats.phase(msg.state);
     } else if (msg.type === "token") {
       bubble.textContent += msg.text;
       stats.token();
@@ -94,8 +98,8 @@ export function startPrompt(playground) {
     form.elements.prompt.value = "";
   });
   stopButton.addEventListener("click", function () { ws.send({ type: "stop", panel: "main" }); });
-  form.querySelector('[data-role="clear"]').addEventListener("click", function () {
-    history = []; transcript.innerHTML = ""; showError(panel, "");
+  clearButton.addEventListener("click", function () {
+    history = []; transcript.innerHTML = ""; showError(panel, ""); stats.reset();
   });
   form.elements.prompt.addEventListener("keydown", function (e) {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) form.requestSubmit();

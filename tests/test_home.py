@@ -237,6 +237,19 @@ def test_admins_see_every_card_with_everyones_figures(admin: User, busy) -> None
     assert 'data-testid="saving-today"><strong' in savings and "$" in savings
 
 
+def test_an_admins_run_cards_open_the_runs_page_on_the_same_runs(admin: User, busy) -> None:  # type: ignore[no-untyped-def]
+    client = client_for(admin)
+    text = _text(client.get("/"))
+    for card, figure in (("activity", "3"), ("failed-runs", "2")):
+        html = _card(text, card)
+        link = re.search(r'<h2><a href="(/runs/\?[^"]+)"', html)
+        assert link, f"the {card} card links to the Runs page"
+        page = _text(client.get(link.group(1).replace("&amp;", "&")))
+        assert f'data-testid="total-runs">{figure}<' in page, f"{card}: {link.group(1)}"
+    failure = busy["runs"]["their_failure"]
+    assert f'href="/runs/{failure.pk}/"' in _card(text, "failed-runs")
+
+
 def test_managers_see_the_savings_and_nothing_of_the_fleet(manager: User, busy) -> None:  # type: ignore[no-untyped-def]
     text = _text(client_for(manager).get("/"))
     assert _cards(text) == {"savings"}
@@ -337,21 +350,76 @@ def _queries(client: Client) -> int:
     return len(captured.captured_queries)
 
 
-def test_the_overview_takes_a_few_queries_however_much_there_is(admin: User, busy) -> None:  # type: ignore[no-untyped-def]
-    client = client_for(admin)
+@pytest.mark.parametrize("persona", ["admin", "operator"])
+def test_the_overview_takes_a_few_queries_however_much_there_is(
+    persona: str, busy, request
+) -> None:  # type: ignore[no-untyped-def]
+    client = client_for(request.getfixturevalue(persona))
     client.get("/")  # warm: the runner labels, the content types
     few = _queries(client)
+    # Session, user, roles; nodes; alerts (+ deliveries); runs (+ the operator's own); savings;
+    # failed installs; the first steps' two checks.
     assert few <= 16, f"the home page took {few} queries"
 
     flow, model = workflow("more"), busy["model"]
     for i in range(12):
-        _run(flow, model, minutes=i, error=f"failure {i}")
+        _run(flow, model, minutes=i, error=f"failure {i}", user=request.getfixturevalue(persona))
         _failed_install(f"broken-{i}")
         _episode(message=f"alert {i}", ended=False)
         _failed_delivery()
     many = _queries(client)
     assert many == few, "a card reads per row"
     text = _text(client.get("/"))
-    assert '<strong class="home-bad">14</strong> failed' in _card(text, "failed-runs")
-    assert '<strong class="home-bad">13</strong> failed' in _card(text, "failed-installs")
-    assert _card(text, "failed-installs").count("<li>") == 5
+    failed = _card(text, "failed-runs")
+    assert failed.count("<li>") == 5
+    assert "14</strong> failed" in failed or "13</strong> of yours" in failed
+    if persona == "admin":
+        assert '<strong class="home-bad">13</strong> failed' in _card(text, "failed-installs")
+        assert _card(text, "failed-installs").count("<li>") == 5
+    assert _card(text, "alerts").count("<li>") == 5
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_overview_in_a_browser_at_1280_and_390_px(
+    browser,
+    live_server,
+    admin: User,
+    operator: User,
+    busy,
+    scheme: str,  # type: ignore[no-untyped-def]
+) -> None:
+    from playwright.sync_api import expect
+
+    from tests.e2e.conftest import screenshot, sign_in
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme=scheme)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    try:
+        sign_in(page, live_server.url, "ada")
+        assert page.url == f"{live_server.url}/", "signing in lands on the overview"
+        for card in CARDS:
+            expect(page.locator(f'[data-card="{card}"]')).to_be_visible()
+        expect(page.get_by_test_id("saving-today")).to_contain_text("$")
+        screenshot(page, f"home-admin-1280-{scheme}")
+
+        page.set_viewport_size({"width": 390, "height": 844})
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"the overview scrolls {overflow} px sideways at 390 px"
+        screenshot(page, f"home-admin-390-{scheme}")
+
+        page.locator('[data-card="failed-installs"] h2 a').click()
+        page.wait_for_url(f"{live_server.url}/models/")
+
+        page.context.clear_cookies()
+        page.set_viewport_size({"width": 1280, "height": 900})
+        sign_in(page, live_server.url, "otto")
+        expect(page.get_by_test_id("own-runs")).to_contain_text("1 run")
+        expect(page.locator('[data-card="savings"]')).to_have_count(0)
+        screenshot(page, f"home-operator-1280-{scheme}")
+        page.set_viewport_size({"width": 390, "height": 844})
+        screenshot(page, f"home-operator-390-{scheme}")
+    finally:
+        context.close()

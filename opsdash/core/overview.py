@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Count, Q, Sum
-from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from opsdash.accounts.roles import Cap, can, roles_of
 from opsdash.catalog.models import LocalModel, ModelStatus
 from opsdash.fleet.listing import NodeView, list_nodes
+from opsdash.runs.ledger import ledger_runs, ledger_totals, parse_ledger_filters
 from opsdash.runs.models import Run, RunStatus, Workflow
 from opsdash.savings.days import report_today
 from opsdash.savings.filters import month_start
@@ -29,15 +29,12 @@ from opsdash.telemetry.services import recent_episodes
 
 #: How many rows a card lists before it says "and N more" with a link to the whole page.
 LISTED = 5
-#: What counts as a failed run on the home page: it produced no answer it should have.
-FAILED_RUN_STATUSES = (RunStatus.ERROR, RunStatus.INTERRUPTED)
 #: Node states that need a person's look (pending: an admin's approval).
 TROUBLED_NODE_STATES = frozenset({"unhealthy", "offline", "pending"})
 #: How far back the episodes read for open alerts go: an episode still open is among the
 #: newest (they are read newest first), so this bounds the read without missing a live one
 #: unless over this many newer episodes opened since, which the page would show anyway.
 EPISODES_READ = 50
-LEDGER_URL_NAME = "runs:ledger"
 
 
 @dataclass(frozen=True)
@@ -78,7 +75,7 @@ class AlertsCard:
 
 @dataclass(frozen=True)
 class ActivityCard:
-    """Runs and tokens of the last hour, and failed runs of the last 24 h."""
+    """Runs and tokens of the last hour, and failed runs (status ``error``) of the last 24 h."""
 
     runs_hour: int
     tokens_hour: int
@@ -90,6 +87,9 @@ class ActivityCard:
     failed_runs: list[Run] = field(default_factory=list)
     # Whether ``failed_runs`` are the viewer's own (operators) or everyone's (admins).
     failed_are_own: bool = False
+    # The Runs page's query strings for the same runs (admins' links).
+    hour_query: str = ""
+    failed_query: str = ""
 
 
 @dataclass(frozen=True)
@@ -122,8 +122,6 @@ class Overview:
     savings: SavingsCard | None = None
     failed_installs: FailedInstallsCard | None = None
     first_steps: list[FirstStep] = field(default_factory=list)
-    # Where every run is listed (the admins' Runs page); "" for those who see only their own.
-    ledger_url: str = ""
 
 
 def overview_for(
@@ -141,15 +139,7 @@ def overview_for(
         savings=_savings() if can(user, Cap.VIEW_SAVINGS) else None,
         failed_installs=_failed_installs(now) if can(user, Cap.MANAGE_MODELS) else None,
         first_steps=_first_steps(user),
-        ledger_url=_ledger_url() if can(user, Cap.VIEW_LEDGER) else "",
     )
-
-
-def _ledger_url() -> str:
-    try:
-        return reverse(LEDGER_URL_NAME)
-    except NoReverseMatch:  # an install without the Runs page links to nothing rather than 500
-        return ""
 
 
 def _nodes() -> NodesCard:
@@ -195,43 +185,39 @@ def _alerts(user: AbstractBaseUser | AnonymousUser, now: datetime) -> AlertsCard
 
 
 def _activity(user: AbstractBaseUser | AnonymousUser, now: datetime) -> ActivityCard:
-    hour, day = now - timedelta(hours=1), now - timedelta(hours=24)
-    in_hour = Q(started_at__gte=hour)
-    failed = Q(status__in=FAILED_RUN_STATUSES)
-    mine = Q(user_id=cast(int, user.pk))  # signed in: overview_for checked it
-    tokens = Sum("prompt_tokens", filter=in_hour, default=0) + Sum(
-        "completion_tokens", filter=in_hour, default=0
-    )
-    # One scan of the last day's runs (started_at is indexed) answers every figure.
-    sums: dict[str, Any] = {
-        "runs_hour": Count("id", filter=in_hour),
-        "tokens_hour": tokens,
-        "failed_day": Count("id", filter=failed),
-    }
+    # The Runs page's own filters and totals, from the minute an hour (a day) ago: the card's
+    # figures are what its link shows there, to the run.
+    hour = {"from": _minute(now - timedelta(hours=1))}
+    failed = {"from": _minute(now - timedelta(hours=24)), "status": str(RunStatus.ERROR)}
+    last_hour = ledger_totals(ledger_runs(parse_ledger_filters(hour)))
+    failed_runs = ledger_runs(parse_ledger_filters(failed)).select_related("model", "workflow")
     own = not can(user, Cap.VIEW_LEDGER)
     if own:
-        sums |= {
-            "own_runs_hour": Count("id", filter=in_hour & mine),
-            "own_tokens_hour": Sum("prompt_tokens", filter=in_hour & mine, default=0)
-            + Sum("completion_tokens", filter=in_hour & mine, default=0),
-            "own_failed_day": Count("id", filter=failed & mine),
-        }
-    figures = Run.objects.filter(started_at__gte=day).aggregate(**sums)
-    listed = Run.objects.filter(failed, started_at__gte=day).select_related("model", "workflow")
-    if own:
-        # Operators open only their own runs (playground history is personal).
-        listed = listed.filter(mine)
-    counted = {name: int(value or 0) for name, value in figures.items()}
+        # Operators see their own runs beside everyone's counts, and open only their own
+        # (playground history is personal).
+        name = user.get_username()
+        mine = ledger_totals(ledger_runs(parse_ledger_filters({**hour, "user": name})))
+        own_failed = failed_runs.filter(user__username=name)
+        listed = own_failed
+    else:
+        listed = failed_runs
     return ActivityCard(
-        runs_hour=counted["runs_hour"],
-        tokens_hour=counted["tokens_hour"],
-        failed_day=counted["failed_day"],
-        own_runs_hour=counted.get("own_runs_hour"),
-        own_tokens_hour=counted.get("own_tokens_hour"),
-        own_failed_day=counted.get("own_failed_day"),
-        failed_runs=list(listed.order_by("-started_at", "-id")[:LISTED]),
+        runs_hour=last_hour.runs,
+        tokens_hour=last_hour.tokens,
+        failed_day=failed_runs.count(),
+        own_runs_hour=mine.runs if own else None,
+        own_tokens_hour=mine.tokens if own else None,
+        own_failed_day=own_failed.count() if own else None,
+        failed_runs=list(listed[:LISTED]),
         failed_are_own=own,
+        hour_query=urlencode(hour),
+        failed_query=urlencode(failed),
     )
+
+
+def _minute(moment: datetime) -> str:
+    """A moment as the Runs page's ``from`` reads it: a local time to the minute."""
+    return timezone.localtime(moment).strftime("%Y-%m-%dT%H:%M")
 
 
 def _savings() -> SavingsCard:

@@ -399,6 +399,9 @@ OIDC_OP_USER_ENDPOINT = envstr("OPSDASH_OIDC_USERINFO_ENDPOINT", "")
 OIDC_OP_JWKS_ENDPOINT = envstr("OPSDASH_OIDC_JWKS_ENDPOINT", "")
 OIDC_OP_END_SESSION_ENDPOINT = envstr("OPSDASH_OIDC_END_SESSION_ENDPOINT", "")
 LOCAL_PASSWORDS = envbool("OPSDASH_LOCAL_PASSWORDS", True)
+# Signing out of OpsDash also ends the provider's session (RP-initiated logout), when it
+# publishes an end_session_endpoint; register <OpsDash>/accounts/login/ as a post-logout URL.
+OIDC_PROVIDER_LOGOUT = envbool("OPSDASH_OIDC_PROVIDER_LOGOUT", False)
 # The role names of opsdash.accounts.roles.Role (importing it here would load the auth models
 # before Django is set up; tests/accounts/test_oidc_settings.py checks the two agree).
 _ROLE_NAMES = ("operator", "admin", "manager")

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import requests
 from django.conf import settings
@@ -401,6 +402,30 @@ class CallbackView(OIDCAuthenticationCallbackView):
                 f"started in another browser or tab). Start again with the button."
             )
         return _back_to_sign_in(request, sentence)
+
+
+def provider_logout_url(request: HttpRequest) -> str | None:
+    """Where to send a signing-out browser so the provider's session ends too (OpenID Connect
+    RP-initiated logout), or None: not asked for, signed in with a password, or the provider
+    has no end_session_endpoint. Read it before the session is flushed."""
+    id_token = request.session.get("oidc_id_token")
+    if not (sso_enabled() and settings.OIDC_PROVIDER_LOGOUT and id_token):
+        return None
+    try:
+        end_session = endpoints().end_session
+    except ProviderUnavailable:
+        return None  # signing out of OpsDash must not wait on a provider that is down
+    if not end_session:
+        return None
+    back = request.build_absolute_uri(resolve_url(settings.LOGOUT_REDIRECT_URL))
+    query = urlencode(
+        {
+            "id_token_hint": id_token,
+            "client_id": settings.OIDC_RP_CLIENT_ID,
+            "post_logout_redirect_uri": back,
+        }
+    )
+    return f"{end_session}{'&' if '?' in end_session else '?'}{query}"
 
 
 start = StartView.as_view()

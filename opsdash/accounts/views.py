@@ -30,7 +30,16 @@ class _SignInView(auth_views.LoginView):
 
 
 login = public(_SignInView.as_view())
-logout = public(auth_views.LogoutView.as_view())
+
+
+class _SignOutView(auth_views.LogoutView):
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        at_provider = oidc.provider_logout_url(request)
+        response = super().post(request, *args, **kwargs)
+        return redirect(at_provider) if at_provider else response
+
+
+logout = public(_SignOutView.as_view())
 
 
 def locked_out(

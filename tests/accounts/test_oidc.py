@@ -43,9 +43,12 @@ def opsdash(transactional_db, settings, provider: Provider) -> Iterator[str]:  #
         "ops-team": frozenset({"operator"}),
         "finance": frozenset({"manager"}),
     }
+    settings.OIDC_PROVIDER_LOGOUT = True
     oidc._discovered.clear()
     with serve() as server:
-        provider.allow_redirect(f"{server.url}/accounts/oidc/callback/")
+        provider.allow_redirect(
+            f"{server.url}/accounts/oidc/callback/", after_logout=f"{server.url}/accounts/login/"
+        )
         yield server.url
 
 
@@ -79,9 +82,13 @@ def test_olga_from_ops_team_signs_in_as_an_operator_and_signs_out(opsdash, provi
 
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', landed.body)
     assert token, "no sign-out form on the page"
-    client.open(f"{opsdash}/accounts/logout/", {"csrfmiddlewaretoken": token.group(1)})
+    signed_out = client.open(f"{opsdash}/accounts/logout/", {"csrfmiddlewaretoken": token.group(1)})
+    # Through the provider's end_session_endpoint and back: both sessions are over.
+    assert signed_out.url.startswith(f"{opsdash}/accounts/login/"), signed_out.url
     after = client.open(f"{opsdash}/playground/")
     assert urlsplit(after.url).path == "/accounts/login/"
+    again = client.open(f"{opsdash}/accounts/oidc/start/")
+    assert again.url.startswith(f"{provider.url}/login/"), "the provider kept its session"
 
 
 def test_fred_from_finance_signs_in_as_a_manager(opsdash, provider) -> None:  # type: ignore[no-untyped-def]

@@ -25,9 +25,10 @@ def _allowed(request: HttpRequest) -> bool:
 def redirect_uris(request: HttpRequest) -> HttpResponse:
     if not _allowed(request):
         return HttpResponseForbidden()
-    uris = json.loads(request.body)["uris"]
+    body = json.loads(request.body)
     get_application_model().objects.filter(client_id=os.environ["PROVIDER_CLIENT_ID"]).update(
-        redirect_uris=" ".join(uris)
+        redirect_uris=" ".join(body["uris"]),
+        post_logout_redirect_uris=" ".join(body.get("after_logout", [])),
     )
     return HttpResponse("ok")
 

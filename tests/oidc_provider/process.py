@@ -56,9 +56,10 @@ class Provider:
         with urllib.request.urlopen(request, timeout=10) as response:
             assert response.status == 200
 
-    def allow_redirect(self, uri: str) -> None:
-        """Let the provider send users back to ``uri`` (OpsDash's callback on its port)."""
-        self._control("redirect-uris/", {"uris": [uri]})
+    def allow_redirect(self, uri: str, *, after_logout: str = "") -> None:
+        """Let the provider send users back to ``uri`` (OpsDash's callback on its port), and
+        to ``after_logout`` once they sign out there."""
+        self._control("redirect-uris/", {"uris": [uri], "after_logout": [after_logout]})
 
     def set_groups(self, username: str, groups: list[str]) -> None:
         self._control(f"groups/{username}/", {"groups": groups})

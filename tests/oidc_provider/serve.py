@@ -17,7 +17,7 @@ def main(address: str) -> None:
     from django.core.management import call_command
 
     django.setup()
-    call_command("migrate", verbosity=0, interactive=False)
+    call_command("migrate", run_syncdb=True, verbosity=0, interactive=False)
 
     from django.contrib.auth.models import Group, User
     from oauth2_provider.models import get_application_model

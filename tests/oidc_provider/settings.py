@@ -38,6 +38,9 @@ TEMPLATES = [
 ]
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": DATA / "provider.sqlite3"}}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Tables straight from the models (migrate --run-syncdb): a few hundred ms instead of seconds
+# of replaying django-oauth-toolkit's migration history for a database that lives one module.
+MIGRATION_MODULES = {app.rsplit(".", 1)[-1]: None for app in INSTALLED_APPS}
 USE_TZ = True
 LOGIN_URL = "/login/"
 # Cookies do not tell ports apart: on 127.0.0.1 the provider's session cookie would overwrite
@@ -52,6 +55,9 @@ OAUTH2_PROVIDER = {
     "OIDC_ISS_ENDPOINT": os.environ["PROVIDER_ISSUER"],
     "OAUTH2_VALIDATOR_CLASS": "tests.oidc_provider.validator.GroupsValidator",
     "PKCE_REQUIRED": True,
+    # OpsDash's sign-out ends the session here too, without a confirmation page.
+    "OIDC_RP_INITIATED_LOGOUT_ENABLED": True,
+    "OIDC_RP_INITIATED_LOGOUT_ALWAYS_PROMPT": False,
     "SCOPES": {
         "openid": "OpenID Connect",
         "email": "Email address",

@@ -89,3 +89,6 @@ def test_an_answer_grows_token_by_token_and_stop_cancels_the_next(
     for stat in ("ttft", "tps", "prompt", "completion", "status"):
         expect(page.locator(f'[data-stat="{stat}"]')).to_have_text("—")
     screenshot(page, "playground-new-conversation")
+    page.emulate_media(color_scheme="dark")
+    page.set_viewport_size({"width": 390, "height": 844})
+    screenshot(page, "playground-new-conversation-390-dark")

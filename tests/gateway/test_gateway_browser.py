@@ -36,6 +36,13 @@ def test_an_admin_creates_a_workflow_and_key_and_an_openai_client_uses_it(
     height = page.evaluate("document.documentElement.scrollHeight")
     assert height < 1400, f"the gateway page is {height}px tall with its snippets folded"
     screenshot(page, "gateway-folded-1280")
+    page.emulate_media(color_scheme="dark")
+    screenshot(page, "gateway-folded-1280-dark")
+    page.set_viewport_size({"width": 390, "height": 844})
+    no_sideways_scroll(page)
+    screenshot(page, "gateway-folded-390-dark")
+    page.emulate_media(color_scheme="light")
+    page.set_viewport_size({"width": 1280, "height": 900})
     page.get_by_role("link", name="Connect a client").click()  # the lead's link opens the fold
     expect(page.locator("#snippet-python")).to_be_visible()
     expect(page.locator("#base-url")).to_have_text(f"{asgi_server}/v1")

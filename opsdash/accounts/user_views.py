@@ -128,7 +128,6 @@ def _detail_page(
         "subject": subject,
         "form": form,
         "sign_in": users.sign_in_kind(subject),
-        "roles": users.role_names(subject),
         "is_self": subject.pk == request.user.pk,
         "tokens": subject.api_tokens.filter(revoked_at__isnull=True).count(),
     }

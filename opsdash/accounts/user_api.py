@@ -72,7 +72,7 @@ def _by(request: HttpRequest) -> User:
 @router.get("/users", response=responses({200: UserList}, 422), auth=api_auth(Cap.MANAGE_USERS))
 def list_users(request: HttpRequest, query: Query[ListQuery]) -> dict[str, Any]:
     """Every user by username: ``{"items": [...], "count"}``."""
-    found = User.objects.order_by("username").prefetch_related("groups")
+    found = users.with_sign_in(User.objects.order_by("username"))
     page = found[query.offset : query.offset + query.limit]
     return {"items": [users.user_json(user) for user in page], "count": found.count()}
 

@@ -11,8 +11,7 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth import update_session_auth_hash
 from django.contrib.auth.forms import PasswordChangeForm, SetPasswordForm
-from django.contrib.auth.models import Group, User
-from django.db.models import Prefetch
+from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
@@ -50,20 +49,14 @@ def _refused(form: forms.Form, exc: users.UserRefused) -> None:
 
 
 def _listing() -> list[User]:
-    return list(
-        User.objects.order_by("username").prefetch_related(
-            Prefetch("groups", queryset=Group.objects.order_by("name"))
-        )
-    )
+    return list(users.with_sign_in(User.objects.order_by("username")))
 
 
 def _rows(found: list[User]) -> list[dict[str, object]]:
-    known = {role.value for role in Role}
     return [
         {
             "user": user,
-            # From the prefetched groups: one query for the whole page, not one per user.
-            "roles": [g.name for g in user.groups.all() if g.name in known],
+            "roles": users.role_names(user),
             "sign_in": users.sign_in_kind(user),
         }
         for user in found

@@ -25,13 +25,13 @@ from django.contrib.sessions.models import Session
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.encoding import force_bytes, force_str
 from django.utils.http import urlsafe_base64_decode, urlsafe_base64_encode
 
-from opsdash.accounts.models import ApiToken
+from opsdash.accounts.models import ApiToken, OidcIdentity
 from opsdash.accounts.roles import Role, roles_of
 from opsdash.accounts.services import revoke_token
 from opsdash.core.audit import Target, record
@@ -53,16 +53,28 @@ def _target(user: User) -> Target:
 # --- reading -------------------------------------------------------------------------------
 
 
+def with_sign_in(users: QuerySet[User]) -> QuerySet[User]:
+    """``users`` annotated so ``sign_in_kind`` needs no query per user (a listing's shape)."""
+    return users.annotate(
+        _opsdash_sso=Exists(OidcIdentity.objects.filter(user=OuterRef("pk")))
+    ).prefetch_related(Prefetch("groups", queryset=Group.objects.order_by("name")))
+
+
 def sign_in_kind(user: User) -> SignIn:
-    """``local`` (has a password), ``sso`` (no password, has signed in: single sign-on made or
-    uses the account) or ``invited`` (no password and never signed in: the link is unused)."""
-    if user.has_usable_password():
-        return "local"
-    return "sso" if user.last_login is not None else "invited"
+    """``sso`` (single sign-on made the account: it has a provider identity), ``local`` (a
+    password) or ``invited`` (neither yet: the set-password link is unused)."""
+    sso = getattr(user, "_opsdash_sso", None)
+    if sso is None:
+        sso = OidcIdentity.objects.filter(user=user).exists()
+    if sso:
+        return "sso"
+    return "local" if user.has_usable_password() else "invited"
 
 
 def role_names(user: User) -> list[str]:
-    return sorted(str(role) for role in roles_of(user))
+    """The user's roles by name; from prefetched groups when the caller prefetched them."""
+    known = {role.value for role in Role}
+    return sorted(group.name for group in user.groups.all() if group.name in known)
 
 
 def link_valid_for() -> str:

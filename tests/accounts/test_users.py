@@ -8,6 +8,7 @@ from django.contrib.auth.models import Group, User
 from django.test import Client
 
 from opsdash.accounts import users
+from opsdash.accounts.models import OidcIdentity
 from opsdash.accounts.services import create_token, user_for_token
 from opsdash.core.audit import entries
 from opsdash.core.errors import Code
@@ -242,12 +243,16 @@ def test_without_smtp_the_note_says_to_hand_the_link_over(admin, settings):
 # --- pages ---------------------------------------------------------------------------------
 
 
-def test_the_users_page_lists_everyone_with_roles_status_and_sign_in(as_admin, operator):
+def test_the_users_page_lists_everyone_with_roles_status_and_sign_in(
+    as_admin, operator, django_assert_max_num_queries
+):
     User.objects.create_user("gone", is_active=False)
-    sso = User.objects.create_user("sam")  # no password, has signed in: single sign-on
+    sso = User.objects.create_user("sam")  # made by single sign-on: a provider identity
+    OidcIdentity.objects.create(user=sso, issuer="https://idp.example.com", subject="s-1")
     User.objects.filter(pk=sso.pk).update(last_login="2026-01-02T03:04:05Z", email="s@x.org")
 
-    page = as_admin.get("/accounts/users/").content.decode()
+    with django_assert_max_num_queries(12):  # not one query per user
+        page = as_admin.get("/accounts/users/").content.decode()
 
     table = page.split('data-testid="users"')[1].split("</table>")[0]
     assert table.index(">ada<") < table.index(">gone<") < table.index(">otto<")
@@ -361,6 +366,7 @@ def test_a_user_changes_their_own_password_and_other_sessions_end(operator):
 
 def test_a_single_sign_on_user_is_told_to_change_the_password_at_the_provider(db):
     sso = User.objects.create_user("sam")
+    OidcIdentity.objects.create(user=sso, issuer="https://idp.example.com", subject="s-1")
     sso.groups.add(Group.objects.get_or_create(name="operator")[0])
     page = client_for(sso).get("/accounts/password/").content.decode()
     assert "change it there" in page and "old_password" not in page

@@ -310,14 +310,22 @@ def _member(tar: tarfile.TarFile, name: str) -> tarfile.TarInfo | None:
     return info if info.isfile() else None
 
 
+def _damaged(path: Path, exc: BaseException) -> str:
+    return (
+        f"{path.name} is damaged ({exc or type(exc).__name__}): it ends early or was changed; "
+        "nothing was restored. Restore another backup."
+    )
+
+
 def read_manifest(*, path: Path) -> dict[str, Any]:
     """The backup's manifest, once it is known this code can restore it; else a refusal."""
     with _open(path) as tar:
         try:
+            # Reading the member list walks the whole archive: a cut file fails here.
             info = _member(tar, MANIFEST)
             raw = tar.extractfile(info).read() if info else None  # type: ignore[union-attr]
-        except (tarfile.TarError, OSError, EOFError):
-            raw = None
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            raise BackupRefused(_damaged(path, exc)) from None
         if raw is None:
             raise BackupRefused(
                 f"{path.name} is not an OpsDash backup: it has no readable {MANIFEST}."
@@ -469,10 +477,8 @@ def _extract(path: Path, manifest: dict[str, Any], work: Path) -> tuple[Path, by
                 shutil.copyfileobj(source, out, HASH_CHUNK)
             info = _member(tar, SECRET_MEMBER)
             secret = tar.extractfile(info).read() if info else None  # type: ignore[union-attr]
-    except (tarfile.TarError, EOFError, zlib.error) as exc:
-        raise BackupRefused(
-            f"{path.name} is damaged ({exc}); nothing was restored. Restore another backup."
-        ) from None
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise BackupRefused(_damaged(path, exc)) from None
     return extracted, secret
 
 

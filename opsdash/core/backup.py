@@ -153,7 +153,8 @@ class Backup:
 def _pg_env() -> dict[str, str]:
     """libpq's variables for the configured database: the password never appears in argv."""
     db = settings.DATABASES[DEFAULT_DB_ALIAS]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    # Other libpq variables (PGSSLMODE …) stay: psycopg reads them too, so both connect alike.
+    env = dict(os.environ)
     pairs = {
         "PGHOST": db.get("HOST"),
         "PGPORT": db.get("PORT"),

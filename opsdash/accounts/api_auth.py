@@ -14,6 +14,7 @@ from django.http import HttpRequest
 from ninja.errors import HttpError
 from ninja.security import HttpBearer, SessionAuth
 
+from opsdash.accounts.permissions import refusal_sentence
 from opsdash.accounts.roles import Cap, can
 from opsdash.accounts.services import user_for_token
 from opsdash.core.bearer import bearer_token
@@ -23,7 +24,7 @@ def _checked(request: HttpRequest, user: Any, cap: Cap) -> Any:
     if user is None:
         return None
     if not can(user, cap):
-        raise HttpError(403, f"Your role does not allow this ({cap}).")
+        raise HttpError(403, refusal_sentence(user=user, cap=cap, what="This endpoint"))
     request.user = user
     return user
 

@@ -113,7 +113,8 @@ class Run(models.Model):
     class Meta:
         ordering = ["-started_at", "-id"]
         indexes = [
-            models.Index(fields=["user", "-started_at"]),
+            # A person's runs newest first (their history, the Runs page filtered by user).
+            models.Index(fields=["user", "-started_at", "-id"], name="runs_user_latest"),
             # A workflow's latest runs (its savings page), newest first without a sort.
             models.Index(fields=["workflow", "-started_at", "-id"], name="runs_workflow_latest"),
         ]

@@ -86,7 +86,7 @@ def test_an_admin_approves_a_pending_node_and_sees_it_healthy(
     get_store().put("gpu-2", _frame("gpu-2", 2))
 
     sign_in(page, live_server.url, "ada")
-    page.get_by_role("link", name="Nodes").click()
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Nodes").click()
     pending = page.get_by_test_id("node-gpu-1")
     expect(pending.get_by_test_id("node-status")).to_have_text("pending")
     expect(page.get_by_test_id("node-gpu-2").get_by_test_id("node-status")).to_have_text("healthy")

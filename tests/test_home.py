@@ -423,3 +423,32 @@ def test_the_overview_in_a_browser_at_1280_and_390_px(
         screenshot(page, f"home-operator-390-{scheme}")
     finally:
         context.close()
+
+
+def test_an_alert_still_open_behind_many_newer_ended_ones_is_shown(operator: User) -> None:
+    now = timezone.now()
+    AlertEpisode.objects.create(
+        kind="disk_free",
+        host="testhost",
+        subject="Models disk",
+        threshold=10,
+        peak=2,
+        message="Models disk: 2 GB free, below 10 GB",
+        started_at=now - timedelta(hours=3),
+    )
+    for minute in range(60):
+        AlertEpisode.objects.create(
+            kind="ram",
+            host="testhost",
+            subject="Host",
+            threshold=90,
+            peak=95,
+            message="Host RAM at 95% (over 90%)",
+            started_at=now - timedelta(minutes=minute + 1),
+            ended_at=now - timedelta(minutes=minute),
+        )
+
+    alerts = _card(_text(client_for(operator).get("/")), "alerts")
+
+    assert "Models disk: 2 GB free, below 10 GB" in alerts
+    assert "Host RAM at 95%" not in alerts, "ended episodes are not active alerts"

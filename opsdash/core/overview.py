@@ -25,16 +25,12 @@ from opsdash.savings.days import report_today
 from opsdash.savings.filters import month_start
 from opsdash.savings.reports import Figures, aggregate
 from opsdash.telemetry.models import AlertEpisode
-from opsdash.telemetry.services import recent_episodes
+from opsdash.telemetry.services import open_episodes
 
 #: How many rows a card lists before it says "and N more" with a link to the whole page.
 LISTED = 5
 #: Node states that need a person's look (pending: an admin's approval).
 TROUBLED_NODE_STATES = frozenset({"unhealthy", "offline", "pending"})
-#: How far back the episodes read for open alerts go: an episode still open is among the
-#: newest (they are read newest first), so this bounds the read without missing a live one
-#: unless over this many newer episodes opened since, which the page would show anyway.
-EPISODES_READ = 50
 
 
 @dataclass(frozen=True)
@@ -173,7 +169,7 @@ def _loaded(node: str, entry: dict[str, Any]) -> LoadedModel:
 
 
 def _alerts(user: AbstractBaseUser | AnonymousUser, now: datetime) -> AlertsCard:
-    open_episodes = [e for e in recent_episodes(limit=EPISODES_READ) if e.ended_at is None]
+    in_force = open_episodes()
     failed: int | None = None
     if can(user, Cap.MANAGE_ALERTS):
         from opsdash.notify.models import Delivery, DeliveryStatus
@@ -181,7 +177,7 @@ def _alerts(user: AbstractBaseUser | AnonymousUser, now: datetime) -> AlertsCard
         failed = Delivery.objects.filter(
             status=DeliveryStatus.FAILED, created_at__gte=now - timedelta(hours=24)
         ).count()
-    return AlertsCard(open_episodes=open_episodes, failed_deliveries=failed)
+    return AlertsCard(open_episodes=in_force, failed_deliveries=failed)
 
 
 def _activity(user: AbstractBaseUser | AnonymousUser, now: datetime) -> ActivityCard:

@@ -272,3 +272,8 @@ def update_thresholds(*, values: dict[str, tuple[float, bool]], user: Any) -> No
 
 def recent_episodes(*, limit: int = 20) -> list[AlertEpisode]:
     return list(AlertEpisode.objects.all()[:limit])
+
+
+def open_episodes() -> list[AlertEpisode]:
+    """The alerts in force now, newest first: at most one per rule, subject and host."""
+    return list(AlertEpisode.objects.filter(ended_at__isnull=True))

@@ -258,7 +258,15 @@ MEMORY_BUDGET_BYTES = envbytes(
     "OPSDASH_MEMORY_BUDGET_BYTES", int(psutil.virtual_memory().total * 0.6)
 )
 IDLE_UNLOAD_SECONDS = envint("OPSDASH_IDLE_UNLOAD_SECONDS", 300, minimum=0)
+# How many requests one llama.cpp runner decodes together in one batch (ctransformers: one).
+# A model whose memory estimate with this many sequences does not fit the budget gets fewer.
+PARALLEL_SEQUENCES = envint("OPSDASH_PARALLEL_SEQUENCES", 4, minimum=1)
+# Interactive requests one model may hold waiting beyond those being decoded; more get 429.
 QUEUE_DEPTH = envint("OPSDASH_QUEUE_DEPTH", 4, minimum=1)
+# The largest JSONL file the Batch API takes (POST /v1/files, purpose "batch").
+BATCH_FILE_MAX_BYTES = envbytes("OPSDASH_BATCH_FILE_MAX_BYTES", 100 * 1024**2)
+# The most requests one batch file may hold.
+BATCH_MAX_REQUESTS = envint("OPSDASH_BATCH_MAX_REQUESTS", 50_000, minimum=1)
 ELECTRICITY_USD_PER_KWH = envdecimal("OPSDASH_ELECTRICITY_USD_PER_KWH", "0.17")
 METRICS_TOKEN = envsecret("OPSDASH_METRICS_TOKEN")
 DEMO_PASSWORD = envsecret("OPSDASH_DEMO_PASSWORD")

@@ -138,8 +138,16 @@ class LoadOptions:
     gpu_layers: int = 0
     model_type: str | None = None
     seed: int | None = None
+    #: How many requests to decode together, each with ``context_length`` tokens of its own;
+    #: a backend that decodes one at a time ignores it.
+    parallel_sequences: int = 1
 
     def __post_init__(self) -> None:
+        if not _int_in(self.parallel_sequences, 1, 256):
+            raise BackendError(
+                f"parallel_sequences must be a whole number from 1 to 256; "
+                f"got {self.parallel_sequences!r}."
+            )
         if self.context_length is not None and not _int_in(self.context_length, 16, 10_000_000):
             raise BackendError(
                 f"context_length must be a whole number of at least 16 tokens, or left unset; "

@@ -41,8 +41,19 @@ class RunnerSpec(TypedDict):
 # --- supervisor → runner ---------------------------------------------------------------------
 
 
+#: Interactive work (playground, ``/v1``, ``/api/runs``) always goes before batch work on the
+#: same model; batch work fills the idle capacity.
+Priority = Literal["interactive", "batch"]
+
+
 class GenerateCommand(TypedDict):
-    """Generate from ``prompt``, or from ``messages`` rendered with the model's chat template."""
+    """Generate from ``prompt``, or from ``messages`` rendered with the model's chat template.
+
+    ``priority`` (default "interactive"): see ``Priority``. A batch request waits while an
+    interactive one does, and a runner may set it back to waiting (and later redo it from
+    the start, with the same seed) to make room for an interactive one; so its text arrives
+    all at once, in one ``token`` message just before its ``done``.
+    """
 
     type: Literal["generate"]
     id: str
@@ -50,6 +61,7 @@ class GenerateCommand(TypedDict):
     messages: list[ChatMessage] | None
     #: ``GenerationParams`` fields by name.
     params: dict[str, Any]
+    priority: NotRequired[Priority]
 
 
 class TokenizeCommand(TypedDict):
@@ -87,11 +99,15 @@ Command = GenerateCommand | TokenizeCommand | CancelCommand | PingCommand | Shut
 
 
 class LoadedMessage(TypedDict):
+    """``context_length`` is what one request may use; ``parallel_sequences`` how many
+    requests the runner decodes together (1: one at a time)."""
+
     type: Literal["loaded"]
     pid: int
     context_length: int
     notices: list[str]
     load_ms: float
+    parallel_sequences: NotRequired[int]
 
 
 class TokenMessage(TypedDict):
@@ -211,6 +227,8 @@ class ModelSpec:
     threads: int | None = None
     estimated_bytes: int = 0
     gpu_layers: int = 0
+    #: How many requests the runner decodes together (``LoadOptions.parallel_sequences``).
+    parallel_sequences: int = 1
 
     def __post_init__(self) -> None:
         self.load_options()  # validates, with the backends' own sentences
@@ -221,6 +239,7 @@ class ModelSpec:
             threads=self.threads,
             gpu_layers=self.gpu_layers,
             model_type=self.model_type,
+            parallel_sequences=self.parallel_sequences,
         )
 
     def runner_spec(self) -> RunnerSpec:

@@ -42,6 +42,7 @@ class RunSource(models.TextChoices):
     API = "api"
     SUITE = "suite"
     GATEWAY = "gateway"
+    BATCH = "batch"
 
 
 class RunStatus(models.TextChoices):

@@ -30,6 +30,7 @@ from opsdash.catalog.uploads import (
 )
 from opsdash.core import audit as audit_log
 from opsdash.core.bearer import bearer_token
+from opsdash.runs import capacity
 from opsdash.typing import AuthedRequest
 
 
@@ -71,13 +72,13 @@ def model_list(request: AuthedRequest) -> HttpResponse:
 
 
 def _memory_estimate(model: LocalModel) -> dict[str, object] | None:
-    if model.status == ModelStatus.INSTALLING or not model.metadata:
+    """The memory the run path would load ``model`` with (its parallel sequences included),
+    against what this machine has free now."""
+    if model.status == ModelStatus.INSTALLING:
         return None
-    try:
-        metadata = formats.ModelMetadata.from_dict(model.metadata)
-    except (TypeError, ValueError, KeyError):
+    estimate = capacity.memory_estimate(model)
+    if estimate is None:
         return None
-    estimate = formats.estimate_memory(metadata)
     available = psutil.virtual_memory().available
     return {
         "estimate": estimate,
@@ -93,6 +94,7 @@ def model_detail(request: AuthedRequest, pk: int) -> HttpResponse:
     context = {
         "model": model,
         "memory": _memory_estimate(model),
+        "decoding": capacity.decoding_sentence(model) if model.backend else "",
         "audit": audit_log.entries(target_type="model", target_id=str(model.pk))[:50],
         "can_manage": can(request.user, Cap.MANAGE_MODELS),
         "hyperparameters": (model.metadata or {}).get("hyperparameters") or {},

@@ -23,7 +23,7 @@ from typing import Any
 
 from inference.backends.base import GenerationParams
 from inference.errors import InferenceError
-from inference.runtime.protocol import GenerateRequest
+from inference.runtime.protocol import GenerateRequest, Priority
 from inference.runtime.supervisor import Supervisor
 from opsdash.fleet import protocol
 from opsdash.fleet.agent_placements import held_for
@@ -116,13 +116,18 @@ class Generations:
             return
         held, request = held_for(self.store, message["model"]), parse_request(message["request"])
         assert held is not None and not isinstance(request, str)
+        priority = parse_priority(message["request"])
+        assert priority is not None
         emit({"type": "accepted", "node": self.name})
         cancel = asyncio.Event()
         self.cancels[request_id] = cancel
         started = time.time()
         self.spans.running[request_id] = started
         try:
-            async for event in self.supervisor.generate(held.spec(), request, cancel_event=cancel):
+            events = self.supervisor.generate(
+                held.spec(message["model"]), request, cancel_event=cancel, priority=priority
+            )
+            async for event in events:
                 if event["type"] == "done":
                     done = dict(event)
                     done.update(await self.energy_fields(request_id, started, time.time(), done))
@@ -163,10 +168,17 @@ class Generations:
         request = parse_request(message.get("request"))
         if isinstance(request, str):
             return "invalid_param", request
+        priority = parse_priority(message.get("request"))
+        if priority is None:
+            return "invalid_param", "The request's priority must be “interactive” or “batch”."
+        if priority == "batch":
+            return None  # batch work waits for idle capacity; the queue limit is interactive's
         queued = sum(
             s.queue_length for s in self.supervisor.status() if s.model_id == held.model_id
         )
-        if queued >= self.queue_depth:
+        # The queue depth counts requests waiting beyond those the runner decodes together.
+        limit = self.queue_depth + held.spec(model).parallel_sequences
+        if queued >= limit:
             return (
                 protocol.NODE_BUSY,
                 f"“{held.name}” already has {queued} requests on node {self.name}, its limit.",
@@ -241,6 +253,15 @@ def parse_request(raw: object) -> GenerateRequest | str:
         return exc.reason
     except TypeError as exc:
         return f"The request has a parameter this node does not know: {exc}."
+
+
+def parse_priority(raw: object) -> Priority | None:
+    """The request's priority ("interactive" when the hub sent none), or None when it is
+    neither of the two."""
+    value = raw.get("priority", "interactive") if isinstance(raw, dict) else "interactive"
+    if value == "interactive" or value is None:
+        return "interactive"
+    return "batch" if value == "batch" else None
 
 
 def error_code(exc: InferenceError) -> str:

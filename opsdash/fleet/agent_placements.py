@@ -102,7 +102,9 @@ class Placer:
                 await asyncio.to_thread(self.store.add, held)
             if not held.checked:
                 self.report(model_id, "loading")
-                await asyncio.wait_for(self.supervisor.load(held.spec()), self.trial_load_timeout)
+                await asyncio.wait_for(
+                    self.supervisor.load(held.spec(spec)), self.trial_load_timeout
+                )
                 # Loaded to prove it runs here; freed again until a request needs it.
                 await self.supervisor.unload(model_id)
                 held = replace(held, checked=True)

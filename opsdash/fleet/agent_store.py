@@ -24,7 +24,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -55,13 +55,27 @@ class HeldModel:
     #: Trial-loaded on this node once (a placement is reported ready without loading again).
     checked: bool = False
 
-    def spec(self) -> ModelSpec:
+    def spec(self, placement: Mapping[str, Any] | None = None) -> ModelSpec:
+        """How to load this copy; ``placement`` (the hub's PlacementSpec, sent with every
+        ``place`` and ``generate``) says how many sequences to decode together and the memory
+        that takes. A hub that predates them (or a value out of range) gets one at a time.
+
+        Read from the hub's message each time rather than kept in the index, so a hub whose
+        settings changed is followed without fetching the file again."""
+        placement = placement or {}
+        n = placement.get("parallel_sequences")
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 256:
+            n = 1
+        estimated = placement.get("estimated_bytes")
+        if isinstance(estimated, bool) or not isinstance(estimated, int) or estimated <= 0:
+            estimated = self.size_bytes or 0
         return ModelSpec(
             model_id=self.model_id,
             path=self.path,
             backend=self.backend,
             model_type=self.model_type or None,
-            estimated_bytes=self.size_bytes or 0,
+            estimated_bytes=estimated,
+            parallel_sequences=n,
         )
 
 

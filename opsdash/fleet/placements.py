@@ -33,6 +33,7 @@ from opsdash.core.errors import Code, Refusal
 from opsdash.fleet import protocol
 from opsdash.fleet.link import tell_node
 from opsdash.fleet.models import Node, NodeStatus, Placement, PlacementStatus
+from opsdash.runs import capacity
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,10 @@ class PlacementSpec(TypedDict):
     model_type: str
     size_bytes: int | None
     file_url: str
+    #: How many requests the node's runner decodes together, and the memory that takes
+    #: (``opsdash.runs.capacity``); an agent that predates them loads one at a time.
+    parallel_sequences: int
+    estimated_bytes: int
 
 
 class PlacementView(TypedDict):
@@ -79,6 +84,7 @@ def file_url(sha256: str) -> str:
 
 def placement_spec(model: LocalModel) -> PlacementSpec:
     """What a node needs to fetch, check and load ``model`` (protocol.py's PlacementSpec)."""
+    n = capacity.parallel_sequences(model)
     return {
         "model_id": model.pk,
         "sha256": model.sha256,
@@ -88,6 +94,8 @@ def placement_spec(model: LocalModel) -> PlacementSpec:
         "model_type": model.model_type,
         "size_bytes": model.size_bytes,
         "file_url": file_url(model.sha256),
+        "parallel_sequences": n,
+        "estimated_bytes": capacity.estimated_bytes(model, parallel_sequences=n),
     }
 
 

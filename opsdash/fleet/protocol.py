@@ -62,11 +62,11 @@ Hub → agent
                OPSDASH_MODEL_ROOTS) or a URL it downloads, with the hub's install pipeline;
                answered by ``installed``. The file then exists only on that node
   generate    {request_id, reply_to, model: PlacementSpec, request: {prompt?, messages?,
-               params}}
+               params, priority?}}  priority "interactive" (default) or "batch"
   cancel      {request_id}
 
 A PlacementSpec is ``{model_id, sha256, name, slug, backend, model_type, size_bytes,
-file_url}``; ``file_url`` is the hub path the agent fetches the file from (``Range`` resumes),
+file_url, parallel_sequences, estimated_bytes}``; ``file_url`` is the hub path the agent fetches the file from (``Range`` resumes),
 authenticated by its node credential (``Authorization: Bearer <credential>``); the agent keeps
 every model in ``welcome``'s list and deletes (reporting ``removed``) any copy that is not in it.
 """

@@ -179,10 +179,11 @@ async def generate(
     cancel_event: asyncio.Event | None = None,
     on_node: OnNode | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
-    """Stream the events of ``request`` (``{prompt?, messages?, params}``) for the model of
-    ``spec`` (a PlacementSpec) from a node that can serve it (the module docstring says how
-    nodes are tried and how each failure ends). ``on_node`` is awaited with the node's name
-    as soon as a node has accepted the request, before any of its text."""
+    """Stream the events of ``request`` (``{prompt?, messages?, params, priority?}``) for the
+    model of ``spec`` (a PlacementSpec) from a node that can serve it (the module docstring
+    says how nodes are tried and how each failure ends). The node's agent generates at the
+    request's ``priority`` ("interactive" or "batch"). ``on_node`` is awaited with the node's
+    name as soon as a node has accepted the request, before any of its text."""
     layer = get_channel_layer()
     if layer is None:
         raise NoNode("Fleet mode needs a channel layer (OPSDASH_REDIS_URL) to reach the nodes.")

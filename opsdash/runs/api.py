@@ -201,7 +201,8 @@ def list_runs(request: HttpRequest, filters: Query[RunFilters]) -> dict[str, Any
 
 
 def runtime_json() -> dict[str, Any]:
-    """The loaded models (pid, RSS, load time, last use, queue) and the memory budget."""
+    """The loaded models (pid, RSS, load time, last use, queue, sequences decoded together)
+    and the memory budget."""
     supervisor = get_supervisor()
     loaded = [
         {
@@ -215,6 +216,9 @@ def runtime_json() -> dict[str, Any]:
             "backend": s.backend,
             "context_length": s.context_length,
             "notices": list(s.notices),
+            # How many requests the runner decodes together, and how many it is decoding now.
+            "parallel_sequences": getattr(s, "parallel_sequences", 1),
+            "active_sequences": getattr(s, "active_sequences", 0),
         }
         for s in supervisor.status()
     ]

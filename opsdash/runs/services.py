@@ -31,6 +31,7 @@ from inference.errors import (
     MemoryBudgetExceeded,
     RunnerCrashed,
 )
+from inference.runtime.protocol import Priority
 from inference.runtime.supervisor import (
     SHUT_DOWN,
     GenerateRequest,
@@ -44,7 +45,8 @@ from opsdash.core.processes import current_process, is_alive
 from opsdash.fleet import remote
 from opsdash.fleet.placements import placement_spec
 from opsdash.fleet.scheduler import routable_nodes, why_unroutable
-from opsdash.runs import finalizers
+from opsdash.runs import capacity, finalizers
+from opsdash.runs.capacity import parallel_sequences
 from opsdash.runs.models import Run, RunSource, RunStatus, Workflow
 from opsdash.runs.params import INVALID_PARAM, PARAM_NAMES, violations
 from opsdash.runs.runtime import close_supervisor, get_supervisor
@@ -219,13 +221,22 @@ def node_energy(usage: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def model_spec(model: LocalModel) -> ModelSpec:
+    """How the run path loads ``model``: with ``parallel_sequences(model)`` sequences decoded
+    together, and the memory estimate for that many (``opsdash.runs.capacity``)."""
+    n = parallel_sequences(model)
     return ModelSpec(
         model_id=model.pk,
         path=model.file_path,
         backend=model.backend,
         model_type=model.model_type or None,
-        estimated_bytes=model.size_bytes or 0,
+        estimated_bytes=capacity.estimated_bytes(model, parallel_sequences=n),
+        parallel_sequences=n,
     )
+
+
+def run_priority(run: Run) -> Priority:
+    """A Batch API run fills the model's idle capacity; every other run goes before it."""
+    return "batch" if run.source == RunSource.BATCH else "interactive"
 
 
 OnToken = Callable[[str], Awaitable[None]]
@@ -348,8 +359,11 @@ def _generate(
     supervisor: Supervisor | None,
 ) -> AsyncIterator[Any]:
     """The run's events: from the local runner (embedded), or from a node (fleet)."""
+    priority = run_priority(run)
     if supervisor is not None:
-        return supervisor.generate(model_spec(model), request, cancel_event=cancel)
+        return supervisor.generate(
+            model_spec(model), request, cancel_event=cancel, priority=priority
+        )
 
     async def chosen(node: str) -> None:
         # On the row at once, so a run a crash leaves behind still names its node; on the
@@ -361,7 +375,12 @@ def _generate(
     return remote.generate(
         model_id=model.pk,
         spec=dict(placement_spec(model)),
-        request={"prompt": request.prompt, "messages": request.messages, "params": params},
+        request={
+            "prompt": request.prompt,
+            "messages": request.messages,
+            "params": params,
+            "priority": priority,
+        },
         cancel_event=cancel,
         on_node=chosen,
     )

@@ -32,6 +32,10 @@ class Price(models.Model):
     input_nusd_per_mtok = models.BigIntegerField()
     output_nusd_per_mtok = models.BigIntegerField()
     cached_input_nusd_per_mtok = models.BigIntegerField(null=True, blank=True)
+    # What the provider's batch API charges (OpenAI's and Anthropic's are half the interactive
+    # rate). Both or neither: without them a batch run is priced at the interactive rate.
+    batch_input_nusd_per_mtok = models.BigIntegerField(null=True, blank=True)
+    batch_output_nusd_per_mtok = models.BigIntegerField(null=True, blank=True)
     effective_from = models.DateTimeField()
     effective_to = models.DateTimeField(null=True, blank=True)
     source = models.CharField(max_length=16, choices=PriceSource.choices)
@@ -59,6 +63,17 @@ class Price(models.Model):
                 name="savings_price_not_negative",
             ),
             models.CheckConstraint(
+                condition=(
+                    models.Q(batch_input_nusd_per_mtok__isnull=True)
+                    & models.Q(batch_output_nusd_per_mtok__isnull=True)
+                )
+                | (
+                    models.Q(batch_input_nusd_per_mtok__gte=0)
+                    & models.Q(batch_output_nusd_per_mtok__gte=0)
+                ),
+                name="savings_price_batch_both_not_negative",
+            ),
+            models.CheckConstraint(
                 condition=models.Q(effective_to__isnull=True)
                 | models.Q(effective_to__gt=models.F("effective_from")),
                 name="savings_price_range_forward",
@@ -67,6 +82,12 @@ class Price(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider}/{self.model} ({self.source}, from {self.effective_from:%Y-%m-%d})"
+
+    @property
+    def has_batch_price(self) -> bool:
+        return self.batch_input_nusd_per_mtok is not None and (
+            self.batch_output_nusd_per_mtok is not None
+        )
 
 
 class CostingChange(models.Model):
@@ -112,7 +133,8 @@ class RunCost(models.Model):
     baseline, or no price for it when the run started) has ``priced=False``, avoided and net 0,
     and still its real local cost. A run whose costing raised has ``error`` (why), is unpriced
     and has no local cost: it is counted among the unpriced runs and ``recompute_savings`` can
-    cost it again.
+    cost it again. ``batch_rate``: a batch run (``Run.source == "batch"``) priced at the row's
+    batch prices; a batch run whose row has none is priced at the interactive rate (False).
     """
 
     run = models.OneToOneField(Run, on_delete=models.CASCADE, primary_key=True, related_name="cost")
@@ -136,6 +158,10 @@ class RunCost(models.Model):
     priced_at = models.DateTimeField()
     revision = models.PositiveIntegerField(default=1, help_text="1 + times recomputed")
     error = models.CharField(max_length=300, blank=True, help_text="why costing failed")
+    # A database default too: the savings benchmark writes costs with plain SQL.
+    batch_rate = models.BooleanField(
+        default=False, db_default=False, help_text="priced at the baseline's batch prices"
+    )
 
     def __str__(self) -> str:
         return f"cost of run {self.run_id}"
@@ -159,6 +185,13 @@ class RollupFigures(models.Model):
     local_nusd = models.BigIntegerField(default=0)
     net_nusd = models.BigIntegerField(default=0)
     energy_mj = models.BigIntegerField(default=0)
+    # Of the figures above, the batch runs' share (``Run.source == "batch"``), so the savings
+    # of bulk jobs show apart from interactive traffic.
+    batch_runs = models.BigIntegerField(default=0)
+    batch_prompt_tokens = models.BigIntegerField(default=0)
+    batch_completion_tokens = models.BigIntegerField(default=0)
+    batch_avoided_nusd = models.BigIntegerField(default=0)
+    batch_net_nusd = models.BigIntegerField(default=0)
 
     class Meta:
         abstract = True
@@ -175,6 +208,11 @@ ROLLUP_FIGURES = [
     "local_nusd",
     "net_nusd",
     "energy_mj",
+    "batch_runs",
+    "batch_prompt_tokens",
+    "batch_completion_tokens",
+    "batch_avoided_nusd",
+    "batch_net_nusd",
 ]
 
 

@@ -101,6 +101,9 @@ class PriceInput:
     effective_from: datetime | None = None
     effective_to: datetime | None = None
     note: str = ""
+    # Blank: no batch price, so batch runs are priced at the interactive rate.
+    batch_input_price: str = ""
+    batch_output_price: str = ""
 
 
 def _overlapping(
@@ -115,10 +118,33 @@ def _overlapping(
 
 def _describe(row: Price) -> str:
     until = f"until {row.effective_to:%Y-%m-%d %H:%M}" if row.effective_to else "open-ended"
+    batch = (
+        f"; batch {format_unit_price(row.batch_input_nusd_per_mtok)} in / "
+        f"{format_unit_price(row.batch_output_nusd_per_mtok)} out"
+        if row.has_batch_price
+        else ""
+    )
     return (
         f"{row.source} row #{row.pk} ({format_unit_price(row.input_nusd_per_mtok)} in / "
-        f"{format_unit_price(row.output_nusd_per_mtok)} out, from "
+        f"{format_unit_price(row.output_nusd_per_mtok)} out{batch}, from "
         f"{row.effective_from:%Y-%m-%d %H:%M}, {until})"
+    )
+
+
+def _batch_prices(price: PriceInput) -> tuple[int | None, int | None]:
+    """The typed batch prices: both, or neither (blank)."""
+    typed_in = str(price.batch_input_price or "").strip()
+    typed_out = str(price.batch_output_price or "").strip()
+    if not typed_in and not typed_out:
+        return None, None
+    if not (typed_in and typed_out):
+        raise PriceRefused(
+            "Give both batch prices (input and output), or leave both blank: without them "
+            "batch runs are priced at the interactive rate."
+        )
+    return (
+        parse_unit_price(typed_in, what="batch input price", currency=price.currency),
+        parse_unit_price(typed_out, what="batch output price", currency=price.currency),
     )
 
 
@@ -148,6 +174,7 @@ def add_price(
             if str(price.cached_input_price or "").strip()
             else None
         )
+        batch_input, batch_output = _batch_prices(price)
     except MoneyError as exc:
         raise PriceRefused(str(exc)) from exc
     now = timezone.now()
@@ -189,6 +216,8 @@ def add_price(
             input_nusd_per_mtok=input_price,
             output_nusd_per_mtok=output_price,
             cached_input_nusd_per_mtok=cached,
+            batch_input_nusd_per_mtok=batch_input,
+            batch_output_nusd_per_mtok=batch_output,
             effective_from=start,
             effective_to=end,
             source=source,
@@ -230,6 +259,11 @@ def close_price(*, price: Price, user: User | None, at: datetime | None = None) 
             detail=f"{row.provider}/{row.model}: closed {_describe(row)}",
         )
     return row
+
+
+def _typed(nusd_per_mtok: int | None) -> str:
+    """A package price as ``add_price`` takes it ("0.075"), blank for none."""
+    return format_unit_price(nusd_per_mtok)[1:] if nusd_per_mtok is not None else ""
 
 
 def _closed_by_a_person(provider: str, model: str) -> bool:
@@ -309,6 +343,8 @@ def refresh_prices(*, user: User | None = None, now: datetime | None = None) -> 
                             effective_from=start,
                             effective_to=row.effective_to if key not in known else None,
                             note=row.note,
+                            batch_input_price=_typed(row.batch_input_nusd_per_mtok),
+                            batch_output_price=_typed(row.batch_output_nusd_per_mtok),
                         ),
                         user=user,
                         source=PriceSource.PACKAGE,

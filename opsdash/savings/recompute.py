@@ -103,6 +103,7 @@ def recompute_savings(
                     "net_nusd",
                     "priced_at",
                     "revision",
+                    "batch_rate",
                 ],
             )
         rebuild_rollups(start=start, end=end)
@@ -145,5 +146,6 @@ def _differs(old: RunCost, new: RunCost) -> bool:
         "avoided_nusd",
         "local_nusd",
         "net_nusd",
+        "batch_rate",
     )
     return any(getattr(old, f) != getattr(new, f) for f in fields)

@@ -47,6 +47,12 @@ class Figures:
     local_nusd: int = 0
     net_nusd: int = 0
     energy_mj: int = 0
+    # Of the above, the batch runs' share (the rollups' ``batch_*`` columns, same order).
+    batch_runs: int = 0
+    batch_prompt_tokens: int = 0
+    batch_completion_tokens: int = 0
+    batch_avoided_nusd: int = 0
+    batch_net_nusd: int = 0
 
     def add(self, other: Figures) -> None:
         for f in FIGURE_FIELDS:
@@ -78,6 +84,21 @@ class Figures:
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    @property
+    def batch_tokens(self) -> int:
+        return self.batch_prompt_tokens + self.batch_completion_tokens
+
+    def batch_json(self) -> dict[str, Any]:
+        """The batch runs' share: ``{runs, prompt_tokens, completion_tokens, avoided_usd,
+        net_usd}`` (included in the figures beside it, not added to them)."""
+        return {
+            "runs": self.batch_runs,
+            "prompt_tokens": self.batch_prompt_tokens,
+            "completion_tokens": self.batch_completion_tokens,
+            "avoided_usd": nano_to_str(self.batch_avoided_nusd),
+            "net_usd": nano_to_str(self.batch_net_nusd),
+        }
+
     def as_json(self, *, unpriced_as_null: bool = False) -> dict[str, Any]:
         """The summary shape of DESIGN.md (money as exact decimal strings)."""
         unknown = unpriced_as_null and self.pricing == "unpriced"
@@ -94,9 +115,11 @@ class Figures:
             "measured_runs": self.measured_runs,
             "unpriced_runs": self.unpriced_runs,
             "pricing": self.pricing,
+            "batch": self.batch_json(),
         }
 
 
+# The rollups' columns in the same order (``models.ROLLUP_FIGURES``; the tests hold them equal).
 FIGURE_FIELDS = tuple(f.name for f in fields(Figures))
 
 

@@ -13,25 +13,21 @@ from django.db import connection, transaction
 from django.db.models import Count, Q, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate
 
-from opsdash.runs.models import Run, RunStatus
+from opsdash.runs.models import Run, RunSource, RunStatus
 from opsdash.savings.days import day_start, report_day, report_zone
-from opsdash.savings.models import DailyRollup, EnergySource, RunCost, WorkflowDailyRollup
-
-_ROLLUP_COLUMNS = (
-    "runs",
-    "ok_runs",
-    "unpriced_runs",
-    "measured_runs",
-    "prompt_tokens",
-    "completion_tokens",
-    "avoided_nusd",
-    "local_nusd",
-    "net_nusd",
-    "energy_mj",
+from opsdash.savings.models import (
+    ROLLUP_FIGURES,
+    DailyRollup,
+    EnergySource,
+    RunCost,
+    WorkflowDailyRollup,
 )
+
+_ROLLUP_COLUMNS = tuple(ROLLUP_FIGURES)
 
 
 def _rollup_delta(run: Run, cost: RunCost, sign: int) -> list[int]:
+    batch = int(run.source == RunSource.BATCH)
     return [
         sign * value
         for value in (
@@ -45,6 +41,11 @@ def _rollup_delta(run: Run, cost: RunCost, sign: int) -> list[int]:
             cost.local_nusd,
             cost.net_nusd,
             cost.energy_mj,
+            batch,
+            batch * (run.prompt_tokens or 0),
+            batch * (run.completion_tokens or 0),
+            batch * cost.avoided_nusd,
+            batch * cost.net_nusd,
         )
     ]
 
@@ -101,6 +102,7 @@ def rebuild_rollups(*, start: date | None = None, end: date | None = None) -> in
     costs; returns the number of per-model rows written. Incremental updates must give the
     same rows in both tables."""
     zero = Value(0)
+    is_batch = Q(run__source=RunSource.BATCH)
     with transaction.atomic():
         for table in (DailyRollup, WorkflowDailyRollup):
             old = table.objects.all()
@@ -124,6 +126,11 @@ def rebuild_rollups(*, start: date | None = None, end: date | None = None) -> in
                 sum_local=Sum("local_nusd"),
                 sum_net=Sum("net_nusd"),
                 sum_energy=Sum("energy_mj"),
+                n_batch=Count("pk", filter=is_batch),
+                sum_batch_prompt=Coalesce(Sum("run__prompt_tokens", filter=is_batch), zero),
+                sum_batch_completion=Coalesce(Sum("run__completion_tokens", filter=is_batch), zero),
+                sum_batch_avoided=Coalesce(Sum("avoided_nusd", filter=is_batch), zero),
+                sum_batch_net=Coalesce(Sum("net_nusd", filter=is_batch), zero),
             )
             .order_by()
         )
@@ -142,6 +149,11 @@ def rebuild_rollups(*, start: date | None = None, end: date | None = None) -> in
                 g["sum_local"],
                 g["sum_net"],
                 g["sum_energy"],
+                g["n_batch"],
+                g["sum_batch_prompt"],
+                g["sum_batch_completion"],
+                g["sum_batch_avoided"],
+                g["sum_batch_net"],
             ]
             key = (g["report_day"], g["run__workflow_id"], g["run__node"])
             sums = per_workflow.setdefault(key, [0] * len(values))

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from opsdash.core.audit import Target
 from opsdash.core.errors import Refusal
-from opsdash.runs.models import Run, RunStatus, Workflow
+from opsdash.runs.models import Run, RunSource, RunStatus, Workflow
 from opsdash.savings.energy import (
     KEEP_SECONDS,
     Span,
@@ -354,16 +354,25 @@ def compute_cost(run: Run, *, energy: EnergyReading, price: Price | None = None)
     """The run's costing at the prices in effect when it started (unsaved).
 
     avoided = prompt tokens × input price + completion tokens × output price (one rounding to
-    the nano-dollar), local = energy × electricity price, net = avoided − local.
+    the nano-dollar; a batch run's at the row's batch prices when it has them), local = energy ×
+    electricity price, net = avoided − local.
     """
     costing = costing_at(run.workflow, run.started_at)
     if price is None and costing.has_baseline:
         price = price_in_effect(costing.baseline_provider, costing.baseline_model, run.started_at)
+    # A batch run replaces a request to the provider's batch API: its batch price where the
+    # row has one (OpenAI's is half the interactive one), else the interactive price.
+    batch_rate = price is not None and run.source == RunSource.BATCH and price.has_batch_price
     avoided = 0
     if price is not None and run.status in BILLABLE:
+        input_price, output_price = (
+            (price.batch_input_nusd_per_mtok, price.batch_output_nusd_per_mtok)
+            if batch_rate
+            else (price.input_nusd_per_mtok, price.output_nusd_per_mtok)
+        )
+        assert input_price is not None and output_price is not None
         avoided = div_round(
-            (run.prompt_tokens or 0) * price.input_nusd_per_mtok
-            + (run.completion_tokens or 0) * price.output_nusd_per_mtok,
+            (run.prompt_tokens or 0) * input_price + (run.completion_tokens or 0) * output_price,
             TOKENS_PER_MTOK,
         )
     local = energy_cost(energy.energy_mj, costing.electricity_nusd_per_kwh)
@@ -383,6 +392,7 @@ def compute_cost(run: Run, *, energy: EnergyReading, price: Price | None = None)
         energy_devices=energy.devices,
         token_method=TokenMethod.LOCAL_TOKENIZER,
         priced_at=timezone.now(),
+        batch_rate=batch_rate,
     )
 
 

@@ -32,6 +32,7 @@ from opsdash.catalog.uploads import UPLOAD_PATH, upload_body_rule  # noqa: E402
 from opsdash.core import background  # noqa: E402
 from opsdash.core.bodylimits import BodyLimits  # noqa: E402
 from opsdash.core.streamed_body import StreamingBodyASGIHandler  # noqa: E402
+from opsdash.gateway.batch_api import FILES_PATH, file_body_rule  # noqa: E402
 from opsdash.playground.suites import mark_interrupted_suite_runs  # noqa: E402
 from opsdash.routing import agent_websocket_urlpatterns, websocket_urlpatterns  # noqa: E402
 from opsdash.runs.runtime import interrupt_supervisor  # noqa: E402
@@ -42,7 +43,7 @@ logger = logging.getLogger("opsdash")
 # Django for HTTP, the upload's body streamed to its view, every body measured on the way in.
 django_asgi_app = BodyLimits(
     StreamingBodyASGIHandler(streamed_paths=[UPLOAD_PATH]),
-    rules={UPLOAD_PATH: upload_body_rule},
+    rules={UPLOAD_PATH: upload_body_rule, FILES_PATH: file_body_rule},
 )
 
 

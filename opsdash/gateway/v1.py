@@ -198,7 +198,7 @@ async def _respond(call: CompletionCall, run: Run, generation: Generation) -> Ht
         first = await generation.next_text() if call.stream else None
         if not call.stream or first is None:
             run = await generation.result()
-            failure = _failure(run, call)
+            failure = failure_response(run, call)
             if failure is not None:
                 return failure
     except asyncio.CancelledError:
@@ -209,7 +209,7 @@ async def _respond(call: CompletionCall, run: Run, generation: Generation) -> Ht
         logger.exception("gateway run %s failed", run.pk)
         return error_response(500, "The server failed to run this request.", type="server_error")
     if not call.stream:
-        return JsonResponse(completion_body(call.endpoint, _answer(chunks, run)))
+        return JsonResponse(completion_answer(endpoint=call.endpoint, model=call.model, run=run))
     return StreamingHttpResponse(
         _SSE(generation, chunks, first), content_type="text/event-stream", headers=SSE_HEADERS
     )
@@ -219,21 +219,28 @@ def _completion_id(endpoint: Endpoint, run: Run) -> str:
     return f"{'chatcmpl' if endpoint == Endpoint.CHAT else 'cmpl'}-opsdash-{run.pk}"
 
 
-def _answer(chunks: Chunks, run: Run) -> Answer:
-    return Answer(
-        id=chunks.id,
-        created=chunks.created,
-        model=chunks.model,
-        text=run.output,
-        finish_reason=run.finish_reason,
-        prompt_tokens=run.prompt_tokens,
-        completion_tokens=run.completion_tokens,
-        system_fingerprint=chunks.system_fingerprint,
+def completion_answer(*, endpoint: Endpoint, model: str, run: Run) -> dict[str, Any]:
+    """The body ``/v1`` answers for the finished ``run`` (not streamed); the Batch API writes
+    the same body in its output file (``opsdash.gateway.batches``). ``run.model`` must be
+    loaded (it is on the instance ``start_run`` returned)."""
+    return completion_body(
+        endpoint,
+        Answer(
+            id=_completion_id(endpoint, run),
+            created=int(run.started_at.timestamp()),
+            model=model,
+            text=run.output,
+            finish_reason=run.finish_reason,
+            prompt_tokens=run.prompt_tokens,
+            completion_tokens=run.completion_tokens,
+            system_fingerprint=services.system_fingerprint(backend=run.model.backend),
+        ),
     )
 
 
-def _failure(run: Run, call: CompletionCall) -> HttpResponse | None:
-    """The error answer for a run that did not succeed, before any of it was sent."""
+def failure_response(run: Run, call: CompletionCall) -> HttpResponse | None:
+    """The error answer for a run that did not succeed, before any of it was sent (the Batch
+    API's error file carries the same status and body)."""
     if run.status == RunStatus.OK:
         return None
     slug = call.model

@@ -132,15 +132,15 @@ def generate(runs: int, seed: int = 7) -> None:
         'INSERT INTO runs_run (id, source, prompt, messages, params, "group", status, error, '
         "finish_reason, error_code, output, prompt_tokens, completion_tokens, ttft_ms, "
         "tokens_per_second, total_ms, host, node, pid, started_at, finished_at, model_id, "
-        "user_id, workflow_id, cpu_seconds, runner_pid) VALUES (?, 'api', '', NULL, '{}', NULL, "
+        "user_id, workflow_id, cpu_seconds, runner_pid) VALUES (?, ?, '', NULL, '{}', NULL, "
         "?, '', '', '', '', ?, ?, ?, ?, ?, 'bench', '', 1, ?, ?, ?, NULL, ?, ?, 2)"
     )
     cost_sql = (
         "INSERT INTO savings_runcost (run_id, priced, baseline_provider, baseline_model, "
         "electricity_nusd_per_kwh, avoided_nusd, local_nusd, net_nusd, energy_mj, energy_source, "
-        "energy_basis, energy_devices, token_method, priced_at, revision, price_id, error) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'estimated', 'bench', '[]', 'local_tokenizer', ?, 1, "
-        "?, '')"
+        "energy_basis, energy_devices, token_method, priced_at, revision, price_id, error, "
+        "batch_rate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'estimated', 'bench', '[]', "
+        "'local_tokenizer', ?, 1, ?, '', ?)"
     )
     fmt = "%Y-%m-%d %H:%M:%S.%f"
     priced_at = now.strftime(fmt)
@@ -154,6 +154,8 @@ def generate(runs: int, seed: int = 7) -> None:
                 model = models[rng.randrange(len(models))]
                 started = end - timedelta(seconds=rng.randint(0, span))
                 status = STATUSES[rng.randrange(100)]
+                # One run in ten from the Batch API: priced at the batch rate, summed apart.
+                source = "batch" if rng.randrange(10) == 0 else "api"
                 prompt, completion = rng.randint(20, 4000), rng.randint(5, 1200)
                 cpu_ms = prompt // 4 + completion * 40  # whole milliseconds of CPU
                 total_ms = cpu_ms / 2
@@ -161,6 +163,7 @@ def generate(runs: int, seed: int = 7) -> None:
                 run_rows.append(
                     (
                         run_id,
+                        source,
                         status,
                         prompt,
                         completion,
@@ -178,12 +181,14 @@ def generate(runs: int, seed: int = 7) -> None:
                 energy_mj = cpu_ms * 10  # 10 W per busy CPU: 1 ms is 10 mJ
                 local = energy_cost(energy_mj, electricity)
                 avoided = 0
+                batch_rate = source == "batch" and price is not None and price.has_batch_price
                 if price is not None and status != "error":
-                    avoided = div_round(
-                        prompt * price.input_nusd_per_mtok
-                        + completion * price.output_nusd_per_mtok,
-                        1_000_000,
+                    rates = (
+                        (price.batch_input_nusd_per_mtok, price.batch_output_nusd_per_mtok)
+                        if batch_rate
+                        else (price.input_nusd_per_mtok, price.output_nusd_per_mtok)
                     )
+                    avoided = div_round(prompt * rates[0] + completion * rates[1], 1_000_000)
                 net = avoided - local if price is not None else 0
                 cost_rows.append(
                     (
@@ -198,6 +203,7 @@ def generate(runs: int, seed: int = 7) -> None:
                         energy_mj,
                         priced_at,
                         price.pk if price is not None else None,
+                        batch_rate,
                     )
                 )
             raw.executemany(run_sql, run_rows)
@@ -215,7 +221,12 @@ def peer(start_day: str, end_day: str) -> dict[tuple[int, str], tuple[int, ...]]
         SELECT r.workflow_id, date(r.started_at) AS day, count(*),
                sum(r.status = 'ok'), sum(NOT c.priced), sum(c.energy_source = 'measured'),
                coalesce(sum(r.prompt_tokens), 0), coalesce(sum(r.completion_tokens), 0),
-               sum(c.avoided_nusd), sum(c.local_nusd), sum(c.net_nusd), sum(c.energy_mj)
+               sum(c.avoided_nusd), sum(c.local_nusd), sum(c.net_nusd), sum(c.energy_mj),
+               sum(r.source = 'batch'),
+               coalesce(sum(CASE WHEN r.source = 'batch' THEN r.prompt_tokens END), 0),
+               coalesce(sum(CASE WHEN r.source = 'batch' THEN r.completion_tokens END), 0),
+               coalesce(sum(CASE WHEN r.source = 'batch' THEN c.avoided_nusd END), 0),
+               coalesce(sum(CASE WHEN r.source = 'batch' THEN c.net_nusd END), 0)
         FROM runs_run r JOIN savings_runcost c ON c.run_id = r.id
         WHERE r.started_at >= %s AND r.started_at < %s
         GROUP BY r.workflow_id, day

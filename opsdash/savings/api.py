@@ -118,11 +118,18 @@ def price_json(price: Price) -> dict[str, Any]:
             if price.cached_input_nusd_per_mtok is not None
             else None
         ),
+        # Null: no batch price, so batch runs are priced at the interactive rate.
+        "batch_input_usd_per_mtok": _unit_or_none(price.batch_input_nusd_per_mtok),
+        "batch_output_usd_per_mtok": _unit_or_none(price.batch_output_nusd_per_mtok),
         "effective_from": price.effective_from.isoformat(),
         "effective_to": price.effective_to.isoformat() if price.effective_to else None,
         "source": price.source,
         "note": price.note,
     }
+
+
+def _unit_or_none(nusd_per_mtok: int | None) -> str | None:
+    return nano_to_str(nusd_per_mtok) if nusd_per_mtok is not None else None
 
 
 class PriceFilters(Schema):
@@ -139,6 +146,8 @@ class PriceOut(Schema):
     input_usd_per_mtok: str
     output_usd_per_mtok: str
     cached_input_usd_per_mtok: str | None
+    batch_input_usd_per_mtok: str | None
+    batch_output_usd_per_mtok: str | None
     effective_from: str
     effective_to: str | None
     source: str
@@ -173,6 +182,10 @@ class PriceIn(Schema):
     input_usd_per_mtok: str
     output_usd_per_mtok: str
     cached_input_usd_per_mtok: str = ""
+    batch_input_usd_per_mtok: str = Field(
+        "", description="blank: batch runs are priced at the interactive rate"
+    )
+    batch_output_usd_per_mtok: str = ""
     currency: str = "USD"
     effective_from: datetime | None = None
     effective_to: datetime | None = None
@@ -194,6 +207,8 @@ def add_price(request: AuthedRequest, payload: PriceIn) -> Any:
                 input_price=payload.input_usd_per_mtok,
                 output_price=payload.output_usd_per_mtok,
                 cached_input_price=payload.cached_input_usd_per_mtok,
+                batch_input_price=payload.batch_input_usd_per_mtok,
+                batch_output_price=payload.batch_output_usd_per_mtok,
                 currency=payload.currency,
                 effective_from=payload.effective_from,
                 effective_to=payload.effective_to,

@@ -29,6 +29,12 @@ CSV_HEADER = [
     "local_cost_usd",
     "net_usd",
     "pricing",
+    # Of the row's figures, the batch runs' share (added at the end: scripts read by position).
+    "batch_runs",
+    "batch_prompt_tokens",
+    "batch_completion_tokens",
+    "batch_avoided_usd",
+    "batch_net_usd",
 ]
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 ROWS_PER_CHUNK = 500  # CSV lines per piece of the streamed response
@@ -108,4 +114,9 @@ def _csv_line(head: list[str], figures: Figures, *, unpriced_words: bool = True)
         nano_to_str(figures.local_nusd),
         "unpriced" if unknown else nano_to_str(figures.net_nusd),
         figures.pricing,
+        str(figures.batch_runs),
+        str(figures.batch_prompt_tokens),
+        str(figures.batch_completion_tokens),
+        nano_to_str(figures.batch_avoided_nusd),
+        nano_to_str(figures.batch_net_nusd),
     ]

@@ -34,6 +34,12 @@ class PriceForm(forms.Form):
     cached_input_price = forms.CharField(
         max_length=40, required=False, label="Cached input, USD per million tokens"
     )
+    batch_input_price = forms.CharField(
+        max_length=40, required=False, label="Batch input, USD per million tokens"
+    )
+    batch_output_price = forms.CharField(
+        max_length=40, required=False, label="Batch output, USD per million tokens"
+    )
     currency = forms.CharField(max_length=12, required=False, initial="USD")
     effective_from = forms.CharField(max_length=40, required=False, label="Starts")
     note = forms.CharField(max_length=300, required=False)

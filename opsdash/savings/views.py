@@ -214,6 +214,8 @@ def price_add(request: AuthedRequest) -> HttpResponse:
                 input_price=data["input_price"],
                 output_price=data["output_price"],
                 cached_input_price=data["cached_input_price"],
+                batch_input_price=data["batch_input_price"],
+                batch_output_price=data["batch_output_price"],
                 currency=data["currency"] or "USD",
                 effective_from=data["effective_from"],
                 note=data["note"],

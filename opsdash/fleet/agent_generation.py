@@ -88,6 +88,9 @@ class Generations:
     queue_depth: int
     sampler: Callable[[], Any]
     cancels: dict[str, asyncio.Event] = field(default_factory=dict, init=False)
+    #: The interactive generations under way, request id → model id: what the queue limit
+    #: counts (batch ones wait for idle capacity and are bounded by their sender).
+    interactive: dict[str, int] = field(default_factory=dict, init=False)
     spans: EnergySpans = field(default_factory=EnergySpans, init=False)
 
     def cancel(self, request_id: object) -> None:
@@ -121,6 +124,8 @@ class Generations:
         emit({"type": "accepted", "node": self.name})
         cancel = asyncio.Event()
         self.cancels[request_id] = cancel
+        if priority == "interactive":
+            self.interactive[request_id] = held.model_id
         started = time.time()
         self.spans.running[request_id] = started
         try:
@@ -147,6 +152,7 @@ class Generations:
             )
         finally:
             self.cancels.pop(request_id, None)
+            self.interactive.pop(request_id, None)
             self.spans.running.pop(request_id, None)
 
     def refusal(self, message: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -173,12 +179,12 @@ class Generations:
             return "invalid_param", "The request's priority must be “interactive” or “batch”."
         if priority == "batch":
             return None  # batch work waits for idle capacity; the queue limit is interactive's
-        queued = sum(
-            s.queue_length for s in self.supervisor.status() if s.model_id == held.model_id
-        )
-        # The queue depth counts requests waiting beyond those the runner decodes together.
-        limit = self.queue_depth + held.spec(model).parallel_sequences
-        if queued >= limit:
+        queued = sum(1 for m in self.interactive.values() if m == held.model_id)
+        # As the supervisor counts (it would answer busy after ``accepted``, too late to try
+        # another node): interactive requests waiting beyond those the runner decodes at once.
+        loaded = [s for s in self.supervisor.status() if s.model_id == held.model_id]
+        parallel = loaded[0].parallel_sequences if loaded else held.spec(model).parallel_sequences
+        if queued >= self.queue_depth + max(parallel, 1):
             return (
                 protocol.NODE_BUSY,
                 f"“{held.name}” already has {queued} requests on node {self.name}, its limit.",

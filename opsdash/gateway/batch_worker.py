@@ -182,6 +182,11 @@ def _pending_left(batch_id: int) -> bool:
     return BatchItem.objects.filter(batch_id=batch_id, status=ItemStatus.PENDING).exists()
 
 
+def _close_connection() -> None:
+    # A function, so ``connection`` is looked up on the ORM thread, whose connection it is.
+    connection.close()
+
+
 # --- the loop --------------------------------------------------------------------------------
 
 
@@ -196,7 +201,7 @@ class _Worker:
             try:
                 await self._rounds()
             finally:
-                await sync_to_async(connection.close)()
+                await sync_to_async(_close_connection)()
 
     async def _rounds(self) -> None:
         while not self.stop.is_set():

@@ -183,3 +183,23 @@ def test_the_model_page_says_ctransformers_runs_one_request_at_a_time(
     text = page_text(as_operator, tiny_gpt2_model)
     assert "ctransformers runs one request at a time; others wait in the queue." in text
     assert "Decodes up to" not in text
+
+
+# --- /api/runtime ---------------------------------------------------------------------------
+
+
+def test_api_runtime_says_how_many_sequences_each_loaded_runner_decodes_together(
+    tiny_model: LocalModel, as_operator: Client, settings
+) -> None:  # type: ignore[no-untyped-def]
+    from asgiref.sync import async_to_sync
+
+    from opsdash.runs.runtime import get_supervisor
+
+    settings.PARALLEL_SEQUENCES = 3
+    settings.MEMORY_BUDGET_BYTES = 64 * 1024**3
+    async_to_sync(get_supervisor().load)(model_spec(tiny_model))
+    response = as_operator.get("/api/runtime")
+    assert response.status_code == 200
+    (loaded,) = response.json()["loaded"]
+    assert loaded["model"] == tiny_model.pk
+    assert (loaded["parallel_sequences"], loaded["active_sequences"]) == (3, 0)

@@ -66,8 +66,10 @@ Hub → agent
   cancel      {request_id}
 
 A PlacementSpec is ``{model_id, sha256, name, slug, backend, model_type, size_bytes,
-file_url, parallel_sequences, estimated_bytes}``; ``file_url`` is the hub path the agent fetches the file from (``Range`` resumes),
-authenticated by its node credential (``Authorization: Bearer <credential>``); the agent keeps
+file_url, parallel_sequences, estimated_bytes}``; ``file_url`` is the hub path the agent
+fetches the file from (``Range`` resumes), authenticated by its node credential
+(``Authorization: Bearer <credential>``); ``parallel_sequences`` and ``estimated_bytes`` how
+the agent loads it (``opsdash.runs.capacity``); the agent keeps
 every model in ``welcome``'s list and deletes (reporting ``removed``) any copy that is not in it.
 """
 

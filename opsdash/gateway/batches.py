@@ -496,7 +496,12 @@ def settle_item(*, batch: Batch, item: BatchItem, call: CompletionCall, run: Run
 
     run = Run.objects.select_related("model").get(pk=run.pk)
     if run.status == RunStatus.OK:
-        body = completion_answer(endpoint=call.endpoint, model=call.model, run=run)
+        body = completion_answer(
+            endpoint=call.endpoint,
+            model=call.model,
+            run=run,
+            system_fingerprint=services.system_fingerprint(backend=run.model.backend),
+        )
         finish_item(
             item=item,
             status=ItemStatus.DONE,

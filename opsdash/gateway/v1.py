@@ -209,7 +209,13 @@ async def _respond(call: CompletionCall, run: Run, generation: Generation) -> Ht
         logger.exception("gateway run %s failed", run.pk)
         return error_response(500, "The server failed to run this request.", type="server_error")
     if not call.stream:
-        return JsonResponse(completion_answer(endpoint=call.endpoint, model=call.model, run=run))
+        body = completion_answer(
+            endpoint=call.endpoint,
+            model=call.model,
+            run=run,
+            system_fingerprint=chunks.system_fingerprint,
+        )
+        return JsonResponse(body)
     return StreamingHttpResponse(
         _SSE(generation, chunks, first), content_type="text/event-stream", headers=SSE_HEADERS
     )
@@ -219,10 +225,11 @@ def _completion_id(endpoint: Endpoint, run: Run) -> str:
     return f"{'chatcmpl' if endpoint == Endpoint.CHAT else 'cmpl'}-opsdash-{run.pk}"
 
 
-def completion_answer(*, endpoint: Endpoint, model: str, run: Run) -> dict[str, Any]:
+def completion_answer(
+    *, endpoint: Endpoint, model: str, run: Run, system_fingerprint: str
+) -> dict[str, Any]:
     """The body ``/v1`` answers for the finished ``run`` (not streamed); the Batch API writes
-    the same body in its output file (``opsdash.gateway.batches``). ``run.model`` must be
-    loaded (it is on the instance ``start_run`` returned)."""
+    the same body in its output file (``opsdash.gateway.batches``)."""
     return completion_body(
         endpoint,
         Answer(
@@ -233,7 +240,7 @@ def completion_answer(*, endpoint: Endpoint, model: str, run: Run) -> dict[str, 
             finish_reason=run.finish_reason,
             prompt_tokens=run.prompt_tokens,
             completion_tokens=run.completion_tokens,
-            system_fingerprint=services.system_fingerprint(backend=run.model.backend),
+            system_fingerprint=system_fingerprint,
         ),
     )
 

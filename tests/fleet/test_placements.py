@@ -13,6 +13,7 @@ from opsdash.core.audit import entries
 from opsdash.core.errors import Code
 from opsdash.fleet import placements, protocol
 from opsdash.fleet.models import Placement, PlacementStatus
+from opsdash.runs import capacity
 from tests.fleet.placing import enroll, listen, nothing_received, received
 
 pytestmark = pytest.mark.django_db
@@ -32,7 +33,8 @@ def commit(django_capture_on_commit_callbacks):  # type: ignore[no-untyped-def]
     return lambda: django_capture_on_commit_callbacks(execute=True)
 
 
-def test_a_spec_says_what_a_node_needs_to_fetch_check_and_load(tiny_model) -> None:
+def test_a_spec_says_what_a_node_needs_to_fetch_check_and_load(tiny_model, settings) -> None:
+    settings.PARALLEL_SEQUENCES, settings.MEMORY_BUDGET_BYTES = 4, 64 * 1024**3
     spec = placements.placement_spec(tiny_model)
     assert spec == {
         "model_id": tiny_model.pk,
@@ -43,6 +45,9 @@ def test_a_spec_says_what_a_node_needs_to_fetch_check_and_load(tiny_model) -> No
         "model_type": tiny_model.model_type,
         "size_bytes": Path(tiny_model.file_path).stat().st_size,
         "file_url": f"/api/fleet/files/{tiny_model.sha256}",
+        # How the node loads it: as many sequences decoded together as the hub's run path.
+        "parallel_sequences": 4,
+        "estimated_bytes": capacity.estimated_bytes(tiny_model, parallel_sequences=4),
     }
     assert len(spec["sha256"]) == 64 and spec["backend"]
 

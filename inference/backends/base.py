@@ -397,6 +397,67 @@ class _StopScanner:
         return out
 
 
+class TokenStream:
+    """Token ids in, ``TokenEvent``s and one ``Finished`` out: the push form of
+    ``stream_tokens``, for a caller that samples the tokens itself (the llama.cpp batch
+    decoder feeds several streams, one token each per step).
+
+    ``feed`` takes each sampled token and ends the stream (``finished`` set, ``Finished``
+    the last event returned) at an end-of-generation token, a stop sequence or the limit
+    (``max_tokens``, or ``room``: how many tokens still fit in the context window). ``finish``
+    ends it for another reason (a cancel), releasing the text held back.
+    """
+
+    def __init__(
+        self,
+        *,
+        piece: Callable[[int], bytes],
+        is_end: Callable[[int], bool],
+        params: GenerationParams,
+        prompt_tokens: int,
+        room: int | None = None,
+    ) -> None:
+        self.limit = params.max_tokens if room is None else min(params.max_tokens, max(room, 0))
+        self.prompt_tokens = prompt_tokens
+        self.generated = 0
+        self.finished: Finished | None = None
+        self._piece = piece
+        self._is_end = is_end
+        # An incremental decoder joins characters split across tokens; "replace" turns bytes
+        # that never form a character into U+FFFD instead of dropping text or raising.
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._scanner = _StopScanner(params.stop)
+        self._last_token: int | None = None
+
+    def feed(self, token: int) -> list[Event]:
+        if self.finished is not None:
+            return []
+        if self._is_end(token):
+            return self.finish("stop")
+        self.generated += 1
+        self._last_token = token
+        text, hit = self._scanner.feed(self._decoder.decode(self._piece(token)))
+        events: list[Event] = [TokenEvent(text=text, token_id=token)] if text else []
+        if hit:
+            self.finished = Finished("stop", self.prompt_tokens, self.generated)
+            events.append(self.finished)
+        elif self.generated >= self.limit:
+            events.extend(self.finish("length"))
+        return events
+
+    def finish(self, reason: FinishReason) -> list[Event]:
+        if self.finished is not None:
+            return []
+        # Release what was held back: a tail that never became a stop sequence, and bytes
+        # that never completed a character (as U+FFFD, so the loss is visible).
+        tail, hit = self._scanner.feed(self._decoder.decode(b"", final=True))
+        tail += self._scanner.flush()
+        events: list[Event] = [TokenEvent(text=tail, token_id=self._last_token)] if tail else []
+        self.finished = Finished("stop" if hit else reason, self.prompt_tokens, self.generated)
+        events.append(self.finished)
+        return events
+
+
 def stream_tokens(
     tokens: Iterable[int],
     *,
@@ -414,44 +475,20 @@ def stream_tokens(
     raw bytes (a token may hold part of a UTF-8 character); ``is_end`` says whether it ends
     the generation. ``room`` is how many tokens still fit in the context window.
     """
-    limit = params.max_tokens if room is None else min(params.max_tokens, max(room, 0))
-    # An incremental decoder joins characters split across tokens; "replace" turns bytes that
-    # never form a character into U+FFFD instead of dropping text or raising.
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    scanner = _StopScanner(params.stop)
-    generated = 0
-    last_token: int | None = None
-    reason: FinishReason = "length"
+    stream = TokenStream(
+        piece=piece, is_end=is_end, params=params, prompt_tokens=prompt_tokens, room=room
+    )
     iterator = iter(tokens)
     try:
-        while True:
-            if generated >= limit:
-                reason = "length"
-                break
-            if should_stop is not None and should_stop():
-                reason = "cancelled"
-                break
-            token = next(iterator, None)
-            if token is None or is_end(token):
-                reason = "stop"
-                break
-            generated += 1
-            last_token = token
-            text, hit = scanner.feed(decoder.decode(piece(token)))
-            if text:
-                yield TokenEvent(text=text, token_id=token)
-            if hit:
-                yield Finished("stop", prompt_tokens, generated)
-                return
-        # Release what was held back: a tail that never became a stop sequence, and bytes
-        # that never completed a character (as U+FFFD, so the loss is visible).
-        tail, hit = scanner.feed(decoder.decode(b"", final=True))
-        tail += scanner.flush()
-        if tail:
-            yield TokenEvent(text=tail, token_id=last_token)
-        if hit:
-            reason = "stop"
-        yield Finished(reason, prompt_tokens, generated)
+        while stream.finished is None:
+            if stream.generated >= stream.limit:
+                events = stream.finish("length")
+            elif should_stop is not None and should_stop():
+                events = stream.finish("cancelled")
+            else:
+                token = next(iterator, None)
+                events = stream.finish("stop") if token is None else stream.feed(token)
+            yield from events
     finally:
         close = getattr(iterator, "close", None)
         if close is not None:

@@ -11,9 +11,9 @@ import logging
 import re
 import sys
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from inference.backends.base import (
     Event,
@@ -23,8 +23,8 @@ from inference.backends.base import (
     ShouldStop,
     metadata_field,
     render_chat_template,
-    stream_tokens,
 )
+from inference.backends.llama_cpp_batch import BatchDecoder
 from inference.errors import CONTEXT_FULL, BackendError, InferenceError
 
 if TYPE_CHECKING:
@@ -141,21 +141,25 @@ class LlamaCppBackend:
                 "support; the model runs on the CPU."
             )
             gpu_layers = 0
-        seed = llama_cpp.LLAMA_DEFAULT_SEED if options.seed is None else options.seed
+        parallel = options.parallel_sequences
+        per_sequence = options.context_length or default_context_length(path)
         avoid_amx = _cpu_has_amx(llama_cpp)
         if avoid_amx:
             logger.info("AMX CPU: loading %s without llama.cpp's extra buffer types", path.name)
         _capture_native_log(llama_cpp)
         _native_log.clear()
         try:
-            with _without_extra_buffer_types(llama_cpp) if avoid_amx else contextlib.nullcontext():
+            with contextlib.ExitStack() as stack:
+                if avoid_amx:
+                    stack.enter_context(_without_extra_buffer_types(llama_cpp))
+                stack.enter_context(_with_sequences(llama_cpp, parallel))
                 llm = llama_cpp.Llama(
                     model_path=str(path),
-                    n_ctx=options.context_length or default_context_length(path),
+                    # One stream of this many cells per sequence (_with_sequences).
+                    n_ctx=per_sequence * parallel,
                     n_threads=options.threads,
                     n_threads_batch=options.threads,
                     n_gpu_layers=gpu_layers,
-                    seed=seed,
                     # Keeps llama.cpp's load banner off stderr; _capture_native_log keeps errors.
                     verbose=False,
                 )
@@ -167,7 +171,9 @@ class LlamaCppBackend:
             ) from exc
         for notice in notices:
             logger.warning("%s: %s", path.name, notice)
-        return LlamaCppModel(llm, seed=seed, notices=tuple(notices))
+        return LlamaCppModel(
+            llm, seed=options.seed, notices=tuple(notices), parallel_sequences=parallel
+        )
 
 
 def default_context_length(path: Path) -> int:
@@ -218,34 +224,81 @@ def _without_extra_buffer_types(llama_cpp: Any) -> Iterator[None]:
         module.llama_model_default_params = original
 
 
+@contextlib.contextmanager
+def _with_sequences(llama_cpp: Any, parallel: int) -> Iterator[None]:
+    """Create the context with ``parallel`` KV sequences, each a stream of its own.
+
+    ``kv_unified=False`` gives every sequence ``n_ctx / parallel`` cells that only it uses, so
+    a sequence attends over the same cells it would have alone and one long request cannot
+    take another's room. llama_cpp.Llama has no argument for either, so (as for the AMX
+    workaround) the default-params function it calls is wrapped while it runs.
+    """
+    module = llama_cpp.llama_cpp
+    original = module.llama_context_default_params
+
+    def default_params() -> Any:
+        params = original()
+        params.n_seq_max = parallel
+        params.kv_unified = False
+        return params
+
+    module.llama_context_default_params = default_params
+    try:
+        yield
+    finally:
+        module.llama_context_default_params = original
+
+
 class LlamaCppModel:
-    """A GGUF model loaded in llama.cpp. See ``LoadedModel`` for the contract."""
+    """A GGUF model loaded in llama.cpp. See ``LoadedModel`` for the contract.
+
+    Every generation goes through its ``BatchDecoder`` (``decoder``): ``generate`` is one
+    sequence decoded alone; the runner opens several at once.
+    """
 
     def __init__(
         self,
         llm: llama_cpp.Llama,
         *,
-        seed: int,
+        seed: int | None = None,
         notices: tuple[str, ...] = (),
+        parallel_sequences: int = 1,
     ) -> None:
         import llama_cpp
 
         self._lib = llama_cpp
         self._llm: llama_cpp.Llama | None = llm
-        self._seed = seed
         self.notices = notices
+        self.parallel_sequences = parallel_sequences
         self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
         self._bos = llm.token_bos()
         self._chat_template: str | None = llm.metadata.get("tokenizer.chat_template")
         self._formatter: Any = None
+        # llama.cpp pads the context it allocates (to a multiple of 256), so n_ctx() can be
+        # larger than asked; llama_cpp.Llama's token buffer has exactly the size asked for.
+        total = min(llm.n_ctx(), len(llm.input_ids))
+        self._context_length = total // parallel_sequences
+        self._decoder: BatchDecoder | None = BatchDecoder(
+            lib=llama_cpp,
+            llm=llm,
+            parallel=parallel_sequences,
+            default_seed=seed,
+            piece=self._piece,
+            is_end=self._is_end,
+            threads=(llm.n_threads, llm.n_threads_batch),
+        )
 
     @property
     def context_length(self) -> int:
-        """How many tokens fit: prompt and completion together."""
-        llm = self._require()
-        # llama.cpp pads the context it allocates (to a multiple of 256), so n_ctx() can be
-        # larger than asked; llama_cpp.Llama's token buffer has exactly the size asked for.
-        return min(llm.n_ctx(), len(llm.input_ids))
+        """How many tokens fit for one request: prompt and completion together."""
+        self._require()
+        return self._context_length
+
+    @property
+    def decoder(self) -> BatchDecoder:
+        self._require()
+        assert self._decoder is not None
+        return self._decoder
 
     def _require(self) -> llama_cpp.Llama:
         if self._llm is None:
@@ -277,13 +330,10 @@ class LlamaCppModel:
     def _is_end(self, token: int) -> bool:
         return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
 
-    def generate(
-        self,
-        prompt: str,
-        params: GenerationParams,
-        should_stop: ShouldStop | None = None,
-    ) -> Iterator[Event]:
-        llm = self._require()
+    def prepare(self, prompt: str) -> tuple[list[int], int]:
+        """The prompt's tokens and how many tokens are left for the completion; a prompt that
+        does not fit raises ``BackendError`` (code ``CONTEXT_FULL``)."""
+        self._require()
         tokens = self.tokenize(prompt)
         if not tokens:
             if self._bos < 0:
@@ -298,59 +348,38 @@ class LlamaCppModel:
                 "larger context length.",
                 code=CONTEXT_FULL,
             )
-        return self._generate(llm, tokens, room, params, should_stop)
+        return tokens, room
+
+    def generate(
+        self,
+        prompt: str,
+        params: GenerationParams,
+        should_stop: ShouldStop | None = None,
+    ) -> Iterator[Event]:
+        tokens, room = self.prepare(prompt)
+        return self._generate(tokens, room, params, should_stop)
 
     def _generate(
         self,
-        llm: llama_cpp.Llama,
         tokens: list[int],
         room: int,
         params: GenerationParams,
         should_stop: ShouldStop | None,
     ) -> Iterator[Event]:
-        # Set on every call so that one request's thread count does not stick to the next.
-        if params.threads is not None:
-            self._lib.llama_set_n_threads(llm.ctx, params.threads, params.threads)
-        else:
-            self._lib.llama_set_n_threads(llm.ctx, llm.n_threads, llm.n_threads_batch)
-        llm.set_seed(self._seed if params.seed is None else params.seed)
-        self._forget(llm)
-        native = llm.generate(
-            tokens,
-            top_k=params.top_k,
-            top_p=params.top_p,
-            temp=params.temperature,
-            repeat_penalty=params.repeat_penalty,
-        )
+        decoder = self.decoder
+        sequence = decoder.open(tokens, params, room=room)
         try:
-            yield from stream_tokens(
-                native,
-                piece=self._piece,
-                is_end=self._is_end,
-                params=params,
-                prompt_tokens=len(tokens),
-                room=room,
-                should_stop=should_stop,
-            )
-        except RuntimeError as exc:
-            raise BackendError(f"llama.cpp failed while generating: {exc}.") from exc
-
-    def _forget(self, llm: llama_cpp.Llama) -> None:
-        """Empty the KV cache, so that this request is computed as if it were the first.
-
-        Why: llama-cpp-python keeps the previous request's tokens and reuses the longest prefix
-        they share with the next prompt. The reused part was computed in another batch, and
-        llama.cpp's kernels round differently by batch shape (the repacked GEMM/GEMV split, AMX
-        and GPU tiles), so the same request at temperature 0 could write different text after a
-        different request. Re-evaluating the prompt costs prompt-processing time on long shared
-        prefixes; a suite's pass/fail must not depend on the order of its cases.
-        """
-        # Forgets the cached tokens, so generate() finds no prefix to reuse (llama-cpp-python
-        # leaves reset() unannotated, hence the cast).
-        cast(Any, llm).reset()
-        memory = self._lib.llama_get_memory(llm.ctx)
-        if memory is not None:
-            self._lib.llama_memory_clear(memory, True)
+            events = _decoded(lambda: decoder.prefill(sequence))
+            while True:
+                yield from events
+                if sequence.finished:
+                    return
+                if should_stop is not None and should_stop():
+                    yield from decoder.cancel(sequence)
+                    return
+                events = _decoded(lambda: dict(decoder.step())[sequence])
+        finally:
+            decoder.close(sequence)
 
     def apply_chat_template(self, messages: list[dict[str, Any]]) -> str:
         self._require()
@@ -382,6 +411,16 @@ class LlamaCppModel:
         return text.decode("utf-8", errors="replace")
 
     def close(self) -> None:
+        if self._decoder is not None:
+            self._decoder.close_all()
+            self._decoder = None
         if self._llm is not None:
             self._llm.close()
             self._llm = None
+
+
+def _decoded(work: Callable[[], list[Event]]) -> list[Event]:
+    try:
+        return work()
+    except RuntimeError as exc:
+        raise BackendError(f"llama.cpp failed while generating: {exc}.") from exc

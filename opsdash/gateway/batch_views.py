@@ -196,14 +196,16 @@ def cancel(request: AuthedRequest, public_id: str) -> HttpResponse:
         messages.error(request, refusal.reason)
     else:
         if batch.status == BatchStatus.CANCELLED:
-            said = "is cancelled"
+            said = (
+                "is cancelled: its output file holds the answered requests, its error file "
+                "the failed ones and those never run"
+            )
         else:
-            said = "is being cancelled: the requests running now finish, the others will not run"
-        messages.success(
-            request,
-            f"Batch {batch.public_id} {said}. What was answered is in its output file, "
-            "downloadable here once it has ended.",
-        )
+            said = (
+                "is being cancelled: the requests running now finish, the others will not "
+                "run; its output and error files appear here once it has ended"
+            )
+        messages.success(request, f"Batch {batch.public_id} {said}.")
     target = request.POST.get("next", "")
     if target == "detail":
         return redirect("gateway:batch", public_id=batch.public_id)

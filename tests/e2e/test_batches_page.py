@@ -126,6 +126,11 @@ def job(db) -> Batch:  # type: ignore[no-untyped-def]
             line=line,
             custom_id=f"invoice-{line}",
             body={},
+            error=(
+                {"code": "context_full", "message": "The prompt is longer than the context."}
+                if 46 < line <= 50
+                else None
+            ),
             status=(
                 ItemStatus.DONE
                 if line <= 46
@@ -157,7 +162,9 @@ def test_a_running_batch_moves_by_itself_then_offers_its_files(
 ) -> None:  # type: ignore[no-untyped-def]
     page = new_page(1280)
     sign_in(page, live_server.url, "ada")
-    page.get_by_role("navigation", name="Main").get_by_role("link", name="Batches").click()
+    # An admin's Batches are in the Gateway section: its page links to them.
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Gateway").click()
+    page.get_by_role("main").get_by_role("link", name="Batches", exact=True).click()
     page.wait_for_url(f"{live_server.url}/gateway/batches/")
 
     row = page.locator(f"tr[data-batch={job.public_id}]")
@@ -203,13 +210,22 @@ def test_an_admin_cancels_a_running_batch_from_its_page(
     page.goto(f"{live_server.url}/gateway/batches/{job.public_id}/")
     expect(page.get_by_test_id("item-counts")).to_contain_text("Pending")
     page.get_by_role("button", name="Cancel").click()
-    expect(page.get_by_role("status")).to_contain_text(f"Batch {job.public_id} is cancelled")
+    expect(page.get_by_role("status")).to_contain_text(f"Batch {job.public_id} is cancelled:")
     expect(page.locator("[data-field=status]")).to_have_text("cancelled")
     expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
     # 46 answered, 4 failed; the 150 never started are not run and say so.
     expect(page.locator("[data-field=not-run]")).to_have_text("150 not run")
     assert _sideways(page) == 0
+    expect(page.get_by_test_id("batch-errors")).to_contain_text(
+        "The prompt is longer than the context."
+    )
     screenshot(page, "batches-cancelled-detail-390-light")
+    wide = new_page(1280, "dark")
+    sign_in(wide, live_server.url, "ada")
+    wide.goto(f"{live_server.url}/gateway/batches/{job.public_id}/")
+    expect(wide.locator("[data-field=status]")).to_have_text("cancelled")
+    assert _sideways(wide) == 0
+    screenshot(wide, "batches-cancelled-detail-1280-dark")
     job.refresh_from_db()
     assert job.status == BatchStatus.CANCELLED
     assert job.items.filter(status=ItemStatus.CANCELLED).count() == 150

@@ -140,7 +140,7 @@ async def test_every_body_and_chunk_names_the_backend_build_as_a_string_fingerpr
         ("POST", "/v1/responses"),
         ("GET", "/v1/"),
         ("GET", "/v1/models/a/b"),
-        ("DELETE", "/v1/files/file-1"),
+        ("DELETE", "/v1/fine_tuning/jobs/ftjob-1"),  # /v1/files is the Batch API's
     ],
 )
 def test_an_unknown_path_under_v1_is_openais_404_json_not_a_page(client, method, path):

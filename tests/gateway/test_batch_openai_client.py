@@ -5,8 +5,10 @@ request."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
+from urllib.parse import urlsplit
 
 import openai
 import pytest
@@ -103,4 +105,34 @@ def test_the_client_sees_a_bad_line_refused_and_nothing_stored(gateway, tiny_mod
     with pytest.raises(openai.BadRequestError) as refused:
         client(gateway).files.create(file=("dup.jsonl", data), purpose="batch")
     assert "Line 2: custom_id 'a' is used again (first on line 1)." in str(refused.value)
+    assert not BatchFile.objects.exists()
+
+
+def _declare_upload(gateway, length: int, *, key: str | None) -> tuple[int, dict[str, object]]:  # type: ignore[no-untyped-def]
+    """Send only the headers of an upload of ``length`` bytes: the guard answers before any
+    of the body exists."""
+    parts = urlsplit(gateway.base_url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    connection.putrequest("POST", f"{parts.path}/files")
+    connection.putheader("Content-Type", "multipart/form-data; boundary=x")
+    connection.putheader("Content-Length", str(length))
+    if key is not None:
+        connection.putheader("Authorization", f"Bearer {key}")
+    connection.endheaders()
+    reply = connection.getresponse()
+    try:
+        return reply.status, json.loads(reply.read())
+    finally:
+        connection.close()
+
+
+def test_an_upload_over_the_limit_or_without_a_key_is_refused_before_its_body_is_read(
+    gateway, tiny_model
+):
+    from django.conf import settings
+
+    status, body = _declare_upload(gateway, settings.BATCH_FILE_MAX_BYTES + 10**6, key=gateway.key)
+    assert status == 413 and "OPSDASH_BATCH_FILE_MAX_BYTES" in body["error"]["message"]
+    status, body = _declare_upload(gateway, 10_000, key=None)
+    assert status == 401 and "workflow API key" in body["error"]["message"]
     assert not BatchFile.objects.exists()

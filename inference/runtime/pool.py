@@ -2,8 +2,12 @@
 
 ``RunnerPool`` does the supervisor's work, and every method runs on one event loop: the
 supervisor's own, in its own thread (see ``inference.runtime.supervisor``, the public face).
-Requests to one model wait on that model's lock, which asyncio hands out first come, first
-served; different models have different locks and run at the same time.
+
+A model's lock is held only to start, replace or stop its runner. Generations do not hold
+it: every request to a loaded model is sent to its runner at once, with its priority, and
+the runner decides the order and which requests it decodes together (up to its
+``parallel_sequences``); its messages come back interleaved and are routed by request id
+(``RunnerProcess.open``). Different models have different runners and run at the same time.
 """
 
 from __future__ import annotations
@@ -36,8 +40,10 @@ from inference.runtime.protocol import (
     ChatMessage,
     Command,
     DoneRunEvent,
+    GenerateCommand,
     GenerateRequest,
     ModelSpec,
+    Priority,
     RunEvent,
     RunnerMessage,
     check_input,
@@ -54,11 +60,20 @@ SHUT_DOWN = "shutdown"
 
 @dataclass(eq=False)
 class _Slot:
-    """A model's place in the pool: its queue and its runner, if one is started."""
+    """A model's place in the pool: its runner, if one is started, and its requests.
+
+    ``pending``: generations admitted and not ended, of both priorities (the status's
+    ``queue_length``); ``interactive``: those of them at interactive priority (what the queue
+    limit counts); ``active``: those sent to the runner. ``settled`` is set whenever the
+    runner's last request in flight ends, for a spec change waiting to replace it.
+    """
 
     model_id: int
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     pending: int = 0
+    interactive: int = 0
+    active: int = 0
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
     runner: RunnerProcess | None = None
     spec: ModelSpec | None = None
 
@@ -102,74 +117,96 @@ class RunnerPool:
         request: GenerateRequest,
         emit: Callable[[RunEvent], None],
         cancelled: asyncio.Event,
+        *,
+        priority: Priority = "interactive",
     ) -> None:
-        """Run ``request`` after the model's earlier requests, passing its events to ``emit``.
+        """Send ``request`` to the model's runner (started first if need be), passing its
+        events to ``emit``; the runner interleaves it with the model's other requests.
 
-        The final ``done`` is emitted after the request has left the queue and the runner is
-        idle again, so a caller who sees it can send the next request at once.
+        An interactive request is refused with ``SupervisorBusy`` when the model already has
+        ``queue_depth`` interactive requests waiting beyond the ``parallel_sequences`` it
+        decodes at once. Batch requests are never refused as busy: the runner serves them
+        when no interactive one needs the room, and their sender bounds how many it sends.
         """
         self._track()
         if self._closing:
             cancelled.set()  # a shutdown has begun: end at once, like a request cut short
         slot = self._slot(spec.model_id)
-        if slot.pending >= self._queue_depth:
-            raise SupervisorBusy(
-                f"The model is busy: it already has {slot.pending} request(s) running or "
-                "waiting, as many as it takes at once; try again in a moment."
-            )
+        interactive = priority != "batch"
+        if interactive:
+            parallel = self._parallel_sequences(slot, spec)
+            if slot.interactive >= self._queue_depth + parallel:
+                raise SupervisorBusy(
+                    f"The model is busy: it already has {slot.interactive} request(s) running "
+                    "or waiting, as many as it takes at once; try again in a moment."
+                )
+            slot.interactive += 1
         slot.pending += 1
         self._cancels.add(cancelled)
         queued = time.monotonic()
         try:
-            if not await _acquire_unless(slot.lock, cancelled):
+            ready = await self._runner_for(slot, spec, cancelled)
+            if ready is None:
                 done = done_before_start(queued)
             else:
-                try:
-                    queue_ms = (time.monotonic() - queued) * 1000
-                    runner, load_ms = await self._ready_runner(slot, spec)
-                    if cancelled.is_set():
-                        done = done_before_start(queued, load_ms)
-                    else:
-                        done = await self._stream(
-                            runner, request, emit, cancelled, queue_ms, load_ms
-                        )
-                finally:
-                    slot.lock.release()
+                runner, load_ms = ready
+                if cancelled.is_set():
+                    done = done_before_start(queued, load_ms)
+                else:
+                    queue_ms = max((time.monotonic() - queued) * 1000 - load_ms, 0.0)
+                    done = await self._stream(
+                        slot, runner, request, emit, cancelled, priority, queue_ms, load_ms
+                    )
         finally:
             slot.pending -= 1
+            if interactive:
+                slot.interactive -= 1
             self._cancels.discard(cancelled)
         emit(done)
 
+    def _parallel_sequences(self, slot: _Slot, spec: ModelSpec) -> int:
+        """How many requests the model decodes at once: what its runner said when it loaded
+        this spec, else what the spec asks for."""
+        runner = slot.runner
+        if runner is not None and runner.loaded is not None and runner.spec == spec.runner_spec():
+            return max(int(runner.loaded.get("parallel_sequences", 1)), 1)
+        return max(spec.parallel_sequences, 1)
+
     async def _stream(
         self,
+        slot: _Slot,
         runner: RunnerProcess,
         request: GenerateRequest,
         emit: Callable[[RunEvent], None],
         cancelled: asyncio.Event,
+        priority: Priority,
         queue_ms: float,
         load_ms: float,
     ) -> DoneRunEvent:
-        """Emit the generation's token events and return its done event."""
+        """Emit the generation's token events and return its done event.
+
+        Called right after ``_runner_for`` with no await in between, so no eviction or idle
+        unload can take the runner before the request is open on it.
+        """
         request_id = runner.new_id()
-        params = dataclasses.asdict(request.params)
-        messages = _chat(request.messages)
-        runner.busy = True
+        command: GenerateCommand = {
+            "type": "generate",
+            "id": request_id,
+            "prompt": request.prompt,
+            "messages": _chat(request.messages),
+            "params": dataclasses.asdict(request.params),
+            "priority": priority,
+        }
+        replies = runner.open(request_id)
+        slot.active += 1
         runner.touch()
-        runner.send(
-            {
-                "type": "generate",
-                "id": request_id,
-                "prompt": request.prompt,
-                "messages": messages,
-                "params": params,
-            }
-        )
+        runner.send(command)
         sent = time.monotonic()
         first: float | None = None
         watcher = asyncio.ensure_future(_forward_cancel(runner, request_id, cancelled))
         try:
             while True:
-                message = await self._reply(runner, request_id, "while generating")
+                message = await self._reply(runner, replies, "while generating")
                 if message["type"] == "token":
                     first = first or time.monotonic()
                     emit({"type": "token", "text": message["text"]})
@@ -178,59 +215,71 @@ class RunnerPool:
                     return done_event(message, *timings, pid=runner.pid or 0)
         finally:
             watcher.cancel()
-            runner.busy = False
-            runner.touch()
+            slot.active -= 1
+            self._end(slot, runner, request_id)
 
     async def count_tokens(
         self, spec: ModelSpec, *, prompt: str | None, messages: list[dict[str, str]] | None
     ) -> int:
-        """The model's own token count for ``prompt`` or rendered ``messages``."""
+        """The model's own token count for ``prompt`` or rendered ``messages``.
+
+        Sent to the runner at once, like a generation; the runner answers it between steps."""
         check_input(prompt, messages)
         self._track()
         slot = self._slot(spec.model_id)
-        async with slot.lock:
-            runner, _ = await self._ready_runner(slot, spec)
-            request_id = runner.new_id()
-            command: Command = {
-                "type": "count",
-                "id": request_id,
-                "prompt": prompt,
-                "messages": _chat(messages),
-            }
+        ready = await self._runner_for(slot, spec, None)
+        assert ready is not None  # only a cancel makes it None, and this has none
+        runner, _ = ready
+        request_id = runner.new_id()
+        command: Command = {
+            "type": "count",
+            "id": request_id,
+            "prompt": prompt,
+            "messages": _chat(messages),
+        }
+        replies = runner.open(request_id)
+        try:
             runner.send(command)
             runner.touch()
-            message = await self._reply(runner, request_id, "while counting tokens")
+            message = await self._reply(runner, replies, "while counting tokens")
             return int(message["count"]) if message["type"] == "count" else 0
+        finally:
+            self._end(slot, runner, request_id)
 
-    async def _reply(self, runner: RunnerProcess, request_id: str, doing: str) -> RunnerMessage:
-        """The runner's next message about ``request_id``; its errors and its death raise."""
-        while True:
-            message = await runner.inbox.get()
-            if isinstance(message, Exited):
-                runner.inbox.put_nowait(message)  # later readers learn of the death too
-                if runner.stopping and self._closing:
-                    raise InferenceError(
-                        "The inference supervisor shut down during this request.", code=SHUT_DOWN
-                    )
-                if runner.stopping:
-                    raise InferenceError(
-                        "The model was unloaded while it was working on this request."
-                    )
-                await runner.collect_output()
-                reason = describe_exit(message.returncode, doing)
-                raise RunnerCrashed(runner.with_output(reason))
-            if message.get("id") != request_id:
-                continue  # left over from an earlier request (a late pong, say)
-            if message["type"] == "error":
-                raise BackendError(message["reason"], code=message.get("code"))
-            return message
+    def _end(self, slot: _Slot, runner: RunnerProcess, request_id: str) -> None:
+        runner.close(request_id)
+        runner.touch()
+        if runner.in_flight == 0:
+            slot.settled.set()
+
+    async def _reply(
+        self,
+        runner: RunnerProcess,
+        replies: asyncio.Queue[RunnerMessage | Exited],
+        doing: str,
+    ) -> RunnerMessage:
+        """The runner's next message about one request; its errors and its death raise."""
+        message = await replies.get()
+        if isinstance(message, Exited):
+            if runner.stopping and self._closing:
+                raise InferenceError(
+                    "The inference supervisor shut down during this request.", code=SHUT_DOWN
+                )
+            if runner.stopping:
+                raise InferenceError("The model was unloaded while it was working on this request.")
+            await runner.collect_output()
+            reason = describe_exit(message.returncode, doing)
+            raise RunnerCrashed(runner.with_output(reason))
+        if message["type"] == "error":
+            raise BackendError(message["reason"], code=message.get("code"))
+        return message
 
     async def load(self, spec: ModelSpec) -> RunnerStatus:
         self._track()
         slot = self._slot(spec.model_id)
-        async with slot.lock:
-            runner, _ = await self._ready_runner(slot, spec)
-            return self._status_of(slot, runner)
+        ready = await self._runner_for(slot, spec, None)
+        assert ready is not None
+        return self._status_of(slot, ready[0])
 
     async def unload(self, model_id: int) -> bool:
         """Stop the model's runner. A generation in progress ends "cancelled"; requests
@@ -255,8 +304,24 @@ class RunnerPool:
             self._requests.add(task)
             task.add_done_callback(self._requests.discard)
 
-    async def _ready_runner(self, slot: _Slot, spec: ModelSpec) -> tuple[RunnerProcess, float]:
+    async def _runner_for(
+        self, slot: _Slot, spec: ModelSpec, cancelled: asyncio.Event | None
+    ) -> tuple[RunnerProcess, float] | None:
+        """``_ready_runner`` under the model's lock; None if ``cancelled`` is set first."""
+        if cancelled is None:
+            await slot.lock.acquire()
+        elif not await _acquire_unless(slot.lock, cancelled):
+            return None
+        try:
+            return await self._ready_runner(slot, spec, cancelled)
+        finally:
+            slot.lock.release()
+
+    async def _ready_runner(
+        self, slot: _Slot, spec: ModelSpec, cancelled: asyncio.Event | None = None
+    ) -> tuple[RunnerProcess, float] | None:
         """The model's loaded runner, started first if need be; and the ms spent starting it.
+        None if ``cancelled`` is set while the old runner's requests finish.
 
         Called with ``slot.lock`` held.
         """
@@ -264,7 +329,12 @@ class RunnerPool:
         if runner is not None:
             if runner.alive and not runner.stopping and runner.spec == spec.runner_spec():
                 return runner, 0.0
-            await runner.stop()  # a changed spec, or an unload under way: wait until it is gone
+            # A changed spec (another context length, say): the requests already on the old
+            # runner finish first, as they would have before this one in a queue; the lock
+            # held meanwhile keeps new ones from joining them.
+            if not await _settle_unless(slot, runner, cancelled):
+                return None
+            await runner.stop()  # or an unload under way: wait until it is gone
         if self._closing:
             raise InferenceError(
                 "The inference supervisor is shutting down; try again later.", code=SHUT_DOWN
@@ -316,6 +386,7 @@ class RunnerPool:
                 and slot.runner.loaded is not None
                 and not slot.runner.stopping
                 and slot.pending == 0
+                and slot.runner.in_flight == 0
                 and not slot.lock.locked()
             ]
             if not idle:
@@ -350,7 +421,7 @@ class RunnerPool:
                 if (
                     runner is None
                     or runner.loaded is None
-                    or runner.busy
+                    or runner.in_flight
                     or slot.pending
                     or slot.lock.locked()
                     or now - runner.last_used_monotonic < idle
@@ -381,7 +452,7 @@ class RunnerPool:
         elif runner.loaded is None:
             state = "starting"
         else:
-            state = "busy" if runner.busy else "idle"
+            state = "busy" if slot.active else "idle"
         assert runner.pid is not None
         return RunnerStatus(
             model_id=slot.model_id,
@@ -395,6 +466,10 @@ class RunnerPool:
             context_length=runner.loaded["context_length"] if runner.loaded else None,
             estimated_bytes=slot.spec.estimated_bytes if slot.spec else 0,
             notices=tuple(runner.loaded["notices"]) if runner.loaded else (),
+            parallel_sequences=max(int(runner.loaded.get("parallel_sequences", 1)), 1)
+            if runner.loaded
+            else 1,
+            active_sequences=slot.active,
         )
 
     def interrupt(self) -> None:
@@ -452,6 +527,27 @@ async def _acquire_unless(lock: asyncio.Lock, stop: asyncio.Event) -> bool:
         # Let a cancelled acquire settle: it may have been handed the lock in the meantime.
         await asyncio.wait({acquiring})
     return not acquiring.cancelled() and acquiring.exception() is None
+
+
+async def _settle_unless(slot: _Slot, runner: RunnerProcess, stop: asyncio.Event | None) -> bool:
+    """Wait until ``runner`` has no request in flight and return True; False if ``stop`` is
+    set first. The runner's death settles it too: its requests end with the crash."""
+    while runner.in_flight and runner.alive:
+        if stop is not None and stop.is_set():
+            return False
+        slot.settled.clear()
+        waits = {
+            asyncio.ensure_future(slot.settled.wait()),
+            asyncio.ensure_future(runner.exited.wait()),
+        }
+        if stop is not None:
+            waits.add(asyncio.ensure_future(stop.wait()))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+    return not (stop is not None and stop.is_set())
 
 
 async def _forward_cancel(runner: RunnerProcess, request_id: str, cancelled: asyncio.Event) -> None:

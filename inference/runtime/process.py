@@ -43,7 +43,8 @@ _CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGABRT, 
 
 @dataclass(frozen=True, slots=True)
 class Exited:
-    """Put in the inbox when the runner's events pipe closes: the process has ended."""
+    """Put in the inbox and in every open request's queue when the runner's events pipe
+    closes: the process has ended."""
 
     returncode: int
 
@@ -71,8 +72,11 @@ RunnerState = Literal["starting", "idle", "busy", "stopping"]
 class RunnerStatus:
     """One runner process as measured now. Times are timezone-aware UTC datetimes.
 
-    ``queue_length`` counts the model's requests running plus waiting (what ``queue_depth``
-    limits). ``loaded_at`` and ``last_used_at`` are None while the model is still loading.
+    ``queue_length`` counts the model's generations running plus waiting, of both priorities.
+    ``parallel_sequences`` is how many the runner decodes together (its ``loaded`` message
+    says; 1 until then), ``active_sequences`` how many have been sent to the runner and are
+    not done (the runner decides which of them it decodes now and which wait). ``loaded_at``
+    and ``last_used_at`` are None while the model is still loading.
     """
 
     model_id: int
@@ -86,6 +90,8 @@ class RunnerStatus:
     context_length: int | None
     estimated_bytes: int
     notices: tuple[str, ...] = ()
+    parallel_sequences: int = 1
+    active_sequences: int = 0
 
 
 def _child_environment() -> dict[str, str]:
@@ -101,20 +107,25 @@ def _child_environment() -> dict[str, str]:
 class RunnerProcess:
     """One ``python -m inference.runtime.runner`` child and its pipes.
 
-    Messages from the runner arrive in ``inbox`` in order, followed by one ``Exited`` when
-    the process ends (crash, kill, or ``stop``). The owner reads the inbox one request at a
-    time, so no routing by id is needed beyond skipping stale messages.
+    Many requests may be in flight at once (the runner interleaves their messages), so the
+    messages are routed by ``id``: a request ``open``s its queue before its command is sent
+    and ``close``s it when it has its answer; a message for no open request (a late pong, the
+    end of one its owner stopped waiting for) is dropped. Messages without an id (``loaded``,
+    or the error of a model that failed to load) arrive in ``inbox``. When the process ends
+    (crash, kill, or ``stop``) one ``Exited`` goes to ``inbox`` and to every open queue, and
+    a queue opened after that gets it at once.
     """
 
     def __init__(self, spec: RunnerSpec, *, on_exit: Callable[[RunnerProcess], None]) -> None:
         self.spec = spec
         self.inbox: asyncio.Queue[RunnerMessage | Exited] = asyncio.Queue()
+        self._replies: dict[str, asyncio.Queue[RunnerMessage | Exited]] = {}
+        self._exit: Exited | None = None
         self.pid: int | None = None
         self.loaded: LoadedMessage | None = None
         self.loaded_at: datetime | None = None
         self.last_used_at: datetime | None = None
         self.last_used_monotonic = time.monotonic()
-        self.busy = False
         self.stopping = False
         self.returncode: int | None = None
         self.exited = asyncio.Event()
@@ -233,6 +244,25 @@ class RunnerProcess:
         self._next_id += 1
         return str(self._next_id)
 
+    def open(self, request_id: str) -> asyncio.Queue[RunnerMessage | Exited]:
+        """The queue that receives the runner's messages about ``request_id`` from now on.
+
+        Open it before sending the command, so no answer can arrive before it exists."""
+        replies: asyncio.Queue[RunnerMessage | Exited] = asyncio.Queue()
+        if self._exit is not None:
+            replies.put_nowait(self._exit)  # opened after the death: learn of it at once
+        self._replies[request_id] = replies
+        return replies
+
+    def close(self, request_id: str) -> None:
+        """Stop receiving messages about ``request_id``; later ones are dropped."""
+        self._replies.pop(request_id, None)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests opened and not closed: the runner owes each of them an answer."""
+        return len(self._replies)
+
     def send(self, command: Command) -> None:
         """Queue ``command`` on the pipe; silently dropped once the runner is gone."""
         if self._commands is None or self._commands.is_closing():
@@ -273,7 +303,7 @@ class RunnerProcess:
                 except ValueError:
                     logger.warning("runner %s sent a line that is not JSON: %r", self.pid, line)
                     continue
-                self.inbox.put_nowait(cast(RunnerMessage, message))
+                self._route(cast(RunnerMessage, message))
         except (OSError, ValueError) as exc:  # ValueError: a line over LINE_LIMIT
             logger.warning("reading from runner %s failed: %s", self.pid, exc)
             self.kill()
@@ -282,8 +312,20 @@ class RunnerProcess:
             if self._commands is not None:
                 self._commands.close()
             self.exited.set()
-            self.inbox.put_nowait(Exited(self.returncode))
+            self._exit = Exited(self.returncode)
+            self.inbox.put_nowait(self._exit)
+            for replies in self._replies.values():
+                replies.put_nowait(self._exit)
             self._on_exit(self)
+
+    def _route(self, message: RunnerMessage) -> None:
+        request_id = message.get("id")
+        if request_id is None:
+            self.inbox.put_nowait(message)
+        elif (replies := self._replies.get(str(request_id))) is not None:
+            replies.put_nowait(message)
+        else:
+            logger.debug("runner %s: dropped a %s for no open request", self.pid, message["type"])
 
     async def _read_output(self, output: asyncio.StreamReader) -> None:
         with contextlib.suppress(OSError, ValueError):

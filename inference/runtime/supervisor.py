@@ -1,9 +1,11 @@
 """The inference supervisor: the async API Django calls to run prompts on local models.
 
-One runner process per loaded model (``inference.runtime.runner``); requests to a model are served
-one at a time, first come first served, with a bounded queue; different models run at the
-same time; a memory budget unloads the least recently used idle models; idle models are
-unloaded after a while; a runner that dies is noticed and replaced on the next request.
+One runner process per loaded model (``inference.runtime.runner``); a model's requests all go
+to its runner at once, which decodes up to ``parallel_sequences`` of them together (one at a
+time for a backend that cannot), interactive ones before batch ones, with a bounded queue of
+interactive requests; different models run at the same time; a memory budget unloads the
+least recently used idle models; idle models are unloaded after a while; a runner that dies
+is noticed and replaced on the next request.
 
 Why a thread of its own: the supervisor owns long-lived things bound to an event loop
 (runner pipes, per-model locks, the idle-unload task), while Django calls it from many loops:
@@ -34,6 +36,7 @@ from inference.runtime.protocol import (
     DoneRunEvent,
     GenerateRequest,
     ModelSpec,
+    Priority,
     RunEvent,
     TokenRunEvent,
 )
@@ -43,6 +46,7 @@ __all__ = [
     "GenerateRequest",
     "MemoryBudgetExceeded",
     "ModelSpec",
+    "Priority",
     "RunEvent",
     "RunnerCrashed",
     "RunnerState",
@@ -68,8 +72,9 @@ class Supervisor:
 
     ``memory_budget_bytes``: what loaded runners may use together (measured RSS, or the
     spec's estimate while that is larger). ``idle_unload_seconds``: unload a model unused this
-    long; 0 never does. ``queue_depth``: how many requests one model takes at once, running
-    plus waiting; one more raises ``SupervisorBusy`` at once. ``start_timeout``: seconds a
+    long; 0 never does. ``queue_depth``: how many interactive requests may wait for one model
+    beyond the ``parallel_sequences`` it decodes at once; one more raises ``SupervisorBusy``
+    at once (batch requests are never refused as busy). ``start_timeout``: seconds a
     model may take to load.
 
     Errors are ``InferenceError``s with a sentence in ``reason``: ``SupervisorBusy``,
@@ -112,15 +117,20 @@ class Supervisor:
         request: GenerateRequest,
         *,
         cancel_event: asyncio.Event | None = None,
+        priority: Priority = "interactive",
     ) -> AsyncGenerator[RunEvent, None]:
         """Stream ``{"type": "token", "text"}`` events, then exactly one ``done`` event.
 
-        The request waits behind the model's earlier ones; the model is loaded first if need
-        be. Setting ``cancel_event`` (an event of the caller's loop) stops the generation
-        within a token or two and still yields the final ``done``, with finish_reason
-        "cancelled" and the token counts so far. Closing the iterator early (``aclose()``,
-        ``break``) or cancelling the consuming task cancels too, and waits until the runner
-        has stopped, so the model is free for the next request and stays loaded.
+        The model is loaded first if need be; its runner decodes the request together with
+        the model's others, or after them when it is full. ``priority`` "batch": the request
+        waits while interactive ones need the room, is never refused as busy, and its text
+        arrives in one token event just before its done.
+
+        Setting ``cancel_event`` (an event of the caller's loop) stops the generation within
+        a token or two and still yields the final ``done``, with finish_reason "cancelled"
+        and the token counts so far. Closing the iterator early (``aclose()``, ``break``) or
+        cancelling the consuming task cancels too, and waits until the runner has stopped
+        this request, so its room is free for the next one and the model stays loaded.
 
         A shutdown (``interrupt()``, ``close()``) ends the generation the same way, with a
         "cancelled" done the caller did not ask for: that is how a caller tells the two apart.
@@ -141,7 +151,7 @@ class Supervisor:
                 loop.call_soon_threadsafe(cancelled.set)
 
         future = asyncio.run_coroutine_threadsafe(
-            pool.generate(spec, request, deliver, cancelled), loop
+            pool.generate(spec, request, deliver, cancelled, priority=priority), loop
         )
         future.add_done_callback(lambda _: deliver(_END))
         watcher = None
@@ -164,7 +174,7 @@ class Supervisor:
                     await asyncio.shield(asyncio.wrap_future(future))
 
     async def load(self, spec: ModelSpec) -> RunnerStatus:
-        """Load the model now (after the model's queued requests) and return its status."""
+        """Load the model now (if it is not loaded) and return its status."""
         return await self._call(lambda pool: pool.load(spec))
 
     async def unload(self, model_id: int) -> bool:
@@ -183,7 +193,8 @@ class Supervisor:
         messages: list[dict[str, str]] | None = None,
     ) -> int:
         """How many tokens the model's own tokenizer makes of ``prompt`` or of ``messages``
-        rendered with its chat template. Waits behind the model's queued requests."""
+        rendered with its chat template. Sent to the runner at once, not queued behind the
+        model's generations."""
         return await self._call(
             lambda pool: pool.count_tokens(spec, prompt=prompt, messages=messages)
         )

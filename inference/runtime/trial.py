@@ -143,11 +143,12 @@ class _Trial:
             "messages": None,
             "params": dataclasses.asdict(params),
         }
+        replies = runner.open(command["id"])
         sent = time.monotonic()
         runner.send(command)
         pieces: list[str] = []
         while True:
-            message = await self._unless_stopped(runner, self._next(runner))
+            message = await self._unless_stopped(runner, self._next(replies))
             if isinstance(message, Exited):
                 await runner.collect_output()
                 reason = describe_exit(message.returncode, "while generating")
@@ -164,10 +165,10 @@ class _Trial:
             elif message["type"] == "error":
                 return self._failed(runner.with_output(message["reason"]))
 
-    async def _next(self, runner: RunnerProcess) -> RunnerMessage | Exited:
+    async def _next(self, replies: asyncio.Queue[RunnerMessage | Exited]) -> RunnerMessage | Exited:
         left = self.timeout - (time.monotonic() - self.started)
         try:
-            return await asyncio.wait_for(runner.inbox.get(), max(left, 0.0))
+            return await asyncio.wait_for(replies.get(), max(left, 0.0))
         except TimeoutError:
             raise BackendError(
                 f"The trial load did not finish within {self.timeout:g} s. The machine may be "

@@ -267,9 +267,11 @@ async def test_two_models_generate_at_the_same_time(
     await long.aclose()
 
 
-async def test_requests_to_one_model_are_served_one_after_another_in_order(
+async def test_requests_beyond_the_parallel_sequences_are_served_one_after_another_in_order(
     supervisor: Supervisor, tiny_long_gguf_path: Path
 ) -> None:
+    # ``endless`` decodes one sequence at a time (parallel_sequences 1): both requests are
+    # sent to the runner at once, and it keeps the second waiting until the first is done.
     order: list[str] = []
 
     async def run(label: str, request: GenerateRequest) -> DoneRunEvent:
@@ -285,24 +287,31 @@ async def test_requests_to_one_model_are_served_one_after_another_in_order(
     await until(lambda: [s.queue_length for s in supervisor.status()] == [2])
     first_done, second_done = await asyncio.gather(first, second)
     assert "".join(order) == "a" * order.count("a") + "b" * order.count("b")
-    assert second_done["queue_ms"] >= first_done["total_ms"] * 0.9
+    # It waited in the runner, so its wait is in its time to first token.
+    waited = second_done["queue_ms"] + (second_done["ttft_ms"] or 0)
+    assert waited >= first_done["total_ms"] * 0.9
 
 
 async def test_a_full_queue_raises_supervisor_busy_at_once(tiny_long_gguf_path: Path) -> None:
+    # queue_depth 1 beyond the one sequence ``endless`` decodes at once: two requests in all.
     supervisor = Supervisor(memory_budget_bytes=8 * GIB, idle_unload_seconds=0, queue_depth=1)
     spec = endless(tiny_long_gguf_path)
     try:
         running = supervisor.generate(spec, ongoing())
         await anext(running)
+        waiting = asyncio.create_task(collect(supervisor.generate(spec, ongoing(3))))
+        await until(lambda: [s.queue_length for s in supervisor.status()] == [2])
         started = time.monotonic()
         with pytest.raises(SupervisorBusy) as raised:
             await collect(supervisor.generate(spec, ongoing(3)))
         assert time.monotonic() - started < 0.5
         assert raised.value.reason == (
-            "The model is busy: it already has 1 request(s) running or waiting, as many as it "
+            "The model is busy: it already has 2 request(s) running or waiting, as many as it "
             "takes at once; try again in a moment."
         )
         await running.aclose()
+        _, waited = await waiting
+        assert waited["completion_tokens"] == 3  # the one waiting ran once the first ended
         _, done = await collect(supervisor.generate(spec, ongoing(2)))
         assert done["completion_tokens"] == 2  # a slot is free again
     finally:
@@ -441,6 +450,7 @@ async def test_status_reports_pid_memory_times_and_queue(
     assert loaded.loaded_at is not None and loaded.last_used_at is not None
     assert before <= loaded.loaded_at <= loaded.last_used_at <= datetime.now(UTC)
     assert (loaded.model_id, loaded.state, loaded.queue_length) == (1, "idle", 0)
+    assert (loaded.parallel_sequences, loaded.active_sequences) == (1, 0)
     assert (loaded.backend, loaded.context_length, loaded.estimated_bytes) == (
         "llama_cpp",
         ENDLESS_CONTEXT,
@@ -451,6 +461,7 @@ async def test_status_reports_pid_memory_times_and_queue(
     await anext(stream)
     [busy] = supervisor.status()
     assert (busy.state, busy.queue_length, busy.pid) == ("busy", 1, loaded.pid)
+    assert busy.active_sequences == 1
     assert busy.last_used_at is not None and busy.last_used_at > loaded.last_used_at
     await stream.aclose()
 

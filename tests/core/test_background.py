@@ -48,8 +48,8 @@ def test_each_app_registers_its_background_service_in_start_and_stop_order():
         "job pools",
         "model supervisor",
         "telemetry sampler",
-        "batch worker",
         "fleet telemetry",
+        "batch worker",
         "fleet health sweep",
         "notification sender",
     ]

@@ -104,15 +104,18 @@ def serve(setup: Callable[[], None] | None = None) -> Iterator[LiveServer]:
     # The child must not inherit an open SQLite handle: a connection shared across a fork reads
     # stale or broken pages. Close ours; both sides reconnect on their next query. close_all()
     # reaches only this thread's connections, so stop the threads an earlier test may have left
-    # running here (the sampler, the node health sweep, the notification sender: each holds or
-    # opens one; each starts again on first use or at the next server's startup).
+    # running here (the sampler, the node health sweep, the notification sender, the batch
+    # worker: each holds or opens one; each starts again on first use or at the next server's
+    # startup).
     from opsdash.fleet.health import stop_sweeper
+    from opsdash.gateway.batch_worker import stop_worker
     from opsdash.notify.sender import stop_sender
     from opsdash.telemetry.sampler import stop_sampler
 
     stop_sampler()
     stop_sweeper()
     stop_sender()
+    stop_worker()
     connections.close_all()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -36,7 +36,7 @@ from opsdash.core.processes import current_process, is_alive
 from opsdash.gateway import batches
 from opsdash.gateway.models import Batch, BatchItem, BatchStatus, ItemStatus
 from opsdash.runs.models import Run, RunStatus
-from opsdash.runs.services import execute_run
+from opsdash.runs.services import execute_run, finish_run
 
 logger = logging.getLogger(__name__)
 
@@ -292,7 +292,19 @@ class _Worker:
 
     async def _run_item(self, batch: Batch, item: BatchItem) -> str:
         """One request from start to its recorded outcome: "done", "failed" or "retry"."""
-        started = await sync_to_async(batches.begin_item)(batch=batch, item=item)
+        beginning = asyncio.ensure_future(sync_to_async(batches.begin_item)(batch=batch, item=item))
+        try:
+            started = await asyncio.shield(beginning)
+        except asyncio.CancelledError:
+            # Stopped while its run was being written: a run row is always finalized.
+            started = await beginning
+            if not isinstance(started, str):
+                await sync_to_async(finish_run)(
+                    run_id=started[0].pk,
+                    status=RunStatus.CANCELLED,
+                    error="The batch worker stopped before this request ran; it runs again.",
+                )
+            raise
         if isinstance(started, str):
             return started
         run, call = started

@@ -443,10 +443,10 @@ def retry_item(*, item: BatchItem, server_stopped: bool = False) -> None:
     BatchItem.objects.filter(pk=item.pk, status=ItemStatus.RUNNING).update(**changes)
 
 
-#: Tries of one request the model was too busy for or whose runner crashed, before it fails.
+#: Tries of one request whose runner crashed or whose node was lost, before it fails.
 MAX_ATTEMPTS = 5
 #: Run outcomes worth another try: the server, not the request, ended them.
-_RETRY_CODES = {Code.BUSY, Code.NO_NODE, Code.NODE_LOST, Code.CRASHED, Code.SHUTTING_DOWN}
+_RETRY_CODES = {Code.NO_NODE, Code.NODE_LOST, Code.CRASHED, Code.SHUTTING_DOWN}
 
 
 def _fail_item(item: BatchItem, error: HttpResponse, run: Run | None = None) -> str:
@@ -509,7 +509,10 @@ def settle_item(*, batch: Batch, item: BatchItem, call: CompletionCall, run: Run
             run=run,
         )
         return "done"
+    # Stopped by the server, or the model busy with interactive work, which goes first: the
+    # request waits for the idle capacity batches are for, however long that takes.
     stopped = run.status in {RunStatus.INTERRUPTED, RunStatus.CANCELLED}
+    stopped = stopped or run.error_code == Code.BUSY
     if stopped or (run.error_code in _RETRY_CODES and item.attempts < MAX_ATTEMPTS):
         retry_item(item=item, server_stopped=stopped)
         return "retry"

@@ -187,7 +187,7 @@ def test_a_batch_left_by_a_crashed_process_resumes_and_answers_every_request_onc
 def test_a_cancelled_batch_keeps_what_was_answered_and_lists_the_rest_as_cancelled(
     worker, api_key, tiny_model
 ):
-    batch = new_batch(api_key, tiny_model, 12, max_tokens=8)
+    batch = new_batch(api_key, tiny_model, 60, max_tokens=16)
     wait_for(
         lambda: BatchItem.objects.filter(batch=batch, status=ItemStatus.DONE).exists(),
         "a first answer",
@@ -196,11 +196,11 @@ def test_a_cancelled_batch_keeps_what_was_answered_and_lists_the_rest_as_cancell
     batch = ended(batch)
     assert batch.status == BatchStatus.CANCELLED and batch.cancelled_at is not None
     output, errors = lines_of(batch.output_file), lines_of(batch.error_file)
-    assert output and errors and len(output) + len(errors) == 12
+    assert output and errors and len(output) + len(errors) == 60
     assert batch.completed == len(output)
     assert {line["error"]["code"] for line in errors} == {"batch_cancelled"}
     ids = [line["custom_id"] for line in output + errors]
-    assert sorted(ids) == sorted(f"task-{i}" for i in range(12))
+    assert sorted(ids) == sorted(f"task-{i}" for i in range(60))
     assert Run.objects.count() == len(output)
 
 

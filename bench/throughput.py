@@ -45,6 +45,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -353,9 +354,14 @@ def batch_job(client: Any, bodies: list[dict[str, Any]]) -> tuple[int, float, in
 
 
 def start_servers(
-    work: Path, smol: Path, threads: tuple[int, int], avoid_amx: bool
-) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], str, str, str]:
-    """OpsDash and the peer started on free ports: (ours, peer, ours_url, peer_url, key)."""
+    work: Path,
+    smol: Path,
+    threads: tuple[int, int],
+    avoid_amx: bool,
+    started: list[subprocess.Popen[bytes]],
+) -> tuple[str, str, str]:
+    """OpsDash and the peer started on free ports (each added to ``started`` at once, for the
+    caller to stop whatever happens): (ours_url, peer_url, key)."""
     (work / "root").mkdir()
     placed = work / "root" / smol.name
     try:
@@ -383,6 +389,7 @@ def start_servers(
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    started.append(ours)
     peer = subprocess.Popen(
         [
             *(
@@ -400,9 +407,10 @@ def start_servers(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    started.append(peer)
     wait_until_up(f"http://127.0.0.1:{ours_port}/healthz", ours)
     wait_until_up(f"http://127.0.0.1:{peer_port}/v1/models", peer)
-    return ours, peer, f"http://127.0.0.1:{ours_port}/v1", f"http://127.0.0.1:{peer_port}/v1", key
+    return f"http://127.0.0.1:{ours_port}/v1", f"http://127.0.0.1:{peer_port}/v1", key
 
 
 def measure(args: argparse.Namespace, smol: Path, work: Path) -> None:
@@ -410,8 +418,9 @@ def measure(args: argparse.Namespace, smol: Path, work: Path) -> None:
 
     threads = (args.threads, args.batch_threads)
     ceiling = Ceiling(smol, threads=threads, n_seq_max=8, kv_unified=args.kv_unified)
-    ours, peer, ours_url, peer_url, key = start_servers(work, smol, threads, ceiling.avoid_amx)
+    started: list[subprocess.Popen[bytes]] = []
     try:
+        ours_url, peer_url, key = start_servers(work, smol, threads, ceiling.avoid_amx, started)
         models = urllib.request.Request(
             f"{ours_url}/models", headers={"Authorization": f"Bearer {key}"}
         )
@@ -429,8 +438,7 @@ def measure(args: argparse.Namespace, smol: Path, work: Path) -> None:
             f"Peer: llama_cpp.server{launcher if ceiling.avoid_amx else ''}; "
             f"--interrupt_requests False. Ceiling: kv_unified {args.kv_unified}"
         )
-        asyncio.run(sides_table(args, ceiling, model, ours_url, key, peer_url))
-        ceiling_8 = _CEILING_8[0]
+        ceiling_8 = asyncio.run(sides_table(args, ceiling, model, ours_url, key, peer_url))
         ceiling.close()
 
         bodies = batch_bodies(model, args.batch_requests, args.batch_max_tokens)
@@ -453,21 +461,20 @@ def measure(args: argparse.Namespace, smol: Path, work: Path) -> None:
         print(f"  batch / ceiling at 8:   {r:6.3f} {verdict(r, 0.85)}")
         r = batch_rate / seq_rate
         print(f"  batch / one by one:     {r:6.3f} {verdict(r, 1.3)}")
-        if peer.poll() is not None:
-            print(f"The peer exited with status {peer.returncode} during the run.")
+        for name, process in zip(("OpsDash", "The peer"), started, strict=True):
+            if process.poll() is not None:
+                print(f"{name} exited with status {process.returncode} during the run.")
     finally:
-        for process in (ours, peer):
+        for process in started:
             process.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(10)
 
 
-_CEILING_8: list[float] = [0.0]  # the 8-sequence ceiling of the table, for the batch ratios
-
-
 async def sides_table(
     args: argparse.Namespace, ceiling: Ceiling, model: str, ours_url: str, key: str, peer_url: str
-) -> None:
+) -> float:
+    """Print the three sides' table and ratios; the 8-sequence ceiling, for the batch job's."""
     import openai
 
     ours = openai.AsyncOpenAI(base_url=ours_url, api_key=key, max_retries=0, timeout=600)
@@ -503,7 +510,6 @@ async def sides_table(
                 )
     await ours.close()
     await peer.close()
-    _CEILING_8[0] = cells["ceiling", 8].rate
 
     labels = {
         "ceiling": "ceiling: raw llama_decode",
@@ -529,6 +535,7 @@ async def sides_table(
         if label.startswith("OpsDash / peer at ") and label != "OpsDash / peer at 1":
             note = "(no goal: ahead by what batching is worth)"
         print(f"  {label:24} {total:6.3f}; {median:6.3f}  {note}")
+    return cells["ceiling", 8].rate
 
 
 def main() -> None:
@@ -559,6 +566,8 @@ def main() -> None:
     from opsdash.catalog.demo import fetch_demo_model
 
     smol = fetch_demo_model(REPO / ".cache" / "demo")
+    # A SIGTERM (timeout, Ctrl-C in a pipeline) still stops both servers and removes the data.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory() as tmp:
         measure(args, smol, Path(tmp))
 

@@ -125,6 +125,8 @@ class DoneMessage(TypedDict):
     prompt_tokens: int
     completion_tokens: int
     cpu_seconds: float  # CPU time the runner process used for this generation, all threads
+    #: How long the request waited inside the runner for a free sequence before it started.
+    wait_ms: NotRequired[float]
 
 
 class ErrorMessage(TypedDict):
@@ -316,6 +318,12 @@ def done_event(
     asked, when the first text arrived (None if none did), when the done arrived.
     """
     completion = message["completion_tokens"]
+    # Waiting inside the runner for a free sequence is queueing, not generating.
+    waited = min(max(message.get("wait_ms", 0.0), 0.0) / 1000, max(ended - sent, 0.0))
+    queue_ms += waited * 1000
+    sent += waited
+    if first is not None:
+        first = max(first, sent)
     rate: float | None = None
     if first is not None and completion > 1 and ended > first:
         rate = round((completion - 1) / (ended - first), 3)

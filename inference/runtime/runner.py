@@ -101,8 +101,11 @@ class RunnerServer:
         self._queued: set[str] = set()
         self._cancelled: set[str] = set()
         self._running: set[str] = set()  # batched: requests with a sequence or waiting for one
+        self._arrived: dict[str, float] = {}  # when each waiting request's command came
+        self._skipped: set[str] = set()  # serial: cancelled while queued, already answered
+        self._serial = not isinstance(model, LlamaCppModel)
         self._closing = False
-        work = self._work_batched if isinstance(model, LlamaCppModel) else self._work_serial
+        work = self._work_serial if self._serial else self._work_batched
         self._worker = threading.Thread(target=work, name="runner-worker", daemon=True)
 
     def serve(self, commands: IO[bytes]) -> None:
@@ -131,6 +134,7 @@ class RunnerServer:
         if kind in ("generate", "tokenize", "count"):
             with self._state:
                 self._queued.add(str(message.get("id")))
+                self._arrived[str(message.get("id"))] = time.monotonic()
             rank = _RANK.get(message.get("priority", "interactive"), 0)
             self._jobs.put((rank, next(self._arrivals), message))
         elif kind == "cancel":
@@ -157,9 +161,20 @@ class RunnerServer:
         with self._state:
             if request_id == self._current:
                 self._stop.set()
+            elif self._serial and request_id in self._queued:
+                # Answered now, not when the worker reaches it behind a long generation.
+                self._queued.discard(request_id)
+                self._skipped.add(request_id)
+                self._send_done(request_id, Finished("cancelled", 0, 0), 0.0)
             elif request_id in self._queued or request_id in self._running:
                 self._cancelled.add(request_id)
             # else: it has already finished, and its done is on its way
+
+    def _waited_ms(self, request_id: str) -> float:
+        """How long the request has waited since its command came (and forget when)."""
+        with self._state:
+            arrived = self._arrived.pop(request_id, None)
+        return 0.0 if arrived is None else (time.monotonic() - arrived) * 1000
 
     def _answer(self, request_id: str, work: Callable[..., object], *args: Any) -> bool:
         """Run ``work(*args)``; on failure send the request's error and return False."""
@@ -182,6 +197,10 @@ class RunnerServer:
         while (job := self._jobs.get()[2]) is not None:
             request_id = job["id"]
             with self._state:
+                if request_id in self._skipped:
+                    self._skipped.discard(request_id)
+                    self._arrived.pop(request_id, None)
+                    continue
                 self._current = request_id
                 if self._closing or request_id in self._cancelled:
                     self._stop.set()
@@ -199,6 +218,7 @@ class RunnerServer:
             finally:
                 with self._state:
                     self._current = None
+                    self._arrived.pop(request_id, None)
 
     def _prompt(self, prompt: object, messages: object) -> str:
         if messages is not None:
@@ -219,14 +239,17 @@ class RunnerServer:
         request_id = job["id"]
         prompt = self._prompt(job.get("prompt"), job.get("messages"))
         params = self._params(job)
+        waited = self._waited_ms(request_id)
         cpu_start = time.process_time()  # all of this process's threads, llama.cpp's included
         for event in self._model.generate(prompt, params, self._stop.is_set):
             if isinstance(event, TokenEvent):
                 self._channel.send({"type": "token", "id": request_id, "text": event.text})
             elif isinstance(event, Finished):
-                self._send_done(request_id, event, time.process_time() - cpu_start)
+                self._send_done(request_id, event, time.process_time() - cpu_start, waited)
 
-    def _send_done(self, request_id: str, event: Finished, cpu_seconds: float) -> None:
+    def _send_done(
+        self, request_id: str, event: Finished, cpu_seconds: float, wait_ms: float = 0.0
+    ) -> None:
         self._channel.send(
             {
                 "type": "done",
@@ -235,6 +258,7 @@ class RunnerServer:
                 "prompt_tokens": event.prompt_tokens,
                 "completion_tokens": event.completion_tokens,
                 "cpu_seconds": round(cpu_seconds, 6),
+                "wait_ms": round(wait_ms, 3),
             }
         )
 
@@ -285,6 +309,7 @@ class _Request:
     params: GenerationParams
     sequence: Sequence | None = None
     held: list[str] = field(default_factory=list)  # a batch request's text, sent at the end
+    wait_ms: float | None = None  # from its command to its first start
 
     @property
     def batch(self) -> bool:
@@ -318,6 +343,7 @@ class _Batching:
         if job["type"] != "generate":
             tokenize = cast(TokenizeCommand, job)
             server._answer(request_id, server._tokenize, tokenize)
+            self._forget(request_id)
             return
         generate = cast(GenerateCommand, job)
 
@@ -394,6 +420,8 @@ class _Batching:
             try:
                 sequence = self.decoder.open(request.tokens, request.params, room=request.room)
                 request.sequence = sequence
+                if request.wait_ms is None:
+                    request.wait_ms = self.server._waited_ms(request.id)
                 # A redo after being set back must draw the same tokens.
                 request.params = dataclasses.replace(request.params, seed=sequence.seed)
                 events = self.decoder.prefill(sequence)
@@ -417,13 +445,14 @@ class _Batching:
                 if request.held:
                     channel.send({"type": "token", "id": request.id, "text": "".join(request.held)})
                 assert request.sequence is not None
-                self.server._send_done(request.id, event, request.sequence.cpu_seconds)
+                cpu = request.sequence.cpu_seconds
+                self.server._send_done(request.id, event, cpu, request.wait_ms or 0.0)
                 self._close(request)
 
     def _cancel_waiting(self, request: _Request) -> None:
         self.waiting.remove(request)
         done = Finished("cancelled", len(request.tokens), 0)
-        self.server._send_done(request.id, done, 0.0)
+        self.server._send_done(request.id, done, 0.0, self.server._waited_ms(request.id))
         self._forget(request.id)
 
     def _close(self, request: _Request) -> None:
@@ -438,6 +467,7 @@ class _Batching:
         with self.server._state:
             self.server._running.discard(request_id)
             self.server._cancelled.discard(request_id)
+            self.server._arrived.pop(request_id, None)
 
 
 def _raise(exc: BaseException) -> None:

@@ -144,7 +144,9 @@ def test_it_streams_tokens_then_one_done_with_the_counts(
         "prompt_tokens": done["prompt_tokens"],
         "completion_tokens": 6,
         "cpu_seconds": done["cpu_seconds"],
+        "wait_ms": done["wait_ms"],
     }
+    assert 0 <= done["wait_ms"] < 1000, "it waited only for the command to be read"
     assert done["prompt_tokens"] >= 2
     assert 0 < done["cpu_seconds"] < 30, "the runner reports the CPU time it spent"
 

@@ -230,7 +230,12 @@ def _with_sequences(llama_cpp: Any, parallel: int) -> Iterator[None]:
 
     ``kv_unified=False`` gives every sequence ``n_ctx / parallel`` cells that only it uses, so
     a sequence attends over the same cells it would have alone and one long request cannot
-    take another's room. llama_cpp.Llama has no argument for either, so (as for the AMX
+    take another's room. Why not one unified cache: attention over a cache shared with other
+    sequences (masked) rounds differently from attention alone; measured with SmolLM2 Q4_1,
+    35 of 50 greedy answers changed when decoded 8 at a time in a unified cache, none with a
+    stream each (``bench/batch_consistency.py``). The price: llama.cpp decodes only a
+    contiguous run of stream ids in one micro-batch, so ``BatchDecoder`` hands out the lowest
+    free id. llama_cpp.Llama has no argument for either setting, so (as for the AMX
     workaround) the default-params function it calls is wrapped while it runs.
     """
     module = llama_cpp.llama_cpp

@@ -2,7 +2,8 @@
 
 The context is created with ``n_seq_max`` KV sequences of ``context_length`` tokens each
 (llama.cpp's non-unified KV cache: one stream per sequence, so a sequence attends over exactly
-the cells it would have alone). A ``Sequence`` is one request: its prompt is decoded alone,
+the cells it would have alone; see ``_with_sequences`` in ``llama_cpp``). A ``Sequence`` is
+one request: its prompt is decoded alone,
 in chunks of ``n_batch`` tokens, the way llama-cpp-python does it; after that, every
 ``step()`` decodes the next token of every open sequence in one ``llama_decode`` call and
 samples each from its own logits with its own sampler chain (its own parameters and seed).
@@ -88,7 +89,7 @@ class BatchDecoder:
         self._threads = threads
         self._n_batch = max(int(llm.n_batch), 1)
         self._n_vocab = int(llm.n_vocab())
-        self._free = list(range(parallel - 1, -1, -1))  # pop() hands out 0 first
+        self._free = list(range(parallel))
         self.open_sequences: list[Sequence] = []
         self._batch = lib.llama_batch_init(max(self._n_batch, parallel), 0, 1)
         self._closed = False
@@ -110,7 +111,8 @@ class BatchDecoder:
         seed = params.seed if params.seed is not None else self._default_seed
         if seed is None:
             seed = random.getrandbits(32)
-        seq_id = self._free.pop()
+        seq_id = min(self._free)
+        self._free.remove(seq_id)
         self._clear(seq_id)
         sequence = Sequence(
             seq_id=seq_id,
@@ -162,7 +164,14 @@ class BatchDecoder:
     def step(self) -> list[tuple[Sequence, list[Event]]]:
         """Decode the next token of every open, unfinished sequence in one batch, sample each
         one's following token, and return each sequence's events."""
-        ready = [s for s in self.open_sequences if not s.finished and s.next_token is not None]
+        # In order of their KV stream: llama.cpp decodes one contiguous, ascending run of
+        # streams per micro-batch, so out of order they would go one by one (measured: 8
+        # sequences at 60 tokens/s instead of 140 on 2 cores). ``open`` hands out the lowest
+        # free stream to keep the run contiguous.
+        ready = sorted(
+            (s for s in self.open_sequences if not s.finished and s.next_token is not None),
+            key=lambda s: s.seq_id,
+        )
         if not ready:
             return []
         cpu = time.process_time()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -95,8 +97,9 @@ def test_a_prompt_longer_than_the_context_is_refused_by_the_model_with_400(gatew
 
 @pytest.fixture
 def queue_of_one(settings) -> None:  # type: ignore[no-untyped-def]
-    """One request per model at a time, running or waiting (set before the server forks)."""
+    """One request decoded per model at a time and one waiting (set before the server forks)."""
     settings.QUEUE_DEPTH = 1
+    settings.PARALLEL_SEQUENCES = 1
 
 
 @pytest.mark.slow
@@ -110,6 +113,20 @@ def test_a_busy_model_answers_429_with_retry_after(queue_of_one, gateway, endles
     try:
         assert long.status == 200
         next(long.events())  # the model is generating for it now
+        # A second request takes the one place in the queue (it waits for the first).
+        waiter = threading.Thread(
+            target=call,
+            args=("POST", f"{gateway.base_url}/chat/completions"),
+            kwargs={
+                "body": {"model": endless_model.slug, "messages": HELLO, "max_tokens": 2},
+                "key": gateway.key,
+            },
+        )
+        waiter.start()
+        deadline = time.monotonic() + 30
+        while Run.objects.count() < 2:
+            assert time.monotonic() < deadline, "the second request never reached the model"
+            time.sleep(0.05)
         for path, body in (
             ("chat/completions", {"model": endless_model.slug, "messages": HELLO}),
             ("completions", {"model": endless_model.slug, "prompt": "hi", "stream": True}),
@@ -121,6 +138,7 @@ def test_a_busy_model_answers_429_with_retry_after(queue_of_one, gateway, endles
             named.append(int(busy.headers["x-opsdash-run"]))
     finally:
         long.close()
+    waiter.join(timeout=60)
     refused = Run.objects.filter(error_code="busy")
     assert refused.count() == 2 and {r.status for r in refused} == {RunStatus.ERROR}, (
         "a refused call is still a run in the ledger"

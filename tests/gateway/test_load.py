@@ -25,9 +25,15 @@ def finished(run_id: int, timeout: float = 30) -> Run:
     return run
 
 
+@pytest.fixture
+def one_at_a_time(settings) -> None:  # type: ignore[no-untyped-def]
+    """The runner decodes one request at a time, so a second one waits (before the fork)."""
+    settings.PARALLEL_SEQUENCES = 1
+
+
 @pytest.mark.slow
 def test_a_client_that_disconnects_mid_stream_leaves_a_cancelled_run_with_its_text(
-    gateway, endless_model
+    one_at_a_time, gateway, endless_model
 ):
     stream = OpenStream(
         f"{gateway.base_url}/chat/completions",

@@ -207,6 +207,7 @@ def long_model(db, settings, model_root, tmp_path, supervisor_cleanup) -> LocalM
     on any CPU, against the milliseconds the refused request needs.
     """
     settings.QUEUE_DEPTH = 1
+    settings.PARALLEL_SEQUENCES = 1
     with pytest.MonkeyPatch.context() as patch:
         for name, value in {
             "TINY_LLAMA_EMBEDDING_LENGTH": 512,
@@ -222,7 +223,8 @@ def long_model(db, settings, model_root, tmp_path, supervisor_cleanup) -> LocalM
 
 def test_a_full_queue_answers_429_with_retry_after_a_sentence_and_the_run(bearer, long_model):
     # Each request in its own thread, as a server serves them (one thread per request).
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    # One decoded and one waiting fill the model (queue depth 1 beyond one sequence).
+    with ThreadPoolExecutor(max_workers=2) as pool:
         first = pool.submit(
             post_run, Client(), bearer, model=long_model.pk, prompt="hello", max_tokens=300
         )
@@ -231,8 +233,16 @@ def test_a_full_queue_answers_429_with_retry_after_a_sentence_and_the_run(bearer
             assert time.monotonic() < deadline, "the first run never started"
             assert not first.done(), first.result().content
             time.sleep(0.02)
+        second = pool.submit(
+            post_run, Client(), bearer, model=long_model.pk, prompt="hello", max_tokens=2
+        )
+        while not any(s.queue_length >= 2 for s in get_supervisor().status()):
+            assert time.monotonic() < deadline, "the second run never reached the model"
+            assert not first.done(), first.result().content
+            time.sleep(0.02)
         busy = post_run(Client(), bearer, model=long_model.pk, prompt="hi", max_tokens=1)
         assert first.result().status_code == 200
+        assert second.result().status_code == 200
     assert busy.status_code == 429, busy.content
     assert busy["Retry-After"] == "2"
     body = busy.json()

@@ -264,7 +264,8 @@ def test_the_saving_is_the_savings_pages_own_figure_and_unpriced_is_not_zero(
     today = overview(parse_filters({"from": day, "to": day})).totals
     month = overview(parse_filters({"range": "month"})).totals
     savings = _card(_text(client_for(manager).get("/")), "savings")
-    assert today.net_nusd > 0 and month.net_nusd >= today.net_nusd
+    # The month can net less than today: yesterday's failed runs cost energy and avoid nothing.
+    assert today.net_nusd > 0 and month.runs >= today.runs
     assert _money(today.net_nusd, "saving-today") in savings
     assert _money(month.net_nusd, "saving-month") in savings
     assert "unpriced" not in savings

@@ -383,3 +383,6 @@ def reset_after_fork() -> None:
     """In a forked child: the parent's thread did not come along; start afresh."""
     global _thread, _lock, _loop, _worker
     _thread, _lock, _loop, _worker = None, threading.Lock(), None, None
+
+
+batches.on_new_work(wake)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -330,10 +331,19 @@ def create_batch(
     return batch
 
 
-def _wake_worker() -> None:
-    from opsdash.gateway import batch_worker  # the worker imports this module
+#: Called after the commit that creates or cancels a batch. ``batch_worker`` registers its
+#: wake-up here (``on_new_work``): it imports this module, so this one does not import it.
+_listeners: list[Callable[[], None]] = []
 
-    batch_worker.wake()
+
+def on_new_work(listener: Callable[[], None]) -> None:
+    if listener not in _listeners:
+        _listeners.append(listener)
+
+
+def _wake_worker() -> None:
+    for listener in _listeners:
+        listener()
 
 
 def cancel_batch(*, batch: Batch, user: User | None = None) -> Batch:

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import selectors
 import subprocess
 import sys
 import tarfile
@@ -30,6 +31,12 @@ REPO = Path(__file__).resolve().parents[2]
 NAME = re.compile(r"^opsdash-backup-\d{8}-\d{6}\.tar\.gz$")
 RUNS_BEFORE_BACKUP = 25
 RUNS_AFTER_BACKUP = 15
+# The source is one migration behind, so the restore has something to migrate forward: the
+# gateway's batch tables, a leaf nothing else depends on. (Rolling back runs or savings would
+# drop columns the writer's pricing needs: every run would log a failed finalizer.)
+BEHIND_APP, BEHIND_AT, AHEAD = "gateway", "0001_initial", "0002_batch"
+# How long the writer may take to write its first runs, or to finish once told to stop.
+WRITER_TIMEOUT = 240
 
 # Each run is written and finalized in one transaction, so a snapshot holds whole runs only.
 WRITER = """
@@ -145,31 +152,41 @@ class Made:
 
 
 def backup_while_writing(source: Path, env: dict[str, str], *, output: Path) -> Made:
-    """Start the writer, take the backup once it has written some runs, let it write more."""
+    """Start the writer, take the backup once it has written some runs, let it write more.
+
+    The writer's stderr goes to a file (a pipe nobody reads would fill and block it), its first
+    line is awaited with a deadline, and anything it logged at ERROR fails the test: a writer
+    whose runs fail to finalize must be a failure that says why, never a hang.
+    """
     stop = source / "stop-writing"
-    writer = subprocess.Popen(
-        [sys.executable, str(REPO / "manage.py"), "shell", "--no-imports", "-c", WRITER],
-        env={
-            **env,
-            "BACKUP_TEST_STOP": str(stop),
-            "BACKUP_TEST_BEFORE": str(RUNS_BEFORE_BACKUP),
-            "BACKUP_TEST_AFTER": str(RUNS_AFTER_BACKUP),
-        },
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    errors_path = source / "writer-stderr.txt"
+    with errors_path.open("w") as errors_file:
+        writer = subprocess.Popen(
+            [sys.executable, str(REPO / "manage.py"), "shell", "--no-imports", "-c", WRITER],
+            env={
+                **env,
+                "BACKUP_TEST_STOP": str(stop),
+                "BACKUP_TEST_BEFORE": str(RUNS_BEFORE_BACKUP),
+                "BACKUP_TEST_AFTER": str(RUNS_AFTER_BACKUP),
+            },
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=errors_file,
+            text=True,
+        )
     try:
         assert writer.stdout is not None
-        first = writer.stdout.readline().strip()
+        first = _first_line(writer, timeout=WRITER_TIMEOUT)
         if first != "ready":
-            writer.kill()
-            raise AssertionError(f"the writer stopped early: {first!r} {writer.stderr.read()}")
+            raise AssertionError(
+                f"the writer stopped early: {first!r}\n{errors_path.read_text()[-3000:]}"
+            )
         made = manage(source, "backup", "--output", str(output), env=env)
         stop.touch()
-        rest, errors = writer.communicate(timeout=240)
-        assert writer.returncode == 0, errors
+        rest, _ = writer.communicate(timeout=WRITER_TIMEOUT)
+        logged = errors_path.read_text()
+        assert writer.returncode == 0, logged[-3000:]
+        assert " ERROR " not in logged, logged[-3000:]
     finally:
         if writer.poll() is None:
             writer.kill()
@@ -182,13 +199,23 @@ def backup_while_writing(source: Path, env: dict[str, str], *, output: Path) -> 
     )
 
 
+def _first_line(process: subprocess.Popen[str], *, timeout: float) -> str | None:
+    """The process's first line of stdout, or None if it printed none within ``timeout``."""
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            return None
+    return process.stdout.readline().strip()
+
+
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> Made:
-    """A source folder one migration behind (runs' latest index unapplied, so the restore has
-    something to migrate forward) and a backup of it taken while runs were being written."""
+    """A source folder one migration behind (``BEHIND_APP`` at ``BEHIND_AT``) and a backup of
+    it taken while runs were being written."""
     source = tmp_path_factory.mktemp("source")
     manage(source, "migrate", "--no-input")
-    manage(source, "migrate", "runs", "0007_workflow_archive", "--no-input")
+    manage(source, "migrate", BEHIND_APP, BEHIND_AT, "--no-input")
     return backup_while_writing(source, child_env(source), output=source / "out")
 
 
@@ -213,8 +240,8 @@ def test_the_manifest_lists_the_model_files_settings_and_migrations_without_copy
     assert {"TIME_ZONE", "REPORT_TIME_ZONE", "ELECTRICITY_USD_PER_KWH", "NODE_NAME", "FLEET"} <= (
         set(manifest["settings"])
     )
-    assert "0007_workflow_archive" in manifest["migrations"]["runs"]
-    assert "0008_workflow_latest_index" not in manifest["migrations"]["runs"]
+    assert BEHIND_AT in manifest["migrations"][BEHIND_APP]
+    assert AHEAD not in manifest["migrations"][BEHIND_APP]
     files = {f["name"]: f for f in manifest["model_files"]}
     assert set(files) == {"kept", "lost", "changed"}
     kept = made.source / "models" / "kept.gguf"
@@ -249,7 +276,7 @@ def test_a_backup_made_while_runs_were_written_restores_the_same_ledger_and_savi
         before["costs"]["local"],
         before["costs"]["net"],
     )
-    assert "runs.0008_workflow_latest_index" in result.stdout  # migrated forward
+    assert f"{BEHIND_APP}.{AHEAD}" in result.stdout  # migrated forward
     assert (restored / "secret_key").read_text() == (made.source / "secret_key").read_text()
 
 

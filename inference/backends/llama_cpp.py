@@ -30,6 +30,8 @@ from inference.errors import CONTEXT_FULL, BackendError, InferenceError
 if TYPE_CHECKING:
     import llama_cpp
 
+    from inference.formats import ModelMetadata
+
 logger = logging.getLogger(__name__)
 
 #: Context window used when ``LoadOptions.context_length`` is unset. Small enough that the KV
@@ -180,12 +182,20 @@ def default_context_length(path: Path) -> int:
     """The context a model gets when none is asked for: ``DEFAULT_CONTEXT_LENGTH`` tokens, or
     its whole trained context when that is longer and its KV cache stays within
     ``SMALL_KV_CACHE_BYTES``."""
-    from inference.formats import estimate_memory, read_metadata
+    from inference.formats import read_metadata
 
     try:
         metadata = read_metadata(path)
     except InferenceError:
         return DEFAULT_CONTEXT_LENGTH  # llama.cpp's own load error will say what is wrong
+    return context_length_for(metadata)
+
+
+def context_length_for(metadata: ModelMetadata) -> int:
+    """``default_context_length`` from a model's metadata (the catalogue keeps it, so the run
+    path need not read the file)."""
+    from inference.formats import estimate_memory
+
     trained = metadata.context_length or 0
     if trained <= DEFAULT_CONTEXT_LENGTH:
         return DEFAULT_CONTEXT_LENGTH

@@ -18,7 +18,7 @@ from __future__ import annotations
 from django.conf import settings
 
 from inference import formats
-from inference.backends.llama_cpp import DEFAULT_CONTEXT_LENGTH, SMALL_KV_CACHE_BYTES
+from inference.backends.llama_cpp import context_length_for
 from opsdash.catalog.models import LocalModel
 
 #: The backend that decodes several sequences together; every other one runs one at a time.
@@ -37,23 +37,15 @@ def _metadata(model: LocalModel) -> formats.ModelMetadata | None:
 
 
 def sequence_context_length(model: LocalModel) -> int | None:
-    """The context one request gets when the run path loads ``model`` (it sets none itself).
-
-    For llama.cpp this is the backend's own rule (``llama_cpp.default_context_length``, here
-    from the stored metadata instead of the file, as the run path must not read model files
-    per request): ``DEFAULT_CONTEXT_LENGTH``, or the whole trained context when its KV cache
-    stays within ``SMALL_KV_CACHE_BYTES``. Other backends use the model's trained context.
-    """
+    """The context one request gets when the run path loads ``model`` (it sets none itself):
+    for llama.cpp the backend's own rule, from the stored metadata
+    (``llama_cpp.context_length_for``); other backends use the model's trained context."""
     metadata = _metadata(model)
     if metadata is None:
         return None
-    trained = metadata.context_length or 0
     if model.backend != BATCHING_BACKEND:
-        return trained or None
-    if trained <= DEFAULT_CONTEXT_LENGTH:
-        return DEFAULT_CONTEXT_LENGTH
-    kv_bytes = formats.estimate_memory(metadata, context_length=trained).kv_cache_bytes
-    return trained if 0 < kv_bytes <= SMALL_KV_CACHE_BYTES else DEFAULT_CONTEXT_LENGTH
+        return metadata.context_length or None
+    return context_length_for(metadata)
 
 
 def memory_estimate(

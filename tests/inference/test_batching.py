@@ -183,8 +183,17 @@ def test_requests_beyond_the_sequences_wait_and_all_finish(
     ids = [str(n) for n in range(5)]
     for request_id in ids:
         runner.generate(request_id, prompt="hello world", params={"max_tokens": 6})
-    _, done, _ = collect(runner, ids)
+    _, done, order = collect(runner, ids)
     assert {d["finish_reason"] for d in done.values()} <= {"length", "stop"}
+    # Never more than the two sequences at once: a request starts writing only after another
+    # has ended (a request that ends without a token never held a sequence long).
+    writing: set[str] = set()
+    for request_id, kind in order:
+        if kind == "token":
+            writing.add(request_id)
+            assert len(writing) <= 2, f"{sorted(writing)} decoded at once with 2 sequences"
+        else:
+            writing.discard(request_id)
     # The same greedy request gives the same counts wherever it sat in the queue.
     assert len({(d["prompt_tokens"], d["completion_tokens"]) for d in done.values()}) == 1
 

@@ -89,14 +89,13 @@ class BatchDecoder:
         self._threads = threads
         self._n_batch = max(int(llm.n_batch), 1)
         self._n_vocab = int(llm.n_vocab())
-        self._free = list(range(parallel))
         self.open_sequences: list[Sequence] = []
         self._batch = lib.llama_batch_init(max(self._n_batch, parallel), 0, 1)
         self._closed = False
 
     @property
     def free_slots(self) -> int:
-        return len(self._free)
+        return self.parallel - len(self.open_sequences)
 
     # --- one sequence --------------------------------------------------------------------------
 
@@ -106,13 +105,14 @@ class BatchDecoder:
         A request without a seed gets a random one here, kept on the sequence, so that redoing
         it (after it was set back to make room) writes the same text.
         """
-        if not self._free:
+        taken = {s.seq_id for s in self.open_sequences}
+        free = [seq_id for seq_id in range(self.parallel) if seq_id not in taken]
+        if not free:
             raise BackendError("Every parallel sequence of this model is in use.")
         seed = params.seed if params.seed is not None else self._default_seed
         if seed is None:
             seed = random.getrandbits(32)
-        seq_id = min(self._free)
-        self._free.remove(seq_id)
+        seq_id = free[0]  # the lowest: see ``step``
         self._clear(seq_id)
         sequence = Sequence(
             seq_id=seq_id,
@@ -157,7 +157,6 @@ class BatchDecoder:
         self._lib.llama_sampler_free(sequence.sampler)
         sequence.sampler = None
         self._clear(sequence.seq_id)
-        self._free.append(sequence.seq_id)
 
     # --- all of them -----------------------------------------------------------------------------
 

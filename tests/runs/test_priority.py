@@ -181,8 +181,10 @@ async def until(condition: Any, what: str, timeout: float = 60) -> None:
         await asyncio.sleep(0.02)
 
 
-def queued(model: LocalModel) -> int:
-    return sum(s.queue_length for s in get_supervisor().status() if s.model_id == model.pk)
+def sent(model: LocalModel) -> int:
+    """The model's requests sent to its runner (admitted is not enough: a request still on its
+    way could arrive after the runner has moved on)."""
+    return sum(s.active_sequences for s in get_supervisor().status() if s.model_id == model.pk)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -219,10 +221,10 @@ async def test_an_interactive_run_goes_before_a_batch_run_that_was_waiting_first
 
     batch_run = await start(RunSource.BATCH, 8)
     batch = asyncio.create_task(run_and_note(batch_run, "batch"))
-    await until(lambda: queued(endless_model) == 2, "the batch run to wait")
+    await until(lambda: sent(endless_model) == 2, "the batch run to wait")
     interactive_run = await start(RunSource.API, 8)
     interactive = asyncio.create_task(run_and_note(interactive_run, "interactive"))
-    await until(lambda: queued(endless_model) == 3, "the interactive run to wait")
+    await until(lambda: sent(endless_model) == 3, "the interactive run to wait")
 
     stop_blocker.set()
     results = await asyncio.wait_for(asyncio.gather(blocking, batch, interactive), 120)

@@ -32,6 +32,12 @@ shared machine; totals are printed too. Goals (issue 14): at 1 client OpsDash >=
 at 4 and 8 clients >= 0.85x the ceiling; the batch job >= 0.85x the 8-sequence ceiling and
 >= 1.3x one by one.
 
+On a 2-core machine the ceiling has both cores to itself, while OpsDash's HTTP server and its
+8 streaming clients run on the same two: with 2 batch threads (llama-cpp-python's default
+here) OpsDash measured 0.66x / 0.54x the ceiling at 4 / 8, and with ``--batch-threads 1`` on
+all three sides (a core left for the server and clients) 1.05x / 0.88x, at about the same
+OpsDash tokens/s either way (AMD EPYC, 2026-12-02, ``--quick``).
+
     .venv/bin/python bench/throughput.py [--quick] [--threads 1] [--batch-threads 2]
         [--max-tokens 128] [--per-client 2]
         [--rounds 2] [--batch-requests 200] [--batch-max-tokens 64]

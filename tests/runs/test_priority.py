@@ -181,6 +181,9 @@ async def until(condition: Any, what: str, timeout: float = 60) -> None:
         await asyncio.sleep(0.02)
 
 
+ANSWER_TOKENS = 400
+
+
 def sent(model: LocalModel) -> int:
     """The model's requests sent to its runner (admitted is not enough: a request still on its
     way could arrive after the runner has moved on)."""
@@ -219,10 +222,12 @@ async def test_an_interactive_run_goes_before_a_batch_run_that_was_waiting_first
         finished.append(label)
         return done
 
-    batch_run = await start(RunSource.BATCH, 8)
+    # Long enough that the batch run's decode, after the interactive one, outlasts the
+    # interactive run's own finishing (its ledger writes): ``finished`` is in runner order.
+    batch_run = await start(RunSource.BATCH, ANSWER_TOKENS)
     batch = asyncio.create_task(run_and_note(batch_run, "batch"))
     await until(lambda: sent(endless_model) == 2, "the batch run to wait")
-    interactive_run = await start(RunSource.API, 8)
+    interactive_run = await start(RunSource.API, ANSWER_TOKENS)
     interactive = asyncio.create_task(run_and_note(interactive_run, "interactive"))
     await until(lambda: sent(endless_model) == 3, "the interactive run to wait")
 
@@ -231,4 +236,4 @@ async def test_an_interactive_run_goes_before_a_batch_run_that_was_waiting_first
     assert [r.status for r in results] == [RunStatus.CANCELLED, RunStatus.OK, RunStatus.OK]
     assert finished == ["interactive", "batch"]
     # Both were generated whole: the batch one waited, it was not cut short.
-    assert results[1].completion_tokens == results[2].completion_tokens == 8
+    assert results[1].completion_tokens == results[2].completion_tokens == ANSWER_TOKENS
